@@ -1,0 +1,159 @@
+"""The channel contract, the error family and the normalised statuses.
+
+A channel is opened once per batch, sends any number of rendered messages and
+is closed, like Django's email backends (``open``/``close``/``send``). ``send``
+returns a :class:`SendResult` or raises one of the :class:`ChannelError`
+classes; the worker decides what to do from the class alone, never from the
+message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class Status:
+    """Normalised delivery statuses; every provider maps its codes to these."""
+
+    PENDING = "pending"  # due, waiting for a worker
+    SENDING = "sending"  # claimed by a worker
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"  # the provider confirmed delivery
+    FAILED = "failed"  # permanent error: not retried
+    DEAD = "dead"  # transient errors until the last attempt
+    SKIPPED = "skipped"  # preferences, address or suppression said no
+    DIGEST = "digest"  # held for the user's digest
+
+    FINAL = frozenset({SENT, DELIVERED, FAILED, DEAD, SKIPPED})
+    CHOICES = [
+        (PENDING, "pending"),
+        (SENDING, "sending"),
+        (SENT, "sent"),
+        (DELIVERED, "delivered"),
+        (FAILED, "failed"),
+        (DEAD, "dead"),
+        (SKIPPED, "skipped"),
+        (DIGEST, "held for digest"),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message rendered for one recipient on one channel: all a channel needs."""
+
+    delivery_id: int
+    channel: str
+    to: str  # the address: email, E.164 number, member id, URL; "" for in-app
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    # Channel-specific extras (in-app: user id, notification id, url).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_record(self) -> dict[str, Any]:
+        """What was sent, as stored with the attempt."""
+        return {
+            "to": self.to,
+            "subject": self.subject,
+            "text": self.text,
+            "html": self.html,
+            "headers": dict(self.headers),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The provider accepted the message."""
+
+    provider: str
+    message_id: str = ""
+    status: str = Status.SENT
+    response: dict[str, Any] = field(default_factory=dict)
+
+
+class ChannelError(Exception):
+    """A send failed. Subclasses say whether trying again can help."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        provider: str = "",
+        response: Any = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.code = str(code)
+        self.provider = provider
+        self.response = response
+
+    def __str__(self) -> str:
+        prefix = f"[{self.code}] " if self.code else ""
+        return f"{prefix}{self.message}"
+
+
+class TransientError(ChannelError):
+    """Try again later (time-out, 4xx-temporary, 5xx, rate limit)."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class PermanentError(ChannelError):
+    """Trying again cannot help; the reason is recorded and the delivery fails."""
+
+
+class InvalidRecipient(PermanentError):
+    """The address is malformed or the provider says it does not exist."""
+
+
+class Suppressed(PermanentError):
+    """The provider refuses the address (unsubscribed, complained, STOP)."""
+
+
+class ChannelConfigurationError(ImproperlyConfigured):
+    """The channel is misconfigured. Deliberately outside ``ChannelError`` so no
+    retry loop can swallow it: it must reach an operator."""
+
+
+class Channel:
+    """Base class of every channel.
+
+    ``address_kind`` names the contact point a recipient needs ("email", "phone",
+    ...); ``None`` means the channel needs no address (in-app).
+    """
+
+    address_kind: ClassVar[str | None] = None
+    # Which template parts the channel sends: "email", "sms", "chat" or "inapp".
+    message_format: ClassVar[str] = "chat"
+    provider_name: ClassVar[str] = ""
+
+    def __init__(self, alias: str, **options: Any):
+        self.alias = alias
+        self.options = options
+
+    def open(self) -> None:
+        """Acquire what a batch of sends can share (a connection, a session)."""
+
+    def close(self) -> None:
+        """Release what ``open`` acquired. Must not raise."""
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        raise NotImplementedError
+
+    def __enter__(self) -> Channel:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

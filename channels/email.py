@@ -1,0 +1,158 @@
+"""Email through Django's email API.
+
+``EMAIL_BACKEND`` (or the channel's ``BACKEND`` option) decides the transport:
+Django's SMTP backend, any django-anymail ESP, or the sandbox. One connection is
+opened per batch and reused for every message in it.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from email.utils import make_msgid
+from typing import Any
+
+from django.core.mail import EmailMultiAlternatives, get_connection
+
+from .base import (
+    Channel,
+    InvalidRecipient,
+    OutgoingMessage,
+    PermanentError,
+    SendResult,
+    TransientError,
+)
+
+try:  # anymail is a hard dependency, but keep the channel usable without it.
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+except ImportError:  # pragma: no cover
+    AnymailAPIError = AnymailRecipientsRefused = None
+
+
+class EmailChannel(Channel):
+    """Sends text + HTML alternatives; records the Message-ID or the ESP's id."""
+
+    address_kind = "email"
+    message_format = "email"
+
+    def __init__(self, alias: str, **options: Any):
+        super().__init__(alias, **options)
+        self.backend = options.get("BACKEND")  # None: settings.EMAIL_BACKEND
+        self.from_email = options.get("FROM_EMAIL")  # None: DEFAULT_FROM_EMAIL
+        self.backend_kwargs = options.get("BACKEND_OPTIONS", {})
+        self.connection = None
+
+    @property
+    def provider_name(self) -> str:  # type: ignore[override]
+        backend = self.backend or _settings_backend()
+        return backend.rsplit(".", 2)[-2] if "." in backend else backend
+
+    def open(self) -> None:
+        if self.connection is None:
+            self.connection = get_connection(
+                self.backend, fail_silently=False, **self.backend_kwargs
+            )
+        try:
+            self.connection.open()
+        except Exception as exc:
+            self.connection = None
+            raise classify_email_error(exc, self.provider_name) from exc
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # noqa: S110 - a failed QUIT must not hide the outcome
+                pass
+            self.connection = None
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        if self.connection is None:
+            self.open()
+        from django.conf import settings
+
+        domain = (self.from_email or settings.DEFAULT_FROM_EMAIL).rpartition("@")[2] or None
+        message_id = make_msgid(domain=domain)
+        email = EmailMultiAlternatives(
+            subject=message.subject,
+            body=message.text,
+            from_email=self.from_email,
+            to=[message.to],
+            headers={"Message-ID": message_id, **message.headers},
+            connection=self.connection,
+        )
+        if message.html:
+            email.attach_alternative(message.html, "text/html")
+        email.extra_headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
+        try:
+            sent = email.send()
+        except Exception as exc:
+            # A broken SMTP session cannot be reused for the next message.
+            if isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
+                self.close()
+            raise classify_email_error(exc, self.provider_name) from exc
+        if not sent:
+            raise TransientError("the email backend accepted nothing", provider=self.provider_name)
+        status = getattr(email, "anymail_status", None)
+        esp_id = getattr(status, "message_id", None) if status is not None else None
+        return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+
+def _settings_backend() -> str:
+    from django.conf import settings
+
+    return settings.EMAIL_BACKEND
+
+
+def classify_email_error(exc: Exception, provider: str) -> Exception:
+    """Map an SMTP or ESP exception to the channel error family."""
+    if AnymailRecipientsRefused is not None and isinstance(exc, AnymailRecipientsRefused):
+        return InvalidRecipient(str(exc), provider=provider, code="recipients_refused")
+    if AnymailAPIError is not None and isinstance(exc, AnymailAPIError):
+        status = getattr(exc, "status_code", None)
+        if status is not None and (status == 429 or status >= 500):
+            retry_after = _retry_after(getattr(exc, "response", None))
+            return TransientError(
+                str(exc), code=str(status), provider=provider, retry_after=retry_after
+            )
+        if status is None:  # no answer at all: network trouble
+            return TransientError(str(exc), provider=provider)
+        return PermanentError(str(exc), code=str(status), provider=provider)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(
+            f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
+            for code, msg in exc.recipients.values()
+        )
+        if codes and all(400 <= code < 500 for code in codes):
+            return TransientError(
+                f"recipient deferred: {detail}", code=str(codes[0]), provider=provider
+            )
+        return InvalidRecipient(
+            f"recipient refused: {detail}", code=str(codes[0] if codes else ""), provider=provider
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = (
+            exc.smtp_error.decode(errors="replace")
+            if isinstance(exc.smtp_error, bytes)
+            else str(exc.smtp_error)
+        )
+        if 400 <= exc.smtp_code < 500:
+            return TransientError(
+                f"{exc.smtp_code} {text}", code=str(exc.smtp_code), provider=provider
+            )
+        return PermanentError(f"{exc.smtp_code} {text}", code=str(exc.smtp_code), provider=provider)
+    if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
+        return TransientError(f"SMTP connection lost: {exc}", provider=provider)
+    if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):
+        return TransientError(f"cannot reach the mail server: {exc}", provider=provider)
+    if isinstance(exc, smtplib.SMTPException):
+        return TransientError(str(exc), provider=provider)
+    return PermanentError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+def _retry_after(response: Any) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None

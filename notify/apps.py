@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class NotifyConfig(AppConfig):
+    name = "notify"
+    verbose_name = "Notifications"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, signals  # noqa: F401

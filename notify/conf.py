@@ -1,0 +1,69 @@
+"""The ``NOTIFY`` setting: one dict, documented defaults, read through ``get``.
+
+Every key can be overridden in ``settings.NOTIFY``; ``notify/settings.py`` feeds
+the common ones from environment variables. Nothing else in the code base reads
+``settings.NOTIFY`` directly, so this module is the one place that says what a
+missing key means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # alias -> {"BACKEND": dotted path of a channels.base.Channel, "OPTIONS": {...}}
+    "CHANNELS": {
+        "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {}},
+        "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
+    },
+    # Channels a rule gets when it names none.
+    "DEFAULT_CHANNELS": ["email", "inapp"],
+    # Where the default message templates live (one folder per message).
+    "TEMPLATE_DIRS": [],
+    "DEFAULT_LOCALE": "en",
+    # Untrusted templates and conditions are stopped past these bounds.
+    "RENDER_MAX_OUTPUT": 256 * 1024,  # characters per rendered part
+    "RENDER_TIMEOUT": 0.5,  # seconds per message
+    # Fan-out: recipients per chunk (one read per table and one insert per table).
+    "FANOUT_CHUNK_SIZE": 2000,
+    # Worker: deliveries claimed per batch, how long a claim lives, poll interval.
+    "WORKER_BATCH_SIZE": 50,
+    "WORKER_THREADS": 2,
+    "CLAIM_TTL": 120.0,
+    "POLL_INTERVAL": 0.5,
+    # Retries: attempts in all, first delay, growth factor, cap, jitter (+/- share).
+    "MAX_ATTEMPTS": 10,
+    "RETRY_BASE_DELAY": 120.0,
+    "RETRY_FACTOR": 2.0,
+    "RETRY_MAX_DELAY": 6 * 3600.0,
+    "RETRY_JITTER": 0.2,
+    # How often each process checks whether rules or templates changed (seconds).
+    "CONFIG_CHECK_INTERVAL": 1.0,
+    # HTTP API.
+    "API_MAX_BODY_BYTES": 256 * 1024,
+    "API_MAX_PAYLOAD_BYTES": 64 * 1024,
+    # Process events in the committing thread instead of a worker (tests, scripts).
+    "EAGER": False,
+    # A user's ``User.email`` counts as a verified email address when the user has
+    # no email contact point of their own.
+    "USER_EMAIL_IS_CONTACT": True,
+    # The sandbox providers record here; the /dev/outbox/ page reads it.
+    "SANDBOX": False,
+    "SANDBOX_DIR": None,
+    # Absolute base URL used in links inside messages.
+    "SITE_URL": "http://127.0.0.1:8000",
+    # Events, notifications and deliveries older than this are deleted (days; 0 = keep).
+    "RETENTION_DAYS": 90,
+    # Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock).
+    "SCHEDULER_LOCK_FILE": None,
+}
+
+
+def get(key: str) -> Any:
+    """Return ``settings.NOTIFY[key]``, or its documented default."""
+    user = getattr(settings, "NOTIFY", {})
+    if key in user:
+        return user[key]
+    return DEFAULTS[key]

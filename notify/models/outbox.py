@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from channels.base import Status
+
+
+class Notification(models.Model):
+    """One (event, rule, user): the anchor of its deliveries and the in-app item.
+
+    Fan-out writes only the references; the in-app delivery fills ``title``,
+    ``body`` and ``url`` and sets ``inbox_at`` when it is "sent".
+    """
+
+    event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="notifications")
+    rule = models.ForeignKey("rules.Rule", null=True, blank=True, on_delete=models.SET_NULL)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    category = models.ForeignKey("Category", on_delete=models.PROTECT)
+    created_at = models.DateTimeField(default=timezone.now)
+    inbox_at = models.DateTimeField(null=True, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    body = models.TextField(blank=True)
+    url = models.CharField(max_length=1000, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["event", "rule", "user"], name="notification_unique")
+        ]
+        indexes = [
+            models.Index(
+                fields=["user", "-inbox_at"],
+                condition=models.Q(inbox_at__isnull=False),
+                name="inbox_idx",
+            ),
+            models.Index(
+                fields=["user"],
+                condition=models.Q(inbox_at__isnull=False, read_at__isnull=True),
+                name="inbox_unread_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"notification #{self.pk} to user {self.user_id}"
+
+
+class Delivery(models.Model):
+    """One notification on one channel: the unit the workers claim and send."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.CHOICES, default=Status.PENDING)
+    skip_reason = models.CharField(max_length=50, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    provider = models.CharField(max_length=50, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "channel"], name="delivery_unique")
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=[Status.PENDING, Status.SENDING]),
+                name="delivery_due_idx",
+            ),
+            models.Index(fields=["provider_message_id"], name="delivery_provider_id_idx"),
+            models.Index(fields=["status", "channel"], name="delivery_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery #{self.pk} ({self.channel}, {self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a delivery, with exactly what was sent and the answer."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent"
+        TRANSIENT = "transient", "transient error"
+        PERMANENT = "permanent", "permanent error"
+        SKIPPED = "skipped"
+        LOST = "lost", "worker lost"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    provider = models.CharField(max_length=50, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    sent = models.JSONField(default=dict, blank=True)
+    response = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"

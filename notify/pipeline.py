@@ -1,0 +1,200 @@
+"""Fan-out: one stored event in, outbox rows out. Nothing is rendered here.
+
+The flow, top to bottom:
+
+1. load the event and build the condition context;
+2. match the compiled rules indexed by event type;
+3. for each matched rule, stream its recipients in chunks;
+4. per chunk: load preferences and addresses (a fixed number of queries),
+   decide per user and channel (pure), write one multi-row insert per table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from channels.base import Status
+from rules.index import CompiledRule, rule_index
+from rules.recipients import EventRecipients, RecipientSpec, resolve_recipients
+
+from . import conf
+from .directory import DatabaseDirectory, category_info, load_preferences
+from .models import Category, Event
+from .outbox import PlannedDelivery, PlannedNotification, write_fanout_chunk
+from .preferences import DIGEST, SEND, CategoryInfo, UserPrefs, decide
+from .registry import describe
+
+log = logging.getLogger("notify.pipeline")
+
+EXPLICIT = (RecipientSpec("explicit"),)
+
+
+@dataclass(slots=True)
+class FanoutStats:
+    rules: int = 0
+    recipients: int = 0
+    notifications: int = 0
+    deliveries: int = 0
+    chunks: int = 0
+    decisions: Counter = field(default_factory=Counter)
+
+
+def actor_context(user: Any) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "name": user.get_full_name() or user.get_username(),
+        "first_name": getattr(user, "first_name", ""),
+        "is_staff": user.is_staff,
+        "is_superuser": user.is_superuser,
+    }
+
+
+def event_context(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.pk,
+        "type": event.type,
+        "source": event.source,
+        "object": event.object_ref,
+        "received_at": event.received_at.isoformat() if event.received_at else "",
+    }
+
+
+def condition_context(event: Event) -> dict[str, Any]:
+    return {
+        "payload": event.payload,
+        "event": event_context(event),
+        "actor": actor_context(event.actor),
+    }
+
+
+def chunked(ids: Iterable[int], size: int) -> Iterator[list[int]]:
+    iterator = iter(ids)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def plan_chunk(
+    user_ids: Iterable[int],
+    category: CategoryInfo,
+    channels: dict[str, str | None],
+    prefs: dict[int, UserPrefs],
+    now: datetime,
+) -> list[PlannedNotification]:
+    """Decide every (user, channel) of a chunk. Pure: data in, rows out."""
+    planned = []
+    for user_id in user_ids:
+        user_prefs = prefs.get(user_id)
+        if user_prefs is None:  # deleted between resolution and loading
+            continue
+        deliveries = []
+        for alias, address_kind in channels.items():
+            decision = decide(category, alias, address_kind, user_prefs, now)
+            if decision.action == SEND:
+                deliveries.append(PlannedDelivery(alias, Status.PENDING))
+            elif decision.action == DIGEST:
+                deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
+            else:
+                deliveries.append(PlannedDelivery(alias, Status.SKIPPED, decision.reason))
+        planned.append(PlannedNotification(user_id, tuple(deliveries)))
+    return planned
+
+
+def rule_channels(rule: CompiledRule) -> dict[str, str | None]:
+    """The rule's channel aliases (configured ones only) with their address kinds."""
+    configured = conf.get("CHANNELS")
+    aliases = rule.channels or tuple(conf.get("DEFAULT_CHANNELS"))
+    channels = {}
+    for alias in aliases:
+        if alias not in configured:
+            log.warning("rule %s names channel %r, which is not configured", rule.id, alias)
+            continue
+        channels[alias] = describe(alias)[0]
+    return channels
+
+
+def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
+    """Write the outbox rows for one event. Idempotent: safe to run again."""
+    now = now or timezone.now()
+    stats = FanoutStats()
+    # 1. context
+    context = condition_context(event)
+    # 2. match
+    matches = [m for m in rule_index.get().match(event.type, context) if m.matched]
+    if not matches:
+        return stats
+    categories = {
+        c.pk: category_info(c)
+        for c in Category.objects.filter(pk__in={m.rule.category_id for m in matches})
+    }
+    directory = DatabaseDirectory()
+    recipients = EventRecipients(
+        payload=event.payload if isinstance(event.payload, dict) else {},
+        actor_id=event.actor_id,
+        explicit=tuple(event.recipients or ()),
+    )
+    chunk_size = conf.get("FANOUT_CHUNK_SIZE")
+    for match in matches:
+        rule = match.rule
+        category = categories.get(rule.category_id)
+        channels = rule_channels(rule)
+        if category is None or not channels:
+            continue
+        stats.rules += 1
+        # 3. recipients, streamed
+        user_ids = resolve_recipients(rule.recipients or EXPLICIT, recipients, directory)
+        for chunk in chunked(user_ids, chunk_size):
+            # 4. preferences, decisions, one insert per table
+            prefs = load_preferences(chunk, [category.id], {k for k in channels.values() if k})
+            planned = plan_chunk(chunk, category, channels, prefs, now)
+            n, d = write_fanout_chunk(event.pk, rule.id, category.id, planned, now)
+            stats.chunks += 1
+            stats.recipients += len(chunk)
+            stats.notifications += n
+            stats.deliveries += d
+            for p in planned:
+                stats.decisions.update(d.status for d in p.deliveries)
+    return stats
+
+
+def process_event(event_id: int) -> FanoutStats | None:
+    """Fan out one claimed event and record the outcome on it."""
+    event = Event.objects.select_related("actor").filter(pk=event_id).first()
+    if event is None:
+        return None
+    try:
+        stats = fan_out(event)
+    except Exception as exc:
+        log.exception("fan-out of event %s failed", event_id)
+        retry = event.attempts < 5
+        Event.objects.filter(pk=event_id).update(
+            status=Event.State.RECEIVED if retry else Event.State.FAILED,
+            claimed_until=timezone.now() + timedelta(seconds=30 * 2**event.attempts)
+            if retry
+            else None,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        return None
+    Event.objects.filter(pk=event_id).update(
+        status=Event.State.PROCESSED, processed_at=timezone.now(), claimed_until=None, error=""
+    )
+    return stats
+
+
+def reprocess_events(event_ids: Iterable[int]) -> int:
+    """Make failed events due for fan-out again (admin action)."""
+    return (
+        Event.objects.filter(pk__in=list(event_ids))
+        .exclude(status=Event.State.PROCESSING)
+        .update(status=Event.State.RECEIVED, claimed_until=None, attempts=0)
+    )
