@@ -1,8 +1,10 @@
 """Email through Django's email API.
 
-``EMAIL_BACKEND`` (or the channel's ``BACKEND`` option) decides the transport:
-Django's SMTP backend, any django-anymail ESP, or the sandbox. One connection is
-opened per batch and reused for every message in it.
+The channel's ``MAILER`` option names an entry of Django's ``MAILERS`` setting
+(default ``"default"``), which decides the transport: Django's SMTP backend,
+any django-anymail ESP, or the sandbox. One mailer instance (one SMTP session)
+is opened per batch and reused for every message in it, through the backend
+contract ``open`` / ``send_messages`` / ``close``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import socket
 from email.utils import make_msgid
 from typing import Any
 
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, mailers
 
 from .base import (
     Channel,
@@ -37,21 +40,14 @@ class EmailChannel(Channel):
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
-        self.backend = options.get("BACKEND")  # None: settings.EMAIL_BACKEND
+        self.mailer = options.get("MAILER", "default")
         self.from_email = options.get("FROM_EMAIL")  # None: DEFAULT_FROM_EMAIL
-        self.backend_kwargs = options.get("BACKEND_OPTIONS", {})
         self.connection = None
-
-    @property
-    def provider_name(self) -> str:  # type: ignore[override]
-        backend = self.backend or _settings_backend()
-        return backend.rsplit(".", 2)[-2] if "." in backend else backend
+        self.provider_name = provider_of(self.mailer)
 
     def open(self) -> None:
         if self.connection is None:
-            self.connection = get_connection(
-                self.backend, fail_silently=False, **self.backend_kwargs
-            )
+            self.connection = mailers[self.mailer]
         try:
             self.connection.open()
         except Exception as exc:
@@ -69,8 +65,6 @@ class EmailChannel(Channel):
     def send(self, message: OutgoingMessage) -> SendResult:
         if self.connection is None:
             self.open()
-        from django.conf import settings
-
         domain = (self.from_email or settings.DEFAULT_FROM_EMAIL).rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
         email = EmailMultiAlternatives(
@@ -79,13 +73,12 @@ class EmailChannel(Channel):
             from_email=self.from_email,
             to=[message.to],
             headers={"Message-ID": message_id, **message.headers},
-            connection=self.connection,
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")
         email.extra_headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
         try:
-            sent = email.send()
+            sent = self.connection.send_messages([email])
         except Exception as exc:
             # A broken SMTP session cannot be reused for the next message.
             if isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
@@ -98,10 +91,12 @@ class EmailChannel(Channel):
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
 
 
-def _settings_backend() -> str:
-    from django.conf import settings
-
-    return settings.EMAIL_BACKEND
+def provider_of(mailer: str) -> str:
+    """A short provider name from the mailer's backend path: ``smtp``,
+    ``postmark``, ``sandbox``..."""
+    backend = getattr(settings, "MAILERS", {}).get(mailer, {}).get("BACKEND", "smtp")
+    parts = backend.split(".")
+    return parts[-2] if len(parts) >= 2 else backend
 
 
 def classify_email_error(exc: Exception, provider: str) -> Exception:

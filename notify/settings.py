@@ -6,6 +6,7 @@ and production is configured without editing this file. See the README,
 "Configuration", for the list.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -128,17 +129,21 @@ WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "admin:login"
 
-# Email: the sandbox backend records what would be sent; set EMAIL_BACKEND to
-# django.core.mail.backends.smtp.EmailBackend or an anymail ESP backend for real.
-SANDBOX = env_bool("NOTIFY_SANDBOX", "EMAIL_BACKEND" not in os.environ)
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "channels.sandbox.SandboxEmailBackend")
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
-EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
-EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+# Email goes through Django's MAILERS. The embedded default records to the
+# sandbox; set NOTIFY_EMAIL_BACKEND to django.core.mail.backends.smtp.EmailBackend
+# or an anymail ESP backend (anymail.backends.postmark.EmailBackend, ...) and
+# NOTIFY_EMAIL_OPTIONS to the backend's options as JSON, e.g.
+# {"host": "smtp.example.com", "port": 587, "use_tls": true} or {"server_token": "..."}.
+EMAIL_BACKEND_PATH = os.environ.get("NOTIFY_EMAIL_BACKEND", "channels.sandbox.SandboxEmailBackend")
+SANDBOX = env_bool("NOTIFY_SANDBOX", "NOTIFY_EMAIL_BACKEND" not in os.environ)
+MAILERS = {
+    "default": {
+        "BACKEND": EMAIL_BACKEND_PATH,
+        "OPTIONS": json.loads(os.environ.get("NOTIFY_EMAIL_OPTIONS", "{}")),
+    }
+}
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "notify@example.com")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ANYMAIL = {
     key.removeprefix("ANYMAIL_"): value
     for key, value in os.environ.items()

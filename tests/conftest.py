@@ -1,0 +1,58 @@
+"""Shared fixtures. Protocol peers (SMTP, HTTP providers) live in ``tests/peers``."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from notify.models import Category
+from rules.index import rule_index
+from rules.models import Rule
+
+
+@pytest.fixture(autouse=True)
+def _notify_settings(settings, tmp_path):
+    """Fresh sandbox dir per test; config changes visible at once; no eager mode."""
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "SANDBOX_DIR": str(tmp_path / "sandbox"),
+        "CONFIG_CHECK_INTERVAL": 0,
+        "EAGER": False,
+    }
+    rule_index.clear()
+
+    yield
+    rule_index.clear()
+
+
+@pytest.fixture
+def make_user(db):
+    User = get_user_model()
+    counter = {"n": 0}
+
+    def make(username: str | None = None, **fields):
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        fields.setdefault("email", f"{username}@example.com")
+        return User.objects.create_user(username=username, password="pw-" + username, **fields)
+
+    return make
+
+
+@pytest.fixture
+def category(db):
+    return Category.objects.create(key="orders", name="Orders", description="Order updates")
+
+
+@pytest.fixture
+def make_rule(db, category):
+    def make(**fields):
+        fields.setdefault("name", f"rule-{Rule.objects.count() + 1}")
+        fields.setdefault("event_type", "order.shipped")
+        fields.setdefault("category", category)
+        fields.setdefault("recipients", ["explicit"])
+        fields.setdefault("message", "order_shipped")
+        fields.setdefault("channels", ["email", "inapp"])
+        return Rule.objects.create(**fields)
+
+    return make
