@@ -162,8 +162,7 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
             stats.recipients += len(chunk)
             stats.notifications += n
             stats.deliveries += d
-            for p in planned:
-                stats.decisions.update(d.status for d in p.deliveries)
+            stats.decisions.update(d.status for p in planned for d in p.deliveries)
     return stats
 
 

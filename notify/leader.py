@@ -1,0 +1,112 @@
+"""Leader election: exactly one scheduler is active among many processes.
+
+On PostgreSQL the leader holds a session-level advisory lock on a dedicated
+connection; if the process dies, the server drops the connection and the lock
+with it. On SQLite (one machine) the leader holds an exclusive ``flock`` on a
+file, which the kernel releases when the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from django.db import connections
+
+log = logging.getLogger("notify.leader")
+
+ADVISORY_KEY = 0x6E6F7469  # "noti"
+
+
+class FileLeaderLock:
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def still_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class PostgresLeaderLock:
+    """Holds ``pg_try_advisory_lock`` on its own connection (not Django's
+    per-thread one, which may be closed between requests)."""
+
+    def __init__(self, alias: str = "default", key: int = ADVISORY_KEY):
+        self.alias = alias
+        self.key = key
+        self._conn = None
+
+    def _connect(self):
+        import psycopg
+
+        params = connections[self.alias].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        params.pop("prepare_threshold", None)
+        return psycopg.connect(**params, autocommit=True, connect_timeout=5)
+
+    def acquire(self) -> bool:
+        if self._conn is not None and self.still_held():
+            return True
+        self.release()
+        try:
+            self._conn = self._connect()
+            got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()[0]
+        except Exception as exc:
+            log.warning("leader lock: cannot reach PostgreSQL: %s", exc)
+            self.release()
+            return False
+        if not got:
+            self.release()
+        return bool(got)
+
+    def still_held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+            return True
+        except Exception:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110 - already gone
+                pass
+            self._conn = None
+
+
+def leader_lock(lock_file: str | None):
+    if connections["default"].vendor == "postgresql":
+        return PostgresLeaderLock()
+    if not lock_file:
+        raise ValueError(
+            "NOTIFY['SCHEDULER_LOCK_FILE'] must be set when the database is not PostgreSQL"
+        )
+    return FileLeaderLock(lock_file)
