@@ -80,6 +80,13 @@ def trigger(
     if not isinstance(payload, dict):
         raise ValidationError("payload must be a JSON object")
     actor_id = actor.pk if isinstance(actor, models.Model) else actor
+    if actor_id is not None and not isinstance(actor, models.Model):
+        from django.contrib.auth import get_user_model
+
+        if isinstance(actor_id, bool) or not isinstance(actor_id, int):
+            raise ValidationError(f"actor must be a user or a user id, not {actor!r}")
+        if not get_user_model().objects.filter(pk=actor_id).exists():
+            raise ValidationError(f"actor: no user with id {actor_id}")
     refs = _recipient_refs(recipients)
     fingerprint = request_fingerprint(event_type, payload, actor_id, refs)
     if idempotency_key is not None:
