@@ -30,10 +30,20 @@ def validate_event_type(event_type: Any) -> str:
     return event_type
 
 
+class IdempotencyKeyReused(ValidationError):
+    """The idempotency key was used before for a different request."""
+
+
 def to_json(value: Any) -> Any:
     """Round-trip through JSON so what is stored is what a worker reads back
-    (dates become ISO strings, Decimals strings, UUIDs strings)."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    (dates become ISO strings, Decimals strings, UUIDs strings). NaN and
+    Infinity are refused: they are not JSON and PostgreSQL rejects them."""
+    try:
+        return json.loads(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False))
+    except ValueError as exc:
+        raise ValidationError(f"payload is not JSON-safe: {exc}") from exc
+    except TypeError as exc:
+        raise ValidationError(f"payload cannot be stored as JSON: {exc}") from exc
 
 
 def request_fingerprint(event_type: str, payload: Any, actor_id: Any, recipients: Any) -> str:
@@ -72,11 +82,12 @@ def trigger(
     """Store an event and schedule its fan-out for after the current transaction.
 
     With an ``idempotency_key`` seen before (in the same scope), the first event
-    is returned and nothing new is stored. Inside ``transaction.atomic()`` the
+    is returned and nothing new is stored; the same key with a different
+    request raises ``IdempotencyKeyReused``. Inside ``transaction.atomic()`` the
     event commits or rolls back with the surrounding change.
     """
     validate_event_type(event_type)
-    payload = to_json(payload or {})
+    payload = to_json({} if payload is None else payload)
     if not isinstance(payload, dict):
         raise ValidationError("payload must be a JSON object")
     actor_id = actor.pk if isinstance(actor, models.Model) else actor
@@ -92,7 +103,7 @@ def trigger(
     if idempotency_key is not None:
         existing = find_idempotent(idempotency_scope, idempotency_key)
         if existing is not None:
-            return existing
+            return same_request(existing, fingerprint)
     fields = {
         "type": event_type,
         "payload": payload,
@@ -115,9 +126,17 @@ def trigger(
         existing = find_idempotent(idempotency_scope, idempotency_key)
         if existing is None:
             raise
-        return existing
+        return same_request(existing, fingerprint)
     transaction.on_commit(lambda: event_committed(event.pk), using=using)
     return event
+
+
+def same_request(existing: Event, fingerprint: str) -> Event:
+    if existing.request_hash and existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            f"idempotency key '{existing.idempotency_key}' was used for a different event (#{existing.pk})"
+        )
+    return existing
 
 
 def find_idempotent(scope: str, key: str) -> Event | None:

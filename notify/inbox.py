@@ -37,7 +37,9 @@ def unread_count(user_id: int) -> int:
 def mark(user_id: int, ids: Iterable[int], read: bool) -> int:
     """Mark the user's own items read or unread; other users' ids are ignored."""
     items = inbox(user_id).filter(pk__in=list(ids))
-    return items.update(read_at=timezone.now() if read else None)
+    if read:  # keep the first read time of items already read
+        return items.filter(read_at__isnull=True).update(read_at=timezone.now())
+    return items.update(read_at=None)
 
 
 def mark_all_read(user_id: int) -> int:

@@ -68,6 +68,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "notify.urls"
+# JSON under /api/, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "notify.api.errors.csrf_failure"
 WSGI_APPLICATION = "notify.wsgi.application"
 ASGI_APPLICATION = "notify.asgi.application"
 
@@ -121,6 +123,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

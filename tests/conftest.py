@@ -9,6 +9,8 @@ from notify.models import Category
 from rules.index import rule_index
 from rules.models import Rule
 
+pytest_plugins = ["tests.peers.smtp"]
+
 
 @pytest.fixture(autouse=True)
 def _notify_settings(settings, tmp_path):

@@ -58,7 +58,9 @@ def test_payload_must_be_an_object():
 
 @pytest.mark.django_db
 def test_snapshot_never_includes_secrets():
-    user = get_user_model().objects.create_user(username="bob", password="s3cret!", email="b@example.com")
+    user = get_user_model().objects.create_user(
+        username="bob", password="s3cret!", email="b@example.com"
+    )
     data = snapshot(user)
     assert "password" not in data
     assert data["username"] == "bob"
@@ -67,7 +69,9 @@ def test_snapshot_never_includes_secrets():
 
 @pytest.mark.django_db(transaction=True)
 def test_emit_on_save_and_delete_inside_the_changing_transaction():
-    disconnect = notify.emit_on(Group, created="group.created", updated="group.updated", deleted="group.deleted")
+    disconnect = notify.emit_on(
+        Group, created="group.created", updated="group.updated", deleted="group.deleted"
+    )
     try:
         with transaction.atomic():
             group = Group.objects.create(name="Ops")
@@ -75,12 +79,24 @@ def test_emit_on_save_and_delete_inside_the_changing_transaction():
             group.save()
         group_id = group.pk
         group.delete()
-        events = list(Event.objects.order_by("pk").values_list("type", "payload", "object_ref", "source"))
+        events = list(
+            Event.objects.order_by("pk").values_list("type", "payload", "object_ref", "source")
+        )
         assert events == [
             ("group.created", {"id": group_id, "name": "Ops"}, f"auth.group:{group_id}", "signal"),
-            ("group.updated", {"id": group_id, "name": "Operations"}, f"auth.group:{group_id}", "signal"),
+            (
+                "group.updated",
+                {"id": group_id, "name": "Operations"},
+                f"auth.group:{group_id}",
+                "signal",
+            ),
             # the delete's payload was taken before the row was gone
-            ("group.deleted", {"id": group_id, "name": "Operations"}, f"auth.group:{group_id}", "signal"),
+            (
+                "group.deleted",
+                {"id": group_id, "name": "Operations"},
+                f"auth.group:{group_id}",
+                "signal",
+            ),
         ]
     finally:
         disconnect()
@@ -102,4 +118,22 @@ def test_rolled_back_change_makes_no_event():
 def test_unknown_actor_id_is_refused():
     with pytest.raises(ValidationError, match="no user with id 999"):
         notify.trigger("a.b", {}, actor=999)
+    assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_reused_idempotency_key_with_another_payload_is_refused():
+    from notify.events import IdempotencyKeyReused
+
+    notify.trigger("a.b", {"n": 1}, idempotency_key="k-2")
+    with pytest.raises(IdempotencyKeyReused, match="k-2"):
+        notify.trigger("a.b", {"n": 2}, idempotency_key="k-2")
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bad", [[], "", 0, {"x": float("nan")}, {"x": float("inf")}])
+def test_non_object_or_non_json_payload_is_refused(bad):
+    with pytest.raises(ValidationError):
+        notify.trigger("a.b", bad)
     assert Event.objects.count() == 0

@@ -1,0 +1,394 @@
+"""``GET /api/v1/openapi.json``: the API described as OpenAPI 3.1.
+
+Request schemas come from the pydantic models in ``schemas.py`` (so the
+document cannot drift from what is validated); responses are written here by
+hand, next to the paths. A test checks that every URL pattern is listed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+
+from .errors import api_view
+from .schemas import EventIn, InboxQuery
+
+PREFIX = "/api/v1"
+REF = "#/components/schemas/{model}"
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": REF.format(model=name)}
+
+
+def obj(description: str = "", **properties: Schema) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, "required": list(properties)}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def nullable(schema: Schema) -> Schema:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+BOOLEAN: Schema = {"type": "boolean"}
+DATETIME: Schema = {"type": "string", "format": "date-time"}
+URI: Schema = {"type": "string", "format": "uri"}
+
+RESPONSE_SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        "type": "object",
+        "description": "Every error body.",
+        "properties": {
+            "error": {**STRING, "description": "A stable code, e.g. unauthorized."},
+            "message": {**STRING, "description": "For people; may change."},
+            "errors": {"type": "array", "items": ref("FieldError")},
+        },
+        "required": ["error", "message"],
+    },
+    "FieldError": obj(
+        "One invalid field: a dotted path (payload.x, recipients[0]) or a header name.",
+        field=STRING,
+        message=STRING,
+    ),
+    "EventAccepted": obj(
+        "The event is stored; fan-out follows. A retry with the same "
+        "Idempotency-Key returns the same body.",
+        id=INTEGER,
+        status={"const": "accepted"},
+        type=STRING,
+        received_at=DATETIME,
+    ),
+    "Event": obj(
+        id=INTEGER,
+        type=STRING,
+        payload={"type": "object"},
+        actor=nullable(INTEGER),
+        source={"enum": ["python", "signal", "api", "cli"]},
+        status={"enum": ["received", "processing", "processed", "failed"]},
+        received_at=DATETIME,
+        processed_at=nullable(DATETIME),
+        error=STRING,
+        notifications={"type": "array", "items": ref("Notification")},
+    ),
+    "Notification": obj(
+        "One (event, rule, user).",
+        id=INTEGER,
+        user=INTEGER,
+        rule=nullable(INTEGER),
+        category={**STRING, "description": "The category key."},
+        created_at=DATETIME,
+        deliveries={"type": "array", "items": ref("Delivery")},
+    ),
+    "Delivery": obj(
+        "The notification on one channel.",
+        id=INTEGER,
+        channel=STRING,
+        status={
+            "enum": [
+                "pending",
+                "sending",
+                "sent",
+                "delivered",
+                "failed",
+                "dead",
+                "skipped",
+                "digest",
+            ]
+        },
+        skip_reason=STRING,
+        attempts=INTEGER,
+        provider=STRING,
+        provider_message_id=STRING,
+        error_code=STRING,
+        error_message=STRING,
+        sent_at=nullable(DATETIME),
+        delivered_at=nullable(DATETIME),
+        next_attempt_at=DATETIME,
+    ),
+    "InboxItem": obj(
+        id=INTEGER,
+        title=STRING,
+        body=STRING,
+        url=STRING,
+        category=STRING,
+        created_at=DATETIME,
+        read=BOOLEAN,
+        read_at=nullable(DATETIME),
+    ),
+    "InboxPage": obj(
+        "One page of the inbox, newest first.",
+        unread_count=INTEGER,
+        count=INTEGER,
+        page=INTEGER,
+        page_size=INTEGER,
+        next=nullable(URI),
+        previous=nullable(URI),
+        results={"type": "array", "items": ref("InboxItem")},
+    ),
+    "InboxItemState": {
+        "allOf": [ref("InboxItem"), obj(unread_count=INTEGER)],
+        "description": "The item after the change, and the new unread count.",
+    },
+    "ReadAll": obj(updated=INTEGER, unread_count=INTEGER),
+}
+
+
+def error(description: str, headers: dict[str, Any] | None = None) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def ok(description: str, schema: str, headers: dict[str, Any] | None = None) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": ref(schema)}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def use(name: str) -> Schema:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+RESPONSES: dict[str, Schema] = {
+    "BadRequest": error("Invalid input; errors[] names each field. Nothing was stored."),
+    "Unauthorized": error(
+        "Missing, invalid or revoked credentials.",
+        {"WWW-Authenticate": {"schema": STRING, "description": "Bearer (API key endpoints)."}},
+    ),
+    "Forbidden": error("The CSRF check failed (send the csrftoken cookie's value as X-CSRFToken)."),
+    "NotFound": error("No such resource, or not yours."),
+    "MethodNotAllowed": error(
+        "The method is not allowed.", {"Allow": {"schema": STRING, "description": "Allowed."}}
+    ),
+}
+
+BEARER = [{"bearerAuth": []}]
+SESSION = [{"sessionCookie": []}]
+SESSION_CSRF = [{"sessionCookie": [], "csrfToken": []}]
+
+
+def item_id_parameter() -> Schema:
+    return {
+        "name": "item_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+
+
+def query_parameters(model: type[InboxQuery]) -> list[Schema]:
+    schema = model.model_json_schema()
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            "schema": {k: v for k, v in prop.items() if k not in {"title", "description"}},
+            **({"description": prop["description"]} if "description" in prop else {}),
+        }
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def inbox_change(operation_id: str, summary: str, response: Schema, **extra: Any) -> Schema:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["inbox"],
+            "security": SESSION_CSRF,
+            "responses": {
+                "200": response,
+                "401": use("Unauthorized"),
+                "403": use("Forbidden"),
+                "404": use("NotFound"),
+                "405": use("MethodNotAllowed"),
+            },
+            **extra,
+        }
+    }
+
+
+def paths() -> dict[str, Schema]:
+    return {
+        f"{PREFIX}/events": {
+            "post": {
+                "operationId": "createEvent",
+                "summary": "Store an event; rules decide who hears about it.",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Retries with the same key store nothing new and "
+                        "get the first answer; the same key with another body is a 422.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 255,
+                            "pattern": "^[ -~]+$",
+                        },
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref("EventIn")}},
+                },
+                "responses": {
+                    "202": ok(
+                        "Accepted: stored, fan-out follows.",
+                        "EventAccepted",
+                        {"Location": {"schema": STRING, "description": "The event's URL."}},
+                    ),
+                    "400": use("BadRequest"),
+                    "401": use("Unauthorized"),
+                    "405": use("MethodNotAllowed"),
+                    "413": error("The body is over API_MAX_BODY_BYTES."),
+                    "415": error("The body is not application/json (UTF-8)."),
+                    "422": error("The Idempotency-Key was used for a different request."),
+                },
+            }
+        },
+        f"{PREFIX}/events/{{event_id}}": {
+            "get": {
+                "operationId": "getEvent",
+                "summary": "An event sent with this key, its notifications and deliveries.",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "event_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "responses": {
+                    "200": ok("The event.", "Event"),
+                    "401": use("Unauthorized"),
+                    "404": use("NotFound"),
+                    "405": use("MethodNotAllowed"),
+                },
+            }
+        },
+        f"{PREFIX}/inbox": {
+            "get": {
+                "operationId": "listInbox",
+                "summary": "The logged-in user's inbox, newest first.",
+                "tags": ["inbox"],
+                "security": SESSION,
+                "parameters": query_parameters(InboxQuery),
+                "responses": {
+                    "200": ok("One page.", "InboxPage"),
+                    "400": use("BadRequest"),
+                    "401": use("Unauthorized"),
+                    "405": use("MethodNotAllowed"),
+                },
+            }
+        },
+        f"{PREFIX}/inbox/{{item_id}}/read": inbox_change(
+            "markInboxItemRead",
+            "Mark one of your items read.",
+            ok("The item, now read.", "InboxItemState"),
+            parameters=[item_id_parameter()],
+        ),
+        f"{PREFIX}/inbox/{{item_id}}/unread": inbox_change(
+            "markInboxItemUnread",
+            "Mark one of your items unread.",
+            ok("The item, now unread.", "InboxItemState"),
+            parameters=[item_id_parameter()],
+        ),
+        f"{PREFIX}/inbox/read-all": inbox_change(
+            "markInboxRead",
+            "Mark every item in your inbox read.",
+            ok("How many items changed.", "ReadAll"),
+        ),
+        f"{PREFIX}/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document.",
+                "tags": ["meta"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+def request_schemas() -> dict[str, Schema]:
+    """The request models' JSON Schemas, nested definitions hoisted to components."""
+    schemas: dict[str, Schema] = {}
+    for model in (EventIn,):
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "notify",
+            "version": "1",
+            "description": "Emit events for notification rules; read the logged-in "
+            "user's in-app inbox. Every error body is "
+            '{"error": code, "message": text}.',
+        },
+        "paths": paths(),
+        "components": {
+            "schemas": {**request_schemas(), **RESPONSE_SCHEMAS},
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "nfy_<prefix>_<secret>",
+                    "description": "An API key issued in admin.",
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "description": "The Django session of the logged-in user.",
+                },
+                "csrfToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-CSRFToken",
+                    "description": "The csrftoken cookie's value; required on POSTs "
+                    "with a session.",
+                },
+            },
+        },
+    }
+
+
+@api_view("GET")
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(document())
