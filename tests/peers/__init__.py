@@ -1,0 +1,1 @@
+"""Local protocol peers the integration tests talk to over real sockets."""
