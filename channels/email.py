@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import smtplib
 import socket
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, mailers
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives, InvalidMailer, MailerDoesNotExist, mailers
+from django.core.validators import validate_email
 
 from .base import (
     Channel,
+    ChannelConfigurationError,
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
@@ -47,7 +50,12 @@ class EmailChannel(Channel):
 
     def open(self) -> None:
         if self.connection is None:
-            self.connection = mailers[self.mailer]
+            try:
+                self.connection = mailers[self.mailer]
+            except (MailerDoesNotExist, InvalidMailer) as exc:
+                raise ChannelConfigurationError(
+                    f"email channel '{self.alias}': MAILERS['{self.mailer}'] is not usable: {exc}"
+                ) from exc
         try:
             self.connection.open()
         except Exception as exc:
@@ -63,9 +71,16 @@ class EmailChannel(Channel):
             self.connection = None
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        try:
+            validate_email(message.to)
+        except ValidationError as exc:
+            raise InvalidRecipient(
+                f"not a valid email address: {message.to!r}", provider=self.provider_name
+            ) from exc
         if self.connection is None:
             self.open()
-        domain = (self.from_email or settings.DEFAULT_FROM_EMAIL).rpartition("@")[2] or None
+        sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
+        domain = sender.rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
         email = EmailMultiAlternatives(
             subject=message.subject,
@@ -80,8 +95,7 @@ class EmailChannel(Channel):
         try:
             sent = self.connection.send_messages([email])
         except Exception as exc:
-            # A broken SMTP session cannot be reused for the next message.
-            if isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
+            if session_is_broken(exc):
                 self.close()
             raise classify_email_error(exc, self.provider_name) from exc
         if not sent:
@@ -89,6 +103,19 @@ class EmailChannel(Channel):
         status = getattr(email, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+
+def session_is_broken(exc: Exception) -> bool:
+    """True when the SMTP session cannot carry the next message. smtplib's
+    errors are OSErrors too, so a refusal (4xx/5xx answer) must be told apart
+    from a lost connection: a refusal keeps the session."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421  # the server is closing the channel
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return False
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 def provider_of(mailer: str) -> str:

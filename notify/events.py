@@ -157,7 +157,11 @@ def event_committed(event_id: int) -> None:
 
 # -- model signals ------------------------------------------------------------------
 
-SENSITIVE = re.compile(r"pass(word)?|secret|token|api_?key|otp|pin$", re.IGNORECASE)
+# Field names (or snake_case parts of them) that hold secrets.
+SENSITIVE = re.compile(
+    r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|otp|pin|hash|salt|private_key|credentials?)(_|$)",
+    re.IGNORECASE,
+)
 
 
 def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:

@@ -39,7 +39,9 @@ class RetryPolicy:
         low, high = self.bounds(attempt)
         delay = (rng or random).uniform(low, high)
         if retry_after is not None:
-            delay = max(delay, retry_after)
+            # Honour the provider, within reason: a bogus Retry-After of a
+            # month must not park the delivery beyond the longest backoff.
+            delay = max(delay, min(retry_after, self.max_delay))
         return delay
 
     def exhausted(self, attempts: int) -> bool:
