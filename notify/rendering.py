@@ -154,6 +154,8 @@ class TemplateStore:
                 template = env.from_string(source)
             except TemplateError as exc:
                 raise RenderError(f"{message}/{part}: {exc}") from exc
+            except RecursionError as exc:
+                raise RenderError(f"{message}/{part}: nested too deeply") from exc
             self._compiled[key] = template
             return template
         return None
@@ -162,7 +164,7 @@ class TemplateStore:
         self.refresh()
         if any(m == message for m, _, _ in self._overrides):
             return True
-        return any((Path(d) / message).is_dir() for d in conf.get("TEMPLATE_DIRS"))
+        return any(is_message_dir(Path(d) / message) for d in conf.get("TEMPLATE_DIRS"))
 
     def render(
         self, message: str, message_format: str, context: dict[str, Any], locale: str = ""
@@ -246,16 +248,17 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def is_message_dir(path: Path) -> bool:
+    """A message folder holds at least one template part (``pages/`` does not)."""
+    return path.is_dir() and any((path / part).is_file() for part in ALL_PARTS)
+
+
 def messages_available() -> Iterable[str]:
     names: set[str] = set()
     for directory in conf.get("TEMPLATE_DIRS"):
         base = Path(directory)
         if base.is_dir():
-            names.update(
-                p.name
-                for p in base.iterdir()
-                if p.is_dir() and any(p.glob("*")) and p.name != "pages"
-            )
+            names.update(p.name for p in base.iterdir() if is_message_dir(p))
     from .models import MessageTemplate
 
     names.update(MessageTemplate.objects.values_list("message", flat=True).distinct())

@@ -154,6 +154,11 @@ ANYMAIL = {
 }
 
 NOTIFY = {
+    "CHANNELS": {
+        "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "default"}},
+        "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
+    },
+    "DEFAULT_CHANNELS": ["email", "inapp"],
     "SANDBOX": SANDBOX,
     "SANDBOX_DIR": str(VAR_DIR / "sandbox"),
     "TEMPLATE_DIRS": [str(BASE_DIR / "templates")],

@@ -44,6 +44,8 @@ def compile_condition(source: str) -> CompiledCondition | None:
         tree = _env.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError as exc:
         raise ConditionError(f"syntax error in condition: {exc.message}") from exc
+    except RecursionError as exc:
+        raise ConditionError("the condition is nested too deeply") from exc
     try:
         check_tree(tree)
         _env.check_source("{{ (" + source + ") }}", CONDITION_NAMES)
@@ -53,4 +55,6 @@ def compile_condition(source: str) -> CompiledCondition | None:
         expression = _env.compile_expression(source, undefined_to_none=False)
     except TemplateSyntaxError as exc:
         raise ConditionError(f"syntax error in condition: {exc.message}") from exc
+    except RecursionError as exc:
+        raise ConditionError("the condition is nested too deeply") from exc
     return CompiledCondition(source, expression)

@@ -85,7 +85,7 @@ def build_index(rows: Iterable[dict[str, Any]]) -> RuleIndex:
     for row in rows:
         try:
             rule = compile_rule(row)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             # Admin validates at save time; a rule that still fails (edited in
             # the database directly) is left out and reported, never run.
             index.broken[row["id"]] = str(exc)

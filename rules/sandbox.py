@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
@@ -35,7 +36,12 @@ DEFAULT_MAX_OUTPUT = 256 * 1024
 DEFAULT_TIMEOUT = 0.5
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+# Characters produced by calls, filters and joins during one render; bounded so
+# that many results each under the limit cannot add up to gigabytes.
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget", default=None)
+BUDGET_FACTOR = 8
 _WIDTH = re.compile(r"\d+")
+_STAR_WIDTH = re.compile(r"%[^a-zA-Z%]*\*")
 
 
 class TemplateLimitError(SecurityError):
@@ -44,6 +50,24 @@ class TemplateLimitError(SecurityError):
 
 class TemplateCheckError(TemplateError):
     """A template or condition was refused before it ever ran."""
+
+
+def _spend(size: int) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget[0] += size
+        if budget[0] > budget[1]:
+            raise TemplateLimitError(
+                f"stopped: the template produced more than {budget[1]} characters in all"
+            )
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, (list, tuple)):
+        return len(value) + sum(len(v) for v in value if isinstance(v, (str, bytes, list, tuple)))
+    return 0
 
 
 def _check_deadline() -> None:
@@ -76,15 +100,45 @@ def _check_size(value: Any, limit: int) -> None:
 
 
 def _check_format_spec(fmt: str, limit: int) -> None:
+    if _STAR_WIDTH.search(fmt):
+        raise TemplateLimitError("'*' widths in %-formats are not allowed")
     for width in _WIDTH.findall(fmt):
         if int(width) > limit:
             raise TemplateLimitError(f"format width {width} exceeds the {limit}-character limit")
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """Routes ``~`` (string concatenation) through a size check: Jinja compiles
+    it to a plain join that no sandbox hook sees."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"environment.join_bounded({func_name}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """A sandbox with size and time bounds. One per (autoescape, limits)."""
 
     intercepted_binops = frozenset(["*", "**", "%", "+"])
+    code_generator_class = BoundedCodeGenerator
+
+    def join_bounded(self, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
+        _check_deadline()
+        total = sum(len(p) if isinstance(p, str) else 16 for p in parts)
+        if total > self.max_output:
+            raise TemplateLimitError(f"concatenation exceeds the {self.max_output}-character limit")
+        result = join(parts)
+        _spend(len(result))
+        return result
 
     def __init__(
         self,
@@ -126,7 +180,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         elif operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-                    if len(seq) * count > limit:
+                    if max(len(seq), _size_of(seq)) * count > limit:
                         raise TemplateLimitError(
                             f"repeating a value {count} times exceeds the {limit}-character limit"
                         )
@@ -146,6 +200,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _check_size(value, __self.max_output)
         result = super().call(__context, __obj, *args, **kwargs)
         _check_size(result, __self.max_output)
+        _spend(_size_of(result))
         return result
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -154,6 +209,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return None
         fmt, limit = value.__self__, self.max_output
         for _, _, spec, _ in string.Formatter().parse(fmt):
+            if spec and "{" in spec:
+                raise TemplateLimitError(
+                    "nested replacement fields in format specs are not allowed"
+                )
             if spec:
                 _check_format_spec(spec, limit)
         return wrapped
@@ -166,6 +225,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for value in (*args, *kwargs.values()):
                 if isinstance(value, int) and not isinstance(value, bool):
                     _check_size(value, limit)
+            if func.__name__ == "sync_do_sum" and isinstance(
+                kwargs.get("start", args[3] if len(args) > 3 else 0), (list, tuple)
+            ):
+                raise TemplateLimitError("sum() of lists is not allowed; use a loop")
+            if (
+                func.__name__ == "sync_do_join"
+                and len(args) >= 2
+                and isinstance(args[1], (list, tuple))
+            ):
+                if _size_of(args[1]) > limit:
+                    raise TemplateLimitError(f"join would exceed the {limit}-character limit")
             if func.__name__ == "do_replace" and len(args) >= 4:
                 _, subject, old, new = args[:4]
                 estimate = len(str(subject)) * max(1, len(str(new))) // max(1, len(str(old)))
@@ -174,6 +244,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             result = func(*args, **kwargs)
             if isinstance(result, str):
                 _check_size(result, limit)
+                _spend(len(result))
             return result
 
         # Keep Jinja's pass_context/pass_environment markers.
@@ -208,8 +279,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         """Parse and statically check ``source``; raise ``TemplateCheckError``."""
         try:
             tree = self.parse(source)
+            # Compiling too: deep nesting can pass the parser and fail here.
+            self.compile(tree)
         except TemplateSyntaxError as exc:
             raise TemplateCheckError(f"syntax error on line {exc.lineno}: {exc.message}") from exc
+        except RecursionError as exc:
+            raise TemplateCheckError("the template is nested too deeply") from exc
         check_tree(tree)
         if allowed_names is not None:
             known = set(allowed_names) | set(self.globals)
@@ -226,6 +301,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def render_bounded(self, template: Any, context: dict[str, Any]) -> str:
         """Render with the deadline and the output cap in force."""
         token = _deadline.set(time.monotonic() + self.timeout)
+        budget = _budget.set([0, self.max_output * BUDGET_FACTOR])
         try:
             size = 0
             parts: list[str] = []
@@ -238,15 +314,22 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 parts.append(chunk)
                 _check_deadline()
             return "".join(parts)
+        except RecursionError as exc:
+            raise TemplateLimitError("stopped: the template recursed too deeply") from exc
         finally:
             _deadline.reset(token)
+            _budget.reset(budget)
 
     def evaluate_bounded(self, expression: Callable[..., Any], context: dict[str, Any]) -> Any:
         token = _deadline.set(time.monotonic() + self.timeout)
+        budget = _budget.set([0, self.max_output * BUDGET_FACTOR])
         try:
             return expression(**context)
+        except RecursionError as exc:
+            raise TemplateLimitError("stopped: the expression recursed too deeply") from exc
         finally:
             _deadline.reset(token)
+            _budget.reset(budget)
 
 
 def check_tree(tree: nodes.Node) -> None:
