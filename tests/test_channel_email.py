@@ -65,7 +65,6 @@ def smtp_channel_settings(settings, smtp_peer):
     return smtp_peer
 
 
-
 class TestEmailChannelContract(ChannelContract):
     @pytest.fixture
     def channel_peer(self, smtp_channel_settings):

@@ -12,7 +12,11 @@ def test_default_configuration_passes():
 
 
 def test_missing_backend(settings):
-    settings.NOTIFY = {**settings.NOTIFY, "CHANNELS": {"email": {"OPTIONS": {}}}, "DEFAULT_CHANNELS": ["email"]}
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {"email": {"OPTIONS": {}}},
+        "DEFAULT_CHANNELS": ["email"],
+    }
     assert ids(check_channels()) == ["notify.E002"]
 
 
