@@ -26,8 +26,10 @@ class Status:
     DEAD = "dead"  # transient errors until the last attempt
     SKIPPED = "skipped"  # preferences, address or suppression said no
     DIGEST = "digest"  # held for the user's digest
+    BOUNCED = "bounced"  # the provider reported it undeliverable after accepting it
+    CANCELLED = "cancelled"  # a reminder whose cancel condition held, or cancelled by the API
 
-    FINAL = frozenset({SENT, DELIVERED, FAILED, DEAD, SKIPPED})
+    FINAL = frozenset({SENT, DELIVERED, FAILED, DEAD, SKIPPED, BOUNCED, CANCELLED})
     CHOICES = [
         (PENDING, "pending"),
         (SENDING, "sending"),
@@ -37,6 +39,8 @@ class Status:
         (DEAD, "dead"),
         (SKIPPED, "skipped"),
         (DIGEST, "held for digest"),
+        (BOUNCED, "bounced"),
+        (CANCELLED, "cancelled"),
     ]
 
 

@@ -31,6 +31,8 @@ class PlannedDelivery(NamedTuple):
     channel: str
     status: str
     skip_reason: str = ""
+    hold_reason: str = ""  # why it waits: delayed, scheduled, quiet_hours...
+    due_at: datetime | None = None  # None: now
 
 
 class PlannedNotification(NamedTuple):
@@ -67,29 +69,37 @@ def write_fanout_chunk(
     # The ids are ints from our own rows; formatting them in keeps one
     # parameter per row and stays far below SQLite's variable limit.
     event_id, rule_id, category_id = int(event_id), int(rule_id), int(category_id)
-    values = ", ".join(
-        [f"({event_id}, {rule_id}, %s, {category_id}, %s, '', '', '')"] * len(planned)
-    )
+    # Columns not named here take their database defaults (``db_default``).
+    values = ", ".join([f"({event_id}, {rule_id}, %s, {category_id}, %s)"] * len(planned))
     params: list = []
     for p in planned:
         params += (p.user_id, stamp)
     insert_notifications = (
-        f"INSERT INTO {notification_table} (event_id, rule_id, user_id, category_id, created_at, title, body, url) "
+        f"INSERT INTO {notification_table} (event_id, rule_id, user_id, category_id, created_at) "
         f"VALUES {values} "
         "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
         "RETURNING id, user_id"
     )
     insert_delivery = (
-        f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, attempts, "
-        "next_attempt_at, provider, provider_message_id, error_code, error_message, created_at, updated_at) "
-        "VALUES (%s, %s, %s, %s, 0, %s, '', '', '', '', %s, %s) "
+        f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
+        "next_attempt_at, created_at, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (notification_id, channel) DO NOTHING"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert_notifications, params)
         notification_ids = dict((user_id, pk) for pk, user_id in cursor.fetchall())
         rows = [
-            (notification_ids[p.user_id], d.channel, d.status, d.skip_reason, stamp, stamp, stamp)
+            (
+                notification_ids[p.user_id],
+                d.channel,
+                d.status,
+                d.skip_reason,
+                d.hold_reason,
+                stamp if d.due_at is None else ops.adapt_datetimefield_value(d.due_at),
+                stamp,
+                stamp,
+            )
             for p in planned
             for d in p.deliveries
         ]
@@ -134,8 +144,10 @@ def claim_due_deliveries(
 def claim_events(limit: int, ttl: float, now: datetime | None = None) -> list[int]:
     """Claim events waiting for fan-out (new, or whose processing claim expired)."""
     now = now or timezone.now()
-    due = Q(status=Event.State.RECEIVED) & (
-        Q(claimed_until__isnull=True) | Q(claimed_until__lte=now)
+    due = (
+        Q(status=Event.State.RECEIVED)
+        & (Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        & (Q(scheduled_for__isnull=True) | Q(scheduled_for__lte=now))
     )
     due |= Q(status=Event.State.PROCESSING, claimed_until__lt=now)
     with transaction.atomic():

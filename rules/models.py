@@ -63,6 +63,22 @@ class Rule(models.Model):
     )
     is_active = models.BooleanField(default=True)
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
+    # When: at once, after a delay, or at a time read from the payload plus an
+    # offset ("24 hours before payload.starts_at": path starts_at, offset -24h).
+    delay = models.DurationField(null=True, blank=True, help_text="Send this long after the event.")
+    send_at_path = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Payload path of an ISO date-time to send at, e.g. starts_at.",
+    )
+    send_at_offset = models.DurationField(
+        null=True, blank=True, help_text="Added to the payload time; negative for 'before'."
+    )
+    cancel_condition = models.TextField(
+        blank=True,
+        help_text="Evaluated just before sending against the current data; true cancels "
+        "(e.g. payload.status == 'paid').",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,7 +1,7 @@
 """The core app's models: events in, preferences, the outbox, templates."""
 
 from .events import ApiKey, Event
-from .outbox import Delivery, DeliveryAttempt, Notification
+from .outbox import Delivery, DeliveryAttempt, Digest, Notification, ProviderEvent
 from .preferences import (
     Category,
     CategoryPreference,
@@ -10,6 +10,8 @@ from .preferences import (
     DeliveryMode,
     UserSettings,
 )
+from .subscriptions import Subscription
+from .suppression import Suppression
 from .templates import MessageTemplate
 
 __all__ = [
@@ -21,8 +23,12 @@ __all__ = [
     "Delivery",
     "DeliveryAttempt",
     "DeliveryMode",
+    "Digest",
     "Event",
     "MessageTemplate",
     "Notification",
+    "ProviderEvent",
+    "Subscription",
+    "Suppression",
     "UserSettings",
 ]

@@ -22,6 +22,7 @@ class Event(models.Model):
         PROCESSING = "processing"  # claimed by a worker
         PROCESSED = "processed"  # fan-out written
         FAILED = "failed"  # fan-out raised; see ``error``
+        CANCELLED = "cancelled"  # a scheduled event cancelled before it was due
 
     type = models.CharField(max_length=200, db_index=True)
     payload = models.JSONField(default=dict, blank=True)
@@ -38,6 +39,10 @@ class Event(models.Model):
     request_hash = models.CharField(max_length=64, blank=True)
     api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # A scheduled event is fanned out at this time, not before.
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    # Tags set by event middleware (enrich, redact, drop...).
+    tags = models.JSONField(default=list, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=State.choices, default=State.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)

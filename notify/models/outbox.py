@@ -20,10 +20,13 @@ class Notification(models.Model):
     category = models.ForeignKey("Category", on_delete=models.PROTECT)
     created_at = models.DateTimeField(default=timezone.now)
     inbox_at = models.DateTimeField(null=True, blank=True)
-    title = models.CharField(max_length=500, blank=True)
-    body = models.TextField(blank=True)
-    url = models.CharField(max_length=1000, blank=True)
+    title = models.CharField(max_length=500, blank=True, default="", db_default="")
+    body = models.TextField(blank=True, default="", db_default="")
+    url = models.CharField(max_length=1000, blank=True, default="", db_default="")
     read_at = models.DateTimeField(null=True, blank=True)
+    # Items with the same group key collapse into one inbox entry
+    # ("Alice and 24 others commented on ...").
+    group_key = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         constraints = [
@@ -54,14 +57,20 @@ class Delivery(models.Model):
     )
     channel = models.CharField(max_length=50)
     status = models.CharField(max_length=10, choices=Status.CHOICES, default=Status.PENDING)
-    skip_reason = models.CharField(max_length=50, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    skip_reason = models.CharField(max_length=50, blank=True, default="", db_default="")
+    # Why a pending delivery waits past its creation: "delayed", "scheduled",
+    # "quiet_hours", "throttled"... (the record says why).
+    hold_reason = models.CharField(max_length=50, blank=True, default="", db_default="")
+    digest = models.ForeignKey(
+        "Digest", null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+    )
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
-    provider = models.CharField(max_length=50, blank=True)
-    provider_message_id = models.CharField(max_length=255, blank=True)
-    error_code = models.CharField(max_length=50, blank=True)
-    error_message = models.TextField(blank=True)
+    provider = models.CharField(max_length=50, blank=True, default="", db_default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
+    error_code = models.CharField(max_length=50, blank=True, default="", db_default="")
+    error_message = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -80,6 +89,11 @@ class Delivery(models.Model):
             ),
             models.Index(fields=["provider_message_id"], name="delivery_provider_id_idx"),
             models.Index(fields=["status", "channel"], name="delivery_status_idx"),
+            models.Index(
+                fields=["channel", "created_at"],
+                condition=models.Q(status="digest", digest__isnull=True),
+                name="delivery_digest_pending_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -113,3 +127,58 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery #{self.delivery_id}: {self.outcome}"
+
+
+class Digest(models.Model):
+    """One digest per user, channel and period: the audit row that makes a
+    digest run idempotent. Items are the deliveries that point at it."""
+
+    class Frequency(models.TextChoices):
+        DAILY = "daily"
+        WEEKLY = "weekly"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=50)
+    frequency = models.CharField(max_length=10, choices=Frequency.choices)
+    period = models.CharField(max_length=20, help_text="2026-11-21 (daily) or 2026-W47 (weekly)")
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.CHOICES, default=Status.PENDING)
+    item_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    provider = models.CharField(max_length=50, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    sent = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "channel", "frequency", "period"], name="digest_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.frequency} digest {self.period} for user {self.user_id} ({self.channel})"
+
+
+class ProviderEvent(models.Model):
+    """A status report from a provider (webhook), kept as received."""
+
+    provider = models.CharField(max_length=50)
+    event_type = models.CharField(max_length=50)
+    provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    delivery = models.ForeignKey(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="provider_events"
+    )
+    error_code = models.CharField(max_length=50, blank=True)
+    detail = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type} {self.provider_message_id}"

@@ -125,9 +125,13 @@ class ContactPoint(models.Model):
 
     class Kind(models.TextChoices):
         EMAIL = "email"
-        PHONE = "phone"
-        SLACK = "slack"
-        WEBHOOK = "webhook"
+        PHONE = "phone", "phone (E.164)"
+        SLACK = "slack", "Slack member id"
+        SLACK_WEBHOOK = "slack_webhook", "Slack incoming webhook"
+        TEAMS = "teams", "Microsoft Teams webhook"
+        DISCORD = "discord", "Discord webhook"
+        WEBHOOK = "webhook", "signed JSON webhook"
+        APPRISE = "apprise", "Apprise URL"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_points"
@@ -137,6 +141,10 @@ class ContactPoint(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     is_primary = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Verification by code (phone): only a hash is kept; attempts are limited.
+    verification_hash = models.CharField(max_length=128, blank=True)
+    verification_sent_at = models.DateTimeField(null=True, blank=True)
+    verification_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         constraints = [
