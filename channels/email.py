@@ -28,6 +28,7 @@ from .base import (
     SendResult,
     TransientError,
 )
+from .ratelimit import throttle
 
 try:  # anymail is a hard dependency, but keep the channel usable without it.
     from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
@@ -77,6 +78,7 @@ class EmailChannel(Channel):
             raise InvalidRecipient(
                 f"not a valid email address: {message.to!r}", provider=self.provider_name
             ) from exc
+        throttle(self)  # the RATE_LIMIT option, shared by every worker (channels.ratelimit)
         if self.connection is None:
             self.open()
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
@@ -115,6 +117,10 @@ def session_is_broken(exc: Exception) -> bool:
         return exc.smtp_code == 421  # the server is closing the channel
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return False
+    if AnymailAPIError is not None and isinstance(exc, AnymailAPIError):
+        # An ESP's HTTP answer, even an error, leaves the pooled connection usable;
+        # only a request that got no answer (status_code None) needs a new session.
+        return getattr(exc, "status_code", None) is None
     return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 

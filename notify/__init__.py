@@ -21,4 +21,37 @@ def emit_on(model, **kwargs: Any):
     return _emit_on(model, **kwargs)
 
 
-__all__ = ["emit_on", "trigger"]
+def schedule(event_type: str, payload: dict[str, Any] | None = None, *, at, **kwargs: Any):
+    """Store an event to be fanned out at ``at``; see ``notify.reminders.schedule``."""
+    from .reminders import schedule as _schedule
+
+    return _schedule(event_type, payload, at=at, **kwargs)
+
+
+def cancel(idempotency_key: str, scope: str = ""):
+    """Cancel a scheduled event, or what is still pending of a sent one, by
+    idempotency key; see ``notify.reminders.cancel``."""
+    from .reminders import cancel as _cancel
+
+    return _cancel(idempotency_key, scope)
+
+
+def subscribe(user, thing) -> bool:
+    """Make ``user`` follow a model instance or a topic name (rules reach them
+    with ``followers`` and ``topic:<name>``); see ``notify.subscriptions``."""
+    from .subscriptions import subscribe as _subscribe
+
+    return _subscribe(user, thing)
+
+
+def unsubscribe(user, thing) -> bool:
+    """Stop ``user`` following a model instance or a topic; see ``notify.subscriptions``.
+
+    (Once ``notify/unsubscribe.py``, the one-click links, is imported, the
+    package attribute is that module, made callable with this signature.)"""
+    from .subscriptions import unsubscribe as _unsubscribe
+
+    return _unsubscribe(user, thing)
+
+
+__all__ = ["cancel", "emit_on", "schedule", "subscribe", "trigger", "unsubscribe"]

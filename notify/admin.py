@@ -21,6 +21,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from rules.audit import AuditedAdminMixin  # categories and templates: audited
+
 from .forms import ApiKeyCreateForm, CategoryForm, MessageTemplateForm, check_template
 from .models import (
     ApiKey,
@@ -315,7 +317,7 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = CategoryForm
     list_display = ("key", "name", "critical", "opt_in", "default_mode")
     list_filter = ("critical", "opt_in", "default_mode")
@@ -324,7 +326,7 @@ class CategoryAdmin(admin.ModelAdmin):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = MessageTemplateForm
     list_display = ("message", "part", "locale", "updated_at")
     list_filter = ("part", "locale")
@@ -434,3 +436,146 @@ class ChannelPreferenceAdmin(admin.ModelAdmin):
     list_select_related = ("user", "category")
     search_fields = ("user__username",)
     raw_id_fields = ("user",)
+
+
+# -- suppressions and provider reports ---------------------------------------------------
+
+from django import forms  # noqa: E402 - this section was appended on its own
+
+from .models import ProviderEvent, Suppression  # noqa: E402
+from .models.preferences import ContactPoint as _ContactPoint  # noqa: E402
+from .suppressions import lift, normalise  # noqa: E402
+
+
+class SuppressionAddForm(forms.ModelForm):
+    """Ops add an address by hand (reason "added by ops"); one active row per address."""
+
+    kind = forms.ChoiceField(choices=_ContactPoint.Kind.choices)
+
+    class Meta:
+        model = Suppression
+        fields = ("kind", "address", "detail")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind, address = data.get("kind"), data.get("address")
+        if kind and address:
+            data["address"] = normalise(kind, address)
+            if Suppression.objects.filter(
+                kind=kind, address=data["address"], lifted_at__isnull=True
+            ).exists():
+                self.add_error("address", "This address is already suppressed.")
+        return data
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "active"), ("lifted", "lifted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "active":
+            return queryset.filter(lifted_at__isnull=True)
+        if self.value() == "lifted":
+            return queryset.filter(lifted_at__isnull=False)
+        return queryset
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    """The suppression list: bounces and complaints from ESP webhooks, SMS STOP, and
+    addresses ops add. Rows are history: lifted, never edited or deleted."""
+
+    list_display = ("address", "kind", "reason", "source", "created_at", "lifted_at", "lifted_by")
+    list_filter = (ActiveFilter, "kind", "reason", "source")
+    list_select_related = ("lifted_by",)
+    search_fields = ("address",)
+    show_full_result_count = False
+    actions = ("lift_selected",)
+    shown_fields = (
+        "kind",
+        "address",
+        "reason",
+        "source",
+        "detail",
+        "created_at",
+        "lifted_at",
+        "lifted_by",
+        "lift_reason",
+    )
+
+    def get_fields(self, request: HttpRequest, obj: Suppression | None = None) -> tuple[str, ...]:
+        return ("kind", "address", "detail") if obj is None else self.shown_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Suppression | None = None) -> tuple:
+        return () if obj is None else self.shown_fields
+
+    def get_form(self, request: HttpRequest, obj: Suppression | None = None, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = SuppressionAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form: Any, change: bool) -> None:
+        if not change:
+            obj.reason = Suppression.Reason.MANUAL
+            obj.source = "admin"
+            obj.address = normalise(obj.kind, obj.address)
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Lift suppression", permissions=["change"])
+    def lift_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = 0
+        for kind, address in queryset.filter(lifted_at__isnull=True).values_list("kind", "address"):
+            count += lift(
+                kind, address, by=request.user, reason=f"lifted in admin by {request.user}"
+            )
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d suppression lifted: sending to it is allowed again.",
+                "%(count)d suppressions lifted: sending to them is allowed again.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+
+@admin.register(ProviderEvent)
+class ProviderEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Provider status reports (webhooks), as received."""
+
+    list_display = (
+        "received_at",
+        "provider",
+        "event_type",
+        "provider_message_id",
+        "delivery_link",
+        "error_code",
+    )
+    list_filter = ("provider", "event_type")
+    search_fields = ("=provider_message_id",)
+    show_full_result_count = False
+    fields = (
+        ("provider", "event_type", "received_at"),
+        ("provider_message_id", "delivery_link"),
+        ("error_code", "detail"),
+        "payload_shown",
+    )
+    readonly_fields = flatten(fields)
+
+    @admin.display(description="delivery", ordering="delivery_id")
+    def delivery_link(self, event: ProviderEvent) -> SafeString | str:
+        if event.delivery_id is None:
+            return "-"
+        url = reverse("admin:notify_delivery_change", args=[event.delivery_id])
+        return format_html('<a href="{}">delivery #{}</a>', url, event.delivery_id)
+
+    @admin.display(description="payload")
+    def payload_shown(self, event: ProviderEvent) -> SafeString:
+        return pretty_json(event.payload)

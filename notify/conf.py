@@ -58,6 +58,11 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": 90,
     # Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock).
     "SCHEDULER_LOCK_FILE": None,
+    # Seconds between two runs of the scheduler's due-work jobs (digests,
+    # reminders, delayed sends), and between two tries of a standby scheduler
+    # for the leader lock (the bound on a takeover).
+    "SCHEDULER_TICK": 60.0,
+    "SCHEDULER_STANDBY_INTERVAL": 5.0,
 }
 
 

@@ -12,7 +12,15 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from . import conf
-from .models import Category, CategoryPreference, ChannelPreference, ContactPoint, UserSettings
+from .models import (
+    Category,
+    CategoryPreference,
+    ChannelPreference,
+    ContactPoint,
+    Subscription,
+    Suppression,
+    UserSettings,
+)
 from .preferences import Address, CategoryInfo, UserPrefs
 
 
@@ -55,6 +63,14 @@ class DatabaseDirectory:
             .values_list("pk", flat=True)[:limit]
         )
 
+    def subscriber_ids(self, target: str, after: int, limit: int) -> list[int]:
+        """Active users subscribed to ``target`` (``app.model:pk`` or ``topic:<name>``)."""
+        return list(
+            Subscription.objects.filter(target=target, user_id__gt=after, user__is_active=True)
+            .order_by("user_id")
+            .values_list("user_id", flat=True)[:limit]
+        )
+
 
 def category_info(category: Category) -> CategoryInfo:
     return CategoryInfo(
@@ -82,10 +98,14 @@ def users_filter(user_ids: Sequence[int], field: str = "user_id") -> Q:
     return Q(**{f"{field}__in": ids})
 
 
+# What a missing UserSettings row means (the model's defaults).
+NO_SETTINGS = (None, "UTC", "", None, None, 8, 0)
+
+
 def load_preferences(
     user_ids: Sequence[int], category_ids: Iterable[int], address_kinds: Iterable[str]
 ) -> dict[int, UserPrefs]:
-    """Everything ``decide`` needs for these users, in five queries."""
+    """Everything ``decide`` needs for these users, in six queries."""
     category_ids = list(set(category_ids))
     kinds = sorted(set(address_kinds))
     wanted = set(user_ids)
@@ -108,7 +128,14 @@ def load_preferences(
     settings_rows = {
         row[0]: row[1:]
         for row in UserSettings.objects.filter(in_chunk).values_list(
-            "user_id", "paused_until", "timezone", "locale"
+            "user_id",
+            "paused_until",
+            "timezone",
+            "locale",
+            "quiet_start",
+            "quiet_end",
+            "digest_hour",
+            "digest_weekday",
         )
     }
     addresses: dict[int, dict[str, Address]] = {}
@@ -124,6 +151,10 @@ def load_preferences(
             if current is None or (not current.verified and verified_at is not None):
                 per_user[kind] = Address(address, verified_at is not None)
     user_email_counts = "email" in kinds and conf.get("USER_EMAIL_IS_CONTACT")
+    users = list(users)
+    suppressed = load_suppressed(
+        kinds, addresses, [u[2] for u in users] if user_email_counts else []
+    )
     result: dict[int, UserPrefs] = {}
     for user_id, is_active, email in users:
         if user_id not in wanted:
@@ -131,15 +162,40 @@ def load_preferences(
         user_addresses = addresses.get(user_id, {})
         if user_email_counts and "email" not in user_addresses and email:
             user_addresses = {**user_addresses, "email": Address(email, True)}
-        paused_until, tz, locale = settings_rows.get(user_id, (None, "UTC", ""))
+        paused_until, tz, locale, quiet_start, quiet_end, digest_hour, digest_weekday = (
+            settings_rows.get(user_id, NO_SETTINGS)
+        )
         result[user_id] = UserPrefs(
             user_id=user_id,
             is_active=is_active,
             modes=modes.get(user_id, {}),
             channels=cells.get(user_id, {}),
             addresses=user_addresses,
+            suppressed=suppressed,
             paused_until=paused_until,
             timezone=tz,
             locale=locale,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            digest_hour=digest_hour,
+            digest_weekday=digest_weekday,
         )
     return result
+
+
+def load_suppressed(
+    kinds: Sequence[str], addresses: dict[int, dict[str, Address]], emails: Sequence[str]
+) -> frozenset[tuple[str, str]]:
+    """The active suppressions among a chunk's addresses, as ``(kind, lower-cased
+    address)`` pairs (``decide`` compares lower-cased): one query."""
+    if not kinds:
+        return frozenset()
+    candidates = {a.value for per_user in addresses.values() for a in per_user.values()}
+    candidates.update(email for email in emails if email)
+    candidates |= {value.lower() for value in candidates}
+    if not candidates:
+        return frozenset()
+    rows = Suppression.objects.filter(
+        lifted_at__isnull=True, kind__in=kinds, address__in=candidates
+    ).values_list("kind", "address")
+    return frozenset((kind, address.lower()) for kind, address in rows)

@@ -4,7 +4,9 @@ The same ``deliver`` runs in the in-process worker pool, in a Celery task and
 in tests. For a batch of claimed delivery ids:
 
 1. load the deliveries with their notification, event, rule and user;
-2. decide again with the current preferences and addresses;
+2. decide again with the current preferences and addresses; cancel a reminder
+   whose cancel condition now holds; hold a message that would reach someone
+   during their quiet hours until they end (not an attempt);
 3. render each message in the recipient's locale (templates compiled once);
 4. send through one open channel instance per channel alias;
 5. write every outcome and attempt while the claim is still ours.
@@ -17,8 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+from django.db.models import F
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -29,6 +32,7 @@ from channels.base import (
     OutgoingMessage,
     SendResult,
     Status,
+    Suppressed,
     TransientError,
 )
 
@@ -36,11 +40,15 @@ from . import conf
 from .directory import category_info, load_preferences
 from .models import Delivery, DeliveryAttempt
 from .outbox import Outcome, record_outcomes
-from .pipeline import actor_context, event_context
+from .pipeline import actor_context, condition_context, event_context
 from .preferences import SEND, decide
+from .quiet_hours import QUIET_HOURS, applies_to, quiet_until
 from .registry import build_channel, describe
+from .reminders import CancelCheck
 from .rendering import template_store
 from .retry import RetryPolicy
+from .suppressions import suppress
+from .unsubscribe import UnsubscribeScope, email_headers, unsubscribe_url
 
 log = logging.getLogger("notify.dispatch")
 Attempt = DeliveryAttempt.Outcome
@@ -54,6 +62,7 @@ class DispatchStats:
     failed: int = 0
     dead: int = 0
     recorded: int = 0
+    held: int = 0  # back to pending until the recipient's quiet hours end
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -67,7 +76,7 @@ def recipient_context(user: Any) -> dict[str, Any]:
     }
 
 
-def render_context(delivery: Delivery) -> dict[str, Any]:
+def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
     notification = delivery.notification
     event = notification.event
     site = conf.get("SITE_URL").rstrip("/")
@@ -81,8 +90,18 @@ def render_context(delivery: Delivery) -> dict[str, Any]:
         "site_url": site,
         "settings_url": f"{site}/settings/notifications/",
         "inbox_url": f"{site}/inbox/",
-        "unsubscribe_url": "",
+        "unsubscribe_url": unsubscribe,
     }
+
+
+def unsubscribe_link(delivery: Delivery, message_format: str) -> str:
+    """The signed one-click link for an email of a non-critical category ("" otherwise)."""
+    notification = delivery.notification
+    if message_format != "email" or notification.category.critical:
+        return ""
+    return unsubscribe_url(
+        UnsubscribeScope(notification.user_id, notification.category.key, delivery.channel)
+    )
 
 
 def build_message(
@@ -93,7 +112,9 @@ def build_message(
     rule = notification.rule
     if rule is None:
         raise TemplateError("the rule that made this notification was deleted")
-    parts = template_store.render(rule.message, message_format, render_context(delivery), locale)
+    unsubscribe = unsubscribe_link(delivery, message_format)
+    context = render_context(delivery, unsubscribe)
+    parts = template_store.render(rule.message, message_format, context, locale)
     payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
     url = payload.get("url") if isinstance(payload.get("url"), str) else ""
     return OutgoingMessage(
@@ -103,6 +124,7 @@ def build_message(
         subject=parts.subject,
         text=parts.text,
         html=parts.html,
+        headers=email_headers(unsubscribe) if unsubscribe else {},
         extra={"notification_id": notification.pk, "user_id": notification.user_id, "url": url},
     )
 
@@ -141,6 +163,8 @@ def deliver(
         {k[0] for k in kinds.values() if k and k[0]},
     )
     outcomes: list[Outcome] = []
+    holds: list[Hold] = []
+    cancels = CancelCheck()
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
         by_channel[delivery.channel].append(delivery)
@@ -155,13 +179,15 @@ def deliver(
         channel = build_channel(alias)
         try:
             for delivery in batch:
-                outcomes.append(
-                    _deliver_one(delivery, channel, address_kind, message_format, prefs, policy)
+                result = _deliver_one(
+                    delivery, channel, address_kind, message_format, prefs, policy, cancels
                 )
+                (holds if isinstance(result, Hold) else outcomes).append(result)
         finally:
             channel.close()
     # 5. record
     stats.recorded = record_outcomes(outcomes, token)
+    stats.held = hold_deliveries(holds, token)
     for outcome in outcomes:
         stats.by_status[outcome.status] += 1
     stats.sent = stats.by_status[Status.SENT]
@@ -179,19 +205,28 @@ def _deliver_one(
     message_format: str,
     prefs: dict,
     policy: RetryPolicy,
-) -> Outcome:
+    cancels: CancelCheck | None = None,
+) -> Outcome | Hold:
     started = timezone.now()
     notification = delivery.notification
     user_prefs = prefs.get(notification.user_id)
     if user_prefs is None:
         return _done(delivery, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason="user_deleted")
-    decision = decide(
-        category_info(notification.category), delivery.channel, address_kind, user_prefs, started
-    )
+    cancelled = _cancel_condition(delivery, cancels or CancelCheck(), started)
+    if cancelled is not None:
+        return cancelled
+    category = category_info(notification.category)
+    decision = decide(category, delivery.channel, address_kind, user_prefs, started)
     if decision.action != SEND:
         # Preferences changed since fan-out (digest holds are released by the scheduler).
         status = Status.DIGEST if decision.action == "digest" else Status.SKIPPED
         return _done(delivery, started, status, Attempt.SKIPPED, skip_reason=decision.reason)
+    if user_prefs.quiet_start is not None and applies_to(address_kind, category.critical):
+        quiet_end = quiet_until(
+            started, user_prefs.quiet_start, user_prefs.quiet_end, user_prefs.timezone
+        )
+        if quiet_end is not None:
+            return Hold(delivery.pk, quiet_end)
     try:
         message = build_message(delivery, message_format, decision.address, user_prefs.locale)
     except TemplateError as exc:
@@ -207,7 +242,7 @@ def _deliver_one(
     try:
         result: SendResult = channel.send(message)
     except ChannelError as exc:
-        return _error(delivery, started, exc, policy, message)
+        return _error(delivery, started, exc, policy, message, address_kind)
     except ChannelConfigurationError:
         raise
     except Exception as exc:  # a bug or an unexpected library error: retry, and say what it was
@@ -241,13 +276,29 @@ def _done(
     )
 
 
+def suppress_refused(exc: ChannelError, address_kind: str | None, address: str) -> None:
+    """Suppress an address the provider refuses for good (shared with digests)."""
+    if isinstance(exc, Suppressed) and address_kind and address:
+        # The provider refuses the address for good (SMS STOP, ...): nothing may
+        # be sent to it again until it is lifted.
+        suppress(
+            kind=address_kind,
+            address=address,
+            reason="sms_stop" if exc.code == "21610" else "invalid",
+            source=exc.provider,
+            detail=str(exc),
+        )
+
+
 def _error(
     delivery: Delivery,
     started: datetime,
     exc: ChannelError,
     policy: RetryPolicy,
     message: OutgoingMessage,
+    address_kind: str | None = None,
 ) -> Outcome:
+    suppress_refused(exc, address_kind, message.to)
     fields = {
         "provider": exc.provider,
         "error_code": exc.code,
@@ -290,3 +341,68 @@ def _jsonable(value: Any) -> dict:
     if isinstance(value, dict):
         return value
     return {"detail": str(value)[:2000]}
+
+
+# -- reminders and quiet hours ---------------------------------------------------------
+
+
+class Hold(NamedTuple):
+    """A claimed delivery that goes back to pending until ``until``: not an attempt."""
+
+    delivery_id: int
+    until: datetime
+    reason: str = QUIET_HOURS
+
+
+def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
+    """Put held deliveries back to pending (while the claim is still ours), due
+    when the hold ends; the claim's attempt is given back. Returns how many."""
+    by_until: dict[tuple[datetime, str], list[int]] = defaultdict(list)
+    for hold in holds:
+        by_until[(hold.until, hold.reason)].append(hold.delivery_id)
+    held = 0
+    for (until, reason), ids in by_until.items():
+        held += Delivery.objects.filter(
+            pk__in=ids, status=Status.SENDING, claimed_until=token
+        ).update(
+            status=Status.PENDING,
+            next_attempt_at=until,
+            hold_reason=reason,
+            claimed_until=None,
+            attempts=F("attempts") - 1,
+            updated_at=timezone.now(),
+        )
+    return held
+
+
+def _cancel_condition(
+    delivery: Delivery, cancels: CancelCheck, started: datetime
+) -> Outcome | None:
+    """The outcome of a reminder whose cancel condition holds (or cannot be
+    evaluated) against the current data; ``None`` to go on sending."""
+    notification = delivery.notification
+    rule = notification.rule
+    if rule is None or not rule.cancel_condition.strip():
+        return None
+    verdict = cancels.verdict(
+        rule.cancel_condition, notification.event, condition_context(notification.event)
+    )
+    if verdict is None:
+        return None
+    if verdict.status == Status.CANCELLED:
+        return _done(
+            delivery,
+            started,
+            Status.CANCELLED,
+            Attempt.SKIPPED,
+            skip_reason=verdict.skip_reason,
+            error_message=verdict.message,
+        )
+    return _done(
+        delivery,
+        started,
+        Status.FAILED,
+        Attempt.PERMANENT,
+        error_code=verdict.skip_reason,
+        error_message=verdict.message,
+    )

@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -46,10 +47,17 @@ def to_json(value: Any) -> Any:
         raise ValidationError(f"payload cannot be stored as JSON: {exc}") from exc
 
 
-def request_fingerprint(event_type: str, payload: Any, actor_id: Any, recipients: Any) -> str:
-    body = json.dumps(
-        [event_type, payload, actor_id, recipients], sort_keys=True, cls=DjangoJSONEncoder
-    )
+def request_fingerprint(
+    event_type: str,
+    payload: Any,
+    actor_id: Any,
+    recipients: Any,
+    scheduled_for: datetime | None = None,
+) -> str:
+    parts = [event_type, payload, actor_id, recipients]
+    if scheduled_for is not None:  # (unscheduled events keep their old fingerprints)
+        parts.append(scheduled_for.astimezone(UTC).isoformat())
+    body = json.dumps(parts, sort_keys=True, cls=DjangoJSONEncoder)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -78,15 +86,23 @@ def trigger(
     object_ref: str = "",
     idempotency_scope: str = "",
     api_key: Any = None,
+    scheduled_for: datetime | None = None,
 ) -> Event:
     """Store an event and schedule its fan-out for after the current transaction.
 
     With an ``idempotency_key`` seen before (in the same scope), the first event
     is returned and nothing new is stored; the same key with a different
     request raises ``IdempotencyKeyReused``. Inside ``transaction.atomic()`` the
-    event commits or rolls back with the surrounding change.
+    event commits or rolls back with the surrounding change. With
+    ``scheduled_for`` (aware), fan-out waits until then (``notify.schedule``).
     """
     validate_event_type(event_type)
+    if scheduled_for is not None and (
+        not isinstance(scheduled_for, datetime) or scheduled_for.tzinfo is None
+    ):
+        raise ValidationError("scheduled_for must be a timezone-aware datetime")
+    if scheduled_for is not None:
+        scheduled_for = scheduled_for.astimezone(UTC)  # as it reads back from the database
     payload = to_json({} if payload is None else payload)
     if not isinstance(payload, dict):
         raise ValidationError("payload must be a JSON object")
@@ -99,7 +115,7 @@ def trigger(
         if not get_user_model().objects.filter(pk=actor_id).exists():
             raise ValidationError(f"actor: no user with id {actor_id}")
     refs = _recipient_refs(recipients)
-    fingerprint = request_fingerprint(event_type, payload, actor_id, refs)
+    fingerprint = request_fingerprint(event_type, payload, actor_id, refs, scheduled_for)
     if idempotency_key is not None:
         existing = find_idempotent(idempotency_scope, idempotency_key)
         if existing is not None:
@@ -115,6 +131,7 @@ def trigger(
         "idempotency_key": idempotency_key,
         "request_hash": fingerprint,
         "api_key": api_key,
+        "scheduled_for": scheduled_for,
     }
     using = router.db_for_write(Event)
     try:

@@ -2,7 +2,9 @@
 
 On PostgreSQL the leader holds a session-level advisory lock on a dedicated
 connection; if the process dies, the server drops the connection and the lock
-with it. On SQLite (one machine) the leader holds an exclusive ``flock`` on a
+with it (at once when the process is killed, within TCP keepalive time when the
+whole host vanishes). Advisory locks are per database, so schedulers of
+different databases on one server never compete. On SQLite (one machine) the leader holds an exclusive ``flock`` on a
 file, which the kernel releases when the process dies.
 """
 
@@ -66,7 +68,26 @@ class PostgresLeaderLock:
         params.pop("cursor_factory", None)
         params.pop("context", None)
         params.pop("prepare_threshold", None)
-        return psycopg.connect(**params, autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(
+            **params,
+            autocommit=True,
+            connect_timeout=5,
+            # Notice a vanished server (client side) within about 25 s ...
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        # ... and let the server notice a vanished leader host as fast, so its
+        # session, and the lock, do not outlive it. Named for pg_stat_activity.
+        for statement in (
+            "SET application_name = 'notify-scheduler'",
+            "SET tcp_keepalives_idle = 10",
+            "SET tcp_keepalives_interval = 5",
+            "SET tcp_keepalives_count = 3",
+        ):
+            conn.execute(statement)
+        return conn
 
     def acquire(self) -> bool:
         if self._conn is not None and self.still_held():

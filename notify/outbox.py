@@ -50,6 +50,7 @@ def write_fanout_chunk(
     category_id: int,
     planned: Sequence[PlannedNotification],
     now: datetime,
+    group_key: str = "",
 ) -> tuple[int, int]:
     """Insert one chunk: one multi-row insert per table. Returns row counts.
 
@@ -66,16 +67,18 @@ def write_fanout_chunk(
     stamp = ops.adapt_datetimefield_value(now)
     notification_table = ops.quote_name(Notification._meta.db_table)
     delivery_table = ops.quote_name(Delivery._meta.db_table)
-    # The ids are ints from our own rows; formatting them in keeps one
-    # parameter per row and stays far below SQLite's variable limit.
+    # The ids are ints from our own rows; formatting them in keeps three
+    # parameters per row (user, time, group key: a string, so a parameter),
+    # far below SQLite's variable limit (32766) for a 2000-row chunk.
     event_id, rule_id, category_id = int(event_id), int(rule_id), int(category_id)
     # Columns not named here take their database defaults (``db_default``).
-    values = ", ".join([f"({event_id}, {rule_id}, %s, {category_id}, %s)"] * len(planned))
+    values = ", ".join([f"({event_id}, {rule_id}, %s, {category_id}, %s, %s)"] * len(planned))
     params: list = []
     for p in planned:
-        params += (p.user_id, stamp)
+        params += (p.user_id, stamp, group_key)
     insert_notifications = (
-        f"INSERT INTO {notification_table} (event_id, rule_id, user_id, category_id, created_at) "
+        f"INSERT INTO {notification_table} "
+        "(event_id, rule_id, user_id, category_id, created_at, group_key) "
         f"VALUES {values} "
         "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
         "RETURNING id, user_id"

@@ -7,10 +7,17 @@ The flow, top to bottom:
 3. for each matched rule, stream its recipients in chunks;
 4. per chunk: load preferences and addresses (a fixed number of queries),
    decide per user and channel (pure), write one multi-row insert per table.
+
+When: a rule with a delay or a payload time makes its deliveries due later
+(``notify.reminders.send_time``), and a non-critical message that would reach
+a person during their quiet hours waits until they end
+(``notify.quiet_hours``). A rule whose payload time is missing or invalid
+writes nothing; the reason is recorded on the event and the other rules go on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 from collections import Counter
@@ -29,8 +36,11 @@ from . import conf
 from .directory import DatabaseDirectory, category_info, load_preferences
 from .models import Category, Event
 from .outbox import PlannedDelivery, PlannedNotification, write_fanout_chunk
-from .preferences import DIGEST, SEND, CategoryInfo, UserPrefs, decide
+from .preferences import SEND, SKIP, CategoryInfo, UserPrefs, decide
+from .quiet_hours import QUIET_HOURS, applies_to, quiet_until
 from .registry import describe
+from .reminders import SendAtError, send_time
+from .rule_policies import RulePolicy
 
 log = logging.getLogger("notify.pipeline")
 
@@ -45,6 +55,7 @@ class FanoutStats:
     deliveries: int = 0
     chunks: int = 0
     decisions: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)  # per rule that wrote nothing
 
 
 def actor_context(user: Any) -> dict[str, Any] | None:
@@ -78,6 +89,30 @@ def condition_context(event: Event) -> dict[str, Any]:
     }
 
 
+GROUP_PAYLOAD_KEYS = ("thread", "group")
+
+
+def notification_group_key(rule_id: int, event: Event) -> str:
+    """What collapses this rule's notifications in the inbox: ``"<rule>:<thing>"``.
+
+    Same rule = same kind of message; the thing is the event's ``object_ref``
+    (``app.model:pk`` for signal events), else the payload's ``thread``, else
+    its ``group`` — a string or a number. No thing, no group (""): the items
+    stay apart. Long references are hashed to fit the column."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    thing: Any = event.object_ref
+    for key in GROUP_PAYLOAD_KEYS:
+        if thing:
+            break
+        thing = payload.get(key)
+    if isinstance(thing, bool) or not isinstance(thing, str | int) or thing == "":
+        return ""
+    key = f"{rule_id}:{thing}"
+    if len(key) > 200:
+        key = f"{rule_id}:sha256:{hashlib.sha256(str(thing).encode()).hexdigest()}"
+    return key
+
+
 def chunked(ids: Iterable[int], size: int) -> Iterator[list[int]]:
     iterator = iter(ids)
     while chunk := list(itertools.islice(iterator, size)):
@@ -90,8 +125,15 @@ def plan_chunk(
     channels: dict[str, str | None],
     prefs: dict[int, UserPrefs],
     now: datetime,
+    *,
+    due_at: datetime | None = None,
+    hold_reason: str = "",
 ) -> list[PlannedNotification]:
-    """Decide every (user, channel) of a chunk. Pure: data in, rows out."""
+    """Decide every (user, channel) of a chunk. Pure: data in, rows out.
+
+    ``due_at`` and ``hold_reason`` come from the rule (delayed or scheduled).
+    A delivery that is due later is planned pending even if it is held for a
+    digest today: dispatch decides again when it is due."""
     planned = []
     for user_id in user_ids:
         user_prefs = prefs.get(user_id)
@@ -100,14 +142,34 @@ def plan_chunk(
         deliveries = []
         for alias, address_kind in channels.items():
             decision = decide(category, alias, address_kind, user_prefs, now)
-            if decision.action == SEND:
-                deliveries.append(PlannedDelivery(alias, Status.PENDING))
-            elif decision.action == DIGEST:
-                deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
-            else:
+            if decision.action == SKIP:
                 deliveries.append(PlannedDelivery(alias, Status.SKIPPED, decision.reason))
+            elif decision.action == SEND or due_at is not None:
+                deliveries.append(
+                    plan_send(alias, address_kind, category, user_prefs, now, due_at, hold_reason)
+                )
+            else:
+                deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
         planned.append(PlannedNotification(user_id, tuple(deliveries)))
     return planned
+
+
+def plan_send(
+    alias: str,
+    address_kind: str | None,
+    category: CategoryInfo,
+    prefs: UserPrefs,
+    now: datetime,
+    due_at: datetime | None,
+    hold_reason: str,
+) -> PlannedDelivery:
+    """A pending delivery, due at ``due_at`` or, if that falls in the user's
+    quiet hours (and they apply), when the quiet hours end."""
+    if prefs.quiet_start is not None and applies_to(address_kind, category.critical):
+        quiet_end = quiet_until(due_at or now, prefs.quiet_start, prefs.quiet_end, prefs.timezone)
+        if quiet_end is not None:
+            return PlannedDelivery(alias, Status.PENDING, "", QUIET_HOURS, quiet_end)
+    return PlannedDelivery(alias, Status.PENDING, "", hold_reason, due_at)
 
 
 def rule_channels(rule: CompiledRule) -> dict[str, str | None]:
@@ -142,6 +204,7 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
         payload=event.payload if isinstance(event.payload, dict) else {},
         actor_id=event.actor_id,
         explicit=tuple(event.recipients or ()),
+        object_ref=event.object_ref,
     )
     chunk_size = conf.get("FANOUT_CHUNK_SIZE")
     for match in matches:
@@ -150,14 +213,39 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
         channels = rule_channels(rule)
         if category is None or not channels:
             continue
+        try:
+            due_at, hold_reason = send_time(rule, event.payload, now)
+        except SendAtError as exc:
+            log.warning(
+                "event %s, rule %s: %s; nothing written for this rule", event.pk, rule.id, exc
+            )
+            stats.errors.append(f"rule {rule.id} ({rule.name}): {exc}; nothing sent for it")
+            continue
+        # Ops controls: deduplication, active window, then per chunk fallback,
+        # throttling and dry run (notify.rule_policies).
+        policy = RulePolicy.start(rule, event, context, now)
+        if policy.note or policy.skip:
+            stats.errors.append(f"rule {rule.id} ({rule.name}): {policy.skip or policy.note}")
+        if policy.skip:
+            continue
+        due_at, hold_reason = policy.when(due_at, hold_reason, now)
         stats.rules += 1
+        group_key = notification_group_key(rule.id, event)
         # 3. recipients, streamed
-        user_ids = resolve_recipients(rule.recipients or EXPLICIT, recipients, directory)
+        user_ids = resolve_recipients(
+            rule.recipients or EXPLICIT, recipients, directory, exclude_actor=rule.exclude_actor
+        )
         for chunk in chunked(user_ids, chunk_size):
             # 4. preferences, decisions, one insert per table
             prefs = load_preferences(chunk, [category.id], {k for k in channels.values() if k})
-            planned = plan_chunk(chunk, category, channels, prefs, now)
-            n, d = write_fanout_chunk(event.pk, rule.id, category.id, planned, now)
+            planned = plan_chunk(
+                chunk, category, channels, prefs, now, due_at=due_at, hold_reason=hold_reason
+            )
+            planned = policy.adjust(event.pk, category, channels, planned, now)
+            n, d = write_fanout_chunk(
+                event.pk, rule.id, category.id, planned, now, group_key=group_key
+            )
+            policy.written(event, chunk, prefs)
             stats.chunks += 1
             stats.recipients += len(chunk)
             stats.notifications += n
@@ -185,7 +273,10 @@ def process_event(event_id: int) -> FanoutStats | None:
         )
         return None
     Event.objects.filter(pk=event_id).update(
-        status=Event.State.PROCESSED, processed_at=timezone.now(), claimed_until=None, error=""
+        status=Event.State.PROCESSED,
+        processed_at=timezone.now(),
+        claimed_until=None,
+        error="\n".join(stats.errors)[:2000],
     )
     return stats
 

@@ -8,7 +8,7 @@ database: the loaders in ``notify.directory`` hand it plain data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from typing import NamedTuple
 
 IMMEDIATE, DAILY, WEEKLY, OFF = "immediate", "daily", "weekly", "off"
@@ -51,6 +51,11 @@ class UserPrefs:
     paused_until: datetime | None = None
     timezone: str = "UTC"
     locale: str = ""
+    # Wall-clock times in ``timezone`` (see notify.quiet_hours, notify.digests).
+    quiet_start: time | None = None
+    quiet_end: time | None = None
+    digest_hour: int = 8
+    digest_weekday: int = 0  # 0 = Monday
 
 
 class Decision(NamedTuple):

@@ -83,6 +83,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "notify.pages.context.unread_count",
             ],
         },
     },
@@ -111,6 +112,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# What every worker shares: circuit breakers and send-rate counters
+# (channels.failover, channels.ratelimit). Redis when NOTIFY_REDIS_URL is set
+# (several processes); the embedded default is one process, so local memory.
+if os.environ.get("NOTIFY_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["NOTIFY_REDIS_URL"],
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "notify",
+        }
+    }
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -130,7 +149,11 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-LOGIN_URL = "admin:login"
+# Users sign in on the project's own page (the admin keeps its own login) and
+# land on their notification settings.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/settings/notifications/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # Email goes through Django's MAILERS. The embedded default records to the
 # sandbox; set NOTIFY_EMAIL_BACKEND to django.core.mail.backends.smtp.EmailBackend
@@ -152,11 +175,69 @@ ANYMAIL = {
     for key, value in os.environ.items()
     if key.startswith("ANYMAIL_")
 }
+# ESP tracking webhooks (/webhooks/anymail/<esp>/tracking/) require HTTP basic auth
+# "user:password" (comma-separate several while rotating).
+if os.environ.get("NOTIFY_WEBHOOK_BASIC_AUTH"):
+    ANYMAIL["WEBHOOK_SECRET"] = env_list("NOTIFY_WEBHOOK_BASIC_AUTH")
+
+# SMS goes through Twilio when TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM
+# are set (TWILIO_STATUS_CALLBACK defaults to NOTIFY_SITE_URL + /webhooks/twilio/status;
+# TWILIO_MAX_SEGMENTS, TWILIO_TIMEOUT); otherwise the sandbox records it.
+if all(os.environ.get(name) for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")):
+    SMS_CHANNEL = {
+        "BACKEND": "channels.sms.TwilioSmsChannel",
+        "OPTIONS": {
+            "ACCOUNT_SID": os.environ["TWILIO_ACCOUNT_SID"],
+            "AUTH_TOKEN": os.environ["TWILIO_AUTH_TOKEN"],
+            "FROM": os.environ["TWILIO_FROM"],
+            "STATUS_CALLBACK": os.environ.get("TWILIO_STATUS_CALLBACK")
+            or (
+                os.environ["NOTIFY_SITE_URL"].rstrip("/") + "/webhooks/twilio/status"
+                if os.environ.get("NOTIFY_SITE_URL")
+                else ""
+            ),
+            "MAX_SEGMENTS": int(os.environ.get("TWILIO_MAX_SEGMENTS", "10")),
+            "TIMEOUT": float(os.environ.get("TWILIO_TIMEOUT", "10")),
+        },
+    }
+else:
+    SMS_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "phone", "FORMAT": "sms"},
+    }
+
+# Chat goes to Slack (direct messages through the Web API) when SLACK_BOT_TOKEN is
+# set, and signed JSON webhooks are sent when NOTIFY_WEBHOOK_SECRET is set;
+# otherwise the sandbox records them. Teams, Discord, Slack incoming webhooks and
+# Apprise are channels too (channels.chat, channels.apprise): add an alias for them.
+if os.environ.get("SLACK_BOT_TOKEN"):
+    CHAT_CHANNEL = {
+        "BACKEND": "channels.chat.SlackChannel",
+        "OPTIONS": {"BOT_TOKEN": os.environ["SLACK_BOT_TOKEN"]},
+    }
+else:
+    CHAT_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "slack", "FORMAT": "chat"},
+    }
+if os.environ.get("NOTIFY_WEBHOOK_SECRET"):
+    WEBHOOK_CHANNEL = {
+        "BACKEND": "channels.webhook.SignedWebhookChannel",
+        "OPTIONS": {"SECRET": os.environ["NOTIFY_WEBHOOK_SECRET"]},
+    }
+else:
+    WEBHOOK_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "webhook", "FORMAT": "chat"},
+    }
 
 NOTIFY = {
     "CHANNELS": {
         "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "default"}},
         "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
+        "sms": SMS_CHANNEL,
+        "chat": CHAT_CHANNEL,
+        "webhook": WEBHOOK_CHANNEL,
     },
     "DEFAULT_CHANNELS": ["email", "inapp"],
     "SANDBOX": SANDBOX,
@@ -167,6 +248,29 @@ NOTIFY = {
     "EAGER": env_bool("NOTIFY_EAGER", False),
     "SCHEDULER_LOCK_FILE": str(VAR_DIR / "scheduler.lock"),
 }
+
+# Email failover: NOTIFY_EMAIL_FALLBACK_BACKEND (and _OPTIONS, JSON) add a second
+# mailer that takes a message when the first fails transiently; a circuit breaker
+# per provider skips one that keeps failing (state in CACHES). NOTIFY_EMAIL_RATE_LIMIT
+# ("10/s", "600/m") caps sends across all workers. See channels/failover.py.
+if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
+    MAILERS["fallback"] = {
+        "BACKEND": os.environ["NOTIFY_EMAIL_FALLBACK_BACKEND"],
+        "OPTIONS": json.loads(os.environ.get("NOTIFY_EMAIL_FALLBACK_OPTIONS", "{}")),
+    }
+    NOTIFY["CHANNELS"]["email"] = {
+        "BACKEND": "channels.failover.FailoverChannel",
+        "OPTIONS": {
+            "PROVIDERS": [
+                {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": mailer}}
+                for mailer in ("default", "fallback")
+            ],
+            "FAILURE_THRESHOLD": int(os.environ.get("NOTIFY_FAILOVER_THRESHOLD", "5")),
+            "COOL_DOWN": float(os.environ.get("NOTIFY_FAILOVER_COOL_DOWN", "60")),
+        },
+    }
+if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
+    NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
 
 LOGGING = {
     "version": 1,

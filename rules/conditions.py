@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
 from jinja2.exceptions import TemplateError
 
+from .fastpath import Evaluator, Fallback, compile_fast, evaluate_fast
 from .sandbox import BoundedSandbox, TemplateCheckError, check_tree
 
 CONDITION_NAMES = ("payload", "event", "actor")
@@ -24,15 +25,54 @@ class ConditionError(ValueError):
 class CompiledCondition:
     source: str
     _expression: Callable[..., Any]
+    # The same expression as plain closures when it is in the fast subset
+    # (``rules.fastpath``); the sandbox decides whenever the fast path cannot.
+    _fast: Evaluator | None = None
 
     def evaluate(self, context: dict[str, Any]) -> bool:
         """True if the condition holds; ``ConditionError`` if it cannot be evaluated."""
+        if self._fast is not None:
+            try:
+                return bool(evaluate_fast(self._fast, context))
+            except Fallback:
+                pass
         try:
             return bool(_env.evaluate_bounded(self._expression, context))
         except TemplateError as exc:
             raise ConditionError(f"condition failed: {exc}") from exc
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise ConditionError(f"condition failed: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledExpression:
+    """An expression whose value is wanted (a deduplication key), not a truth."""
+
+    source: str
+    _expression: Callable[..., Any]
+    _fast: Evaluator | None = None
+
+    def evaluate(self, context: dict[str, Any]) -> Any:
+        """The value; ``ConditionError`` if it cannot be evaluated."""
+        if self._fast is not None:
+            try:
+                return evaluate_fast(self._fast, context)
+            except Fallback:
+                pass
+        try:
+            return _env.evaluate_bounded(self._expression, context)
+        except TemplateError as exc:
+            raise ConditionError(f"expression failed: {exc}") from exc
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise ConditionError(f"expression failed: {type(exc).__name__}: {exc}") from exc
+
+
+def compile_expression(source: str) -> CompiledExpression | None:
+    """Compile a value expression with the same checks as a condition."""
+    condition = compile_condition(source)
+    if condition is None:
+        return None
+    return CompiledExpression(condition.source, condition._expression, condition._fast)
 
 
 def compile_condition(source: str) -> CompiledCondition | None:
@@ -57,4 +97,7 @@ def compile_condition(source: str) -> CompiledCondition | None:
         raise ConditionError(f"syntax error in condition: {exc.message}") from exc
     except RecursionError as exc:
         raise ConditionError("the condition is nested too deeply") from exc
-    return CompiledCondition(source, expression)
+    body = tree.body
+    single = len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
+    fast = compile_fast(body[0].nodes[0]) if single else None
+    return CompiledCondition(source, expression, fast)

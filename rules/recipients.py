@@ -9,6 +9,7 @@ rule that reaches 100,000 group members never holds them all in memory.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,15 +23,18 @@ class RecipientSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RecipientSpec:
-    kind: str  # explicit | actor | payload | group | staff | users
+    kind: str  # explicit | actor | payload | group | staff | users | followers | topic
     argument: str = ""
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.argument}" if self.argument else self.kind
 
 
-KINDS_WITH_ARGUMENT = {"payload", "group", "users"}
-KINDS_WITHOUT_ARGUMENT = {"explicit", "actor", "staff"}
+KINDS_WITH_ARGUMENT = {"payload", "group", "users", "topic"}
+KINDS_WITHOUT_ARGUMENT = {"explicit", "actor", "staff", "followers"}
+# Subscription-based kinds: the rule's "exclude actor" applies to them.
+SUBSCRIPTION_KINDS = {"followers", "topic"}
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,190}$")
 KINDS = KINDS_WITH_ARGUMENT | KINDS_WITHOUT_ARGUMENT
 
 
@@ -45,6 +49,10 @@ def parse_recipient_spec(text: str) -> RecipientSpec:
         raise RecipientSpecError(f"'{kind}' needs an argument, e.g. '{kind}:{_EXAMPLES[kind]}'")
     if kind in KINDS_WITHOUT_ARGUMENT and argument:
         raise RecipientSpecError(f"'{kind}' takes no argument")
+    if kind == "topic" and not TOPIC_NAME.match(argument):
+        raise RecipientSpecError(
+            f"'{argument}' is not a topic name: letters, digits, '.', '_' and '-'"
+        )
     if kind == "users":
         for part in argument.split(","):
             if not part.strip().isdigit():
@@ -54,7 +62,12 @@ def parse_recipient_spec(text: str) -> RecipientSpec:
     return RecipientSpec(kind, argument)
 
 
-_EXAMPLES = {"payload": "order.customer_id", "group": "Support", "users": "1,2"}
+_EXAMPLES = {
+    "payload": "order.customer_id",
+    "group": "Support",
+    "users": "1,2",
+    "topic": "releases",
+}
 
 
 class Directory(Protocol):
@@ -64,6 +77,7 @@ class Directory(Protocol):
     def ids_by_email(self, emails: Iterable[str]) -> list[int]: ...
     def group_member_ids(self, group: str, after: int, limit: int) -> list[int]: ...
     def staff_ids(self, after: int, limit: int) -> list[int]: ...
+    def subscriber_ids(self, target: str, after: int, limit: int) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class EventRecipients:
     payload: dict[str, Any]
     actor_id: int | None
     explicit: tuple[Any, ...]
+    object_ref: str = ""  # "app_label.model:pk": whose followers ``followers`` means
 
 
 def lookup_path(payload: Any, path: str) -> Any:
@@ -138,15 +153,45 @@ def resolve_spec(
         return _paged(lambda after, limit: directory.group_member_ids(spec.argument, after, limit))
     if spec.kind == "staff":
         return _paged(directory.staff_ids)
+    if spec.kind in SUBSCRIPTION_KINDS:
+        target = subscription_target(spec, event)
+        if not target:
+            return iter(())
+        return _paged(lambda after, limit: directory.subscriber_ids(target, after, limit))
     raise RecipientSpecError(f"unknown recipient kind '{spec.kind}'")
 
 
+def subscription_target(spec: RecipientSpec, event: EventRecipients) -> str:
+    """The ``Subscription.target`` a spec reads: the event's object for
+    ``followers`` ("" when the event is about no object), ``topic:<name>``."""
+    if spec.kind == "followers":
+        return event.object_ref
+    return f"topic:{spec.argument}"
+
+
 def resolve_recipients(
-    specs: Iterable[RecipientSpec], event: EventRecipients, directory: Directory
+    specs: Iterable[RecipientSpec],
+    event: EventRecipients,
+    directory: Directory,
+    exclude_actor: bool = False,
 ) -> Iterator[int]:
-    """Merge every spec's ids into one ascending stream without duplicates."""
+    """Merge every spec's ids into one ascending stream without duplicates.
+
+    With ``exclude_actor``, the event's actor is left out of the followers and
+    topic subscribers (not out of the other specs: a rule that names
+    ``actor`` means it)."""
+    streams = []
+    for spec in specs:
+        stream = resolve_spec(spec, event, directory)
+        if exclude_actor and event.actor_id is not None and spec.kind in SUBSCRIPTION_KINDS:
+            stream = _without(stream, event.actor_id)
+        streams.append(stream)
     previous = None
-    for user_id in heapq.merge(*(resolve_spec(spec, event, directory) for spec in specs)):
+    for user_id in heapq.merge(*streams):
         if user_id != previous:
             yield user_id
             previous = user_id
+
+
+def _without(ids: Iterator[int], excluded: int) -> Iterator[int]:
+    return (i for i in ids if i != excluded)

@@ -9,7 +9,14 @@ from notify.models import Category
 from rules.index import rule_index
 from rules.models import Rule
 
-pytest_plugins = ["tests.peers.smtp"]
+pytest_plugins = [
+    "tests.peers.smtp",
+    "tests.peers.esp",
+    "tests.peers.twilio",
+    "tests.peers.slack",
+    "tests.peers.webhooks",
+    "tests.browser",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,8 @@ from notify.models import (
     Event,
     MessageTemplate,
     Notification,
+    ProviderEvent,
+    Suppression,
     UserSettings,
 )
 from rules.index import rule_index
@@ -473,6 +475,10 @@ def test_every_changelist_and_change_page_renders(
     ChannelPreference.objects.create(
         user=admin_user, category=category, channel="email", enabled=False
     )
+    Suppression.objects.create(kind="email", address="b@example.com", reason="hard_bounce")
+    ProviderEvent.objects.create(
+        provider="postmark", event_type="delivered", delivery=delivery, payload={"a": 1}
+    )
     assert rule.pk
     ours = [(m, a) for m, a in admin.site._registry.items() if m._meta.app_label in APPS]
     assert {m.__name__ for m, _ in ours} == {
@@ -487,7 +493,22 @@ def test_every_changelist_and_change_page_renders(
         "ContactPoint",
         "CategoryPreference",
         "ChannelPreference",
+        "Suppression",
+        "ProviderEvent",
+        "SignalBinding",
+        "AuditEntry",
     }
+    from django.contrib.auth.models import Group
+    from django.contrib.contenttypes.models import ContentType
+
+    from rules.models import SignalBinding
+
+    SignalBinding.objects.create(
+        content_type=ContentType.objects.get_for_model(Group),
+        signal="created",
+        event_type="group.created",
+        payload_fields=["name"],
+    )
     for model, model_admin in ours:
         response = admin_client.get(url(model))
         assert response.status_code == 200, model

@@ -470,6 +470,7 @@ def test_event_detail_shows_deliveries(client, token, make_user, make_rule):
             "channel",
             "status",
             "skip_reason",
+            "hold_reason",
             "attempts",
             "provider",
             "provider_message_id",
@@ -589,10 +590,12 @@ def test_openapi_document(client, db):
     assert set(doc["paths"]) == {
         "/api/v1/events",
         "/api/v1/events/{event_id}",
+        "/api/v1/events/by-key/{idempotency_key}",
         "/api/v1/inbox",
         "/api/v1/inbox/{item_id}/read",
         "/api/v1/inbox/{item_id}/unread",
         "/api/v1/inbox/read-all",
+        "/api/v1/preferences",
         "/api/v1/openapi.json",
     }
     schemes = doc["components"]["securitySchemes"]
@@ -601,7 +604,13 @@ def test_openapi_document(client, db):
     assert doc["paths"]["/api/v1/events"]["post"]["security"] == [{"bearerAuth": []}]
     event_in = doc["components"]["schemas"]["EventIn"]
     assert event_in["additionalProperties"] is False
-    assert set(event_in["properties"]) == {"type", "payload", "actor", "recipients"}
+    assert set(event_in["properties"]) == {
+        "type",
+        "payload",
+        "actor",
+        "recipients",
+        "scheduled_for",
+    }
 
 
 def test_every_api_url_pattern_is_in_openapi(client, db):

@@ -253,7 +253,7 @@ def test_parse_errors_name_the_problem(text, message):
 def test_unknown_kind_error_lists_the_kinds():
     with pytest.raises(RecipientSpecError) as caught:
         parse_recipient_spec("everyone")
-    assert "actor, explicit, group, payload, staff, users" in str(caught.value)
+    assert "actor, explicit, followers, group, payload, staff, topic, users" in str(caught.value)
 
 
 def test_resolve_spec_refuses_an_unknown_kind(directory):

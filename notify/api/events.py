@@ -1,5 +1,7 @@
-"""Events over HTTP: ``POST /api/v1/events`` stores one through ``trigger()``;
-``GET /api/v1/events/<id>`` shows what became of it, down to each delivery.
+"""Events over HTTP: ``POST /api/v1/events`` stores one through ``trigger()``
+(now, or at ``scheduled_for``); ``GET /api/v1/events/<id>`` shows what became
+of it, down to each delivery; ``DELETE /api/v1/events/by-key/<key>`` cancels
+one by its ``Idempotency-Key``.
 
 Everything is validated before ``trigger()`` is called, so bad input stores
 nothing. A retry with the same ``Idempotency-Key`` gets the first answer
@@ -22,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from notify import conf
 from notify.events import IdempotencyKeyReused, request_fingerprint, to_json, trigger
 from notify.models import Delivery, Event, Notification
+from notify.reminders import EventNotFound, NotCancellable, cancel
 
 from .auth import api_key_required
 from .errors import ApiError, api_view, field_error, from_pydantic, invalid
@@ -70,7 +73,9 @@ def create_event(request: HttpRequest) -> JsonResponse:
     recipients = body.recipients or []
     # What trigger() stores as request_hash for this body (it hashes the
     # JSON-roundtripped payload and the recipient refs, as here).
-    fingerprint = request_fingerprint(body.type, to_json(body.payload), body.actor, recipients)
+    fingerprint = request_fingerprint(
+        body.type, to_json(body.payload), body.actor, recipients, body.scheduled_for
+    )
     try:
         event = trigger(
             body.type,
@@ -81,6 +86,7 @@ def create_event(request: HttpRequest) -> JsonResponse:
             idempotency_scope=f"api:{key.pk}",
             idempotency_key=idempotency_key,
             api_key=key,
+            scheduled_for=body.scheduled_for,
         )
     except IdempotencyKeyReused:
         raise ApiError(
@@ -106,13 +112,16 @@ def create_event(request: HttpRequest) -> JsonResponse:
             f"different request (event {event.pk}); use a new key for a new event.",
         )
     location = reverse("api:event-detail", kwargs={"event_id": event.pk})
+    accepted = {
+        "id": event.pk,
+        "status": "accepted",
+        "type": event.type,
+        "received_at": event.received_at,
+    }
+    if event.scheduled_for is not None:
+        accepted["scheduled_for"] = event.scheduled_for
     return JsonResponse(
-        {
-            "id": event.pk,
-            "status": "accepted",
-            "type": event.type,
-            "received_at": event.received_at,
-        },
+        accepted,
         status=202,
         headers={"Location": location},
     )
@@ -141,6 +150,33 @@ def event_detail(request: HttpRequest, event_id: int) -> JsonResponse:
     return JsonResponse(event_json(event))
 
 
+@csrf_exempt  # bearer auth: no cookies, so no cross-site request to forge
+@api_view("DELETE")
+@api_key_required
+def cancel_event(request: HttpRequest, idempotency_key: str) -> JsonResponse:
+    """Cancel an event sent with the calling key, by its Idempotency-Key: a
+    scheduled event not yet fanned out never will be; of one already fanned
+    out, every delivery not yet sent is cancelled. 404 for a key this API key
+    never used; 409 when everything was sent already (or the event is being
+    fanned out at this very moment: retry)."""
+    try:
+        result = cancel(idempotency_key, scope=f"api:{request.api_key.pk}")
+    except EventNotFound:
+        raise ApiError(
+            404, "not_found", f"No event with Idempotency-Key {idempotency_key!r} for this API key."
+        ) from None
+    except NotCancellable as exc:
+        raise ApiError(409, exc.code, f"Event {exc.event.pk}: {exc.message}.") from None
+    return JsonResponse(
+        {
+            "id": result.event.pk,
+            "status": result.event.status,
+            "event_cancelled": result.event_cancelled,
+            "deliveries_cancelled": result.deliveries_cancelled,
+        }
+    )
+
+
 def event_json(event: Event) -> dict[str, Any]:
     return {
         "id": event.pk,
@@ -150,6 +186,7 @@ def event_json(event: Event) -> dict[str, Any]:
         "source": event.source,
         "status": event.status,
         "received_at": event.received_at,
+        "scheduled_for": event.scheduled_for,
         "processed_at": event.processed_at,
         "error": event.error,
         "notifications": [notification_json(n) for n in event.notifications.all()],
@@ -173,6 +210,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "channel": delivery.channel,
         "status": delivery.status,
         "skip_reason": delivery.skip_reason,
+        "hold_reason": delivery.hold_reason,
         "attempts": delivery.attempts,
         "provider": delivery.provider,
         "provider_message_id": delivery.provider_message_id,

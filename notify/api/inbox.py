@@ -33,6 +33,23 @@ def item_json(item: Notification) -> dict[str, Any]:
     }
 
 
+def entry_json(entry: store.InboxEntry) -> dict[str, Any]:
+    """An item; a collapsed group's head also carries ``group`` (its summary
+    title, the unread member count and the first members, newest first)."""
+    data = item_json(entry.item)
+    if entry.collapsed:
+        data["title"] = entry.title
+        data["group"] = {
+            "key": entry.item.group_key,
+            "count": entry.count,
+            "members": [
+                {"id": m.pk, "title": m.title, "url": m.url, "created_at": m.inbox_at}
+                for m in entry.members
+            ],
+        }
+    return data
+
+
 def page_url(request: HttpRequest, page: int) -> str:
     query = request.GET.copy()
     query["page"] = str(page)
@@ -43,18 +60,20 @@ def page_url(request: HttpRequest, page: int) -> str:
 @api_view("GET")
 @login_required_json
 def inbox_list(request: HttpRequest) -> JsonResponse:
-    """One page of the inbox, newest first, with the unread count for the badge."""
+    """One page of the inbox, newest first, with the unread count for the badge.
+    Unread items of one group come as one entry (see ``notify.inbox``)."""
     try:
         query = InboxQuery.model_validate(request.GET.dict())
     except PydanticValidationError as exc:
         raise from_pydantic(exc) from None
     user_id = request.user.pk
-    items = store.inbox(user_id).select_related("category")
+    items = store.entries(user_id).select_related("category")
     if query.unread:
         items = items.filter(read_at__isnull=True)
     count = items.count()
     start = (query.page - 1) * query.page_size
     page = list(items[start : start + query.page_size]) if start < count else []
+    entries = store.collapse(user_id, page)
     return JsonResponse(
         {
             "unread_count": store.unread_count(user_id),
@@ -63,7 +82,7 @@ def inbox_list(request: HttpRequest) -> JsonResponse:
             "page_size": query.page_size,
             "next": page_url(request, query.page + 1) if start + query.page_size < count else None,
             "previous": page_url(request, query.page - 1) if query.page > 1 else None,
-            "results": [item_json(item) for item in page],
+            "results": [entry_json(entry) for entry in entries],
         }
     )
 

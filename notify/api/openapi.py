@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from notify.pages.prefs_schema import json_schemas as preference_schemas
+
 from .errors import api_view
 from .schemas import EventIn, InboxQuery
 
@@ -59,13 +61,30 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         field=STRING,
         message=STRING,
     ),
-    "EventAccepted": obj(
-        "The event is stored; fan-out follows. A retry with the same "
-        "Idempotency-Key returns the same body.",
+    "EventAccepted": {
+        **obj(
+            "The event is stored; fan-out follows. A retry with the same "
+            "Idempotency-Key returns the same body.",
+            id=INTEGER,
+            status={"const": "accepted"},
+            type=STRING,
+            received_at=DATETIME,
+            scheduled_for={**DATETIME, "description": "Only for a scheduled event."},
+        ),
+        "required": ["id", "status", "type", "received_at"],
+    },
+    "EventCancelled": obj(
+        "What the cancellation changed. Cancelling again changes nothing and says so.",
         id=INTEGER,
-        status={"const": "accepted"},
-        type=STRING,
-        received_at=DATETIME,
+        status={"enum": ["cancelled", "processed"]},
+        event_cancelled={
+            **BOOLEAN,
+            "description": "The event had not been fanned out and never will be.",
+        },
+        deliveries_cancelled={
+            **INTEGER,
+            "description": "Deliveries not yet sent that were cancelled (fanned-out events).",
+        },
     ),
     "Event": obj(
         id=INTEGER,
@@ -73,8 +92,9 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         payload={"type": "object"},
         actor=nullable(INTEGER),
         source={"enum": ["python", "signal", "api", "cli"]},
-        status={"enum": ["received", "processing", "processed", "failed"]},
+        status={"enum": ["received", "processing", "processed", "failed", "cancelled"]},
         received_at=DATETIME,
+        scheduled_for=nullable(DATETIME),
         processed_at=nullable(DATETIME),
         error=STRING,
         notifications={"type": "array", "items": ref("Notification")},
@@ -102,9 +122,16 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
                 "dead",
                 "skipped",
                 "digest",
+                "bounced",
+                "cancelled",
             ]
         },
         skip_reason=STRING,
+        hold_reason={
+            **STRING,
+            "description": "Why it waits past its creation: delayed, scheduled, quiet_hours; "
+            "empty if it does not.",
+        },
         attempts=INTEGER,
         provider=STRING,
         provider_message_id=STRING,
@@ -226,12 +253,54 @@ def inbox_change(operation_id: str, summary: str, response: Schema, **extra: Any
     }
 
 
+def preferences_path() -> Schema:
+    """``/preferences``: the settings page's data as JSON, validated by the same code."""
+    common = {"tags": ["preferences"], "parameters": []}
+    return {
+        "get": {
+            "operationId": "getPreferences",
+            "summary": "Your notification preferences, defaults filled in, and the grid's "
+            "categories and channels (catalog). Sets the csrftoken cookie.",
+            "security": SESSION,
+            **common,
+            "responses": {
+                "200": ok("The preferences.", "Preferences"),
+                "401": use("Unauthorized"),
+                "405": use("MethodNotAllowed"),
+            },
+        },
+        "put": {
+            "operationId": "putPreferences",
+            "summary": "Change your preferences: fields left out keep their values; any "
+            "bad field is a 400 naming it, and nothing is changed.",
+            "security": SESSION_CSRF,
+            **common,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ref("PreferencesIn")}},
+            },
+            "responses": {
+                "200": ok("The preferences after the change.", "Preferences"),
+                "400": use("BadRequest"),
+                "401": use("Unauthorized"),
+                "403": use("Forbidden"),
+                "405": use("MethodNotAllowed"),
+                "413": error("The body is over API_MAX_BODY_BYTES."),
+                "415": error("The body is not application/json (UTF-8)."),
+            },
+        },
+    }
+
+
 def paths() -> dict[str, Schema]:
     return {
         f"{PREFIX}/events": {
             "post": {
                 "operationId": "createEvent",
                 "summary": "Store an event; rules decide who hears about it.",
+                "description": "With scheduled_for, fan-out waits until then. Send an "
+                "Idempotency-Key to be able to cancel it later "
+                "(DELETE /api/v1/events/by-key/{idempotency_key}).",
                 "tags": ["events"],
                 "security": BEARER,
                 "parameters": [
@@ -290,6 +359,38 @@ def paths() -> dict[str, Schema]:
                 },
             }
         },
+        f"{PREFIX}/events/by-key/{{idempotency_key}}": {
+            "delete": {
+                "operationId": "cancelEvent",
+                "summary": "Cancel an event sent with this key, by its Idempotency-Key.",
+                "description": "A scheduled event not yet fanned out is cancelled and never "
+                "will be; of an event already fanned out, every delivery not yet sent "
+                "(pending, delayed, held, waiting for a digest) is cancelled. Percent-encode "
+                "the key as a URL path (slashes may stay).",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "idempotency_key",
+                        "in": "path",
+                        "required": True,
+                        "description": "The Idempotency-Key the event was created with.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
+                "responses": {
+                    "200": ok("Cancelled.", "EventCancelled"),
+                    "401": use("Unauthorized"),
+                    "404": error("No event with this Idempotency-Key for this API key."),
+                    "405": use("MethodNotAllowed"),
+                    "409": error(
+                        "Nothing left to cancel: error is already_sent (everything was "
+                        "sent), nothing_pending, or processing (being fanned out at this "
+                        "moment; retry shortly)."
+                    ),
+                },
+            }
+        },
         f"{PREFIX}/inbox": {
             "get": {
                 "operationId": "listInbox",
@@ -322,6 +423,7 @@ def paths() -> dict[str, Schema]:
             "Mark every item in your inbox read.",
             ok("How many items changed.", "ReadAll"),
         ),
+        f"{PREFIX}/preferences": preferences_path(),
         f"{PREFIX}/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -362,7 +464,7 @@ def document() -> dict[str, Any]:
         },
         "paths": paths(),
         "components": {
-            "schemas": {**request_schemas(), **RESPONSE_SCHEMAS},
+            "schemas": {**request_schemas(), **preference_schemas(), **RESPONSE_SCHEMAS},
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearerAuth": {
@@ -382,7 +484,7 @@ def document() -> dict[str, Any]:
                     "in": "header",
                     "name": "X-CSRFToken",
                     "description": "The csrftoken cookie's value; required on POSTs "
-                    "with a session.",
+                    "and PUTs with a session.",
                 },
             },
         },

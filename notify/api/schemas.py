@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.http import HttpRequest
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -53,6 +55,43 @@ Recipient = Annotated[
 ]
 
 
+# How far ahead an event may be scheduled over HTTP.
+SCHEDULE_HORIZON = timedelta(days=366)
+
+
+def check_scheduled_for(value: Any) -> datetime:
+    """An ISO 8601 date-time with a UTC offset, in the future, at most a year ahead."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime", "must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "datetime",
+            "not an ISO 8601 date-time: '{value}' (e.g. 2026-11-21T09:00:00+01:00)",
+            {"value": value[:60]},
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "datetime", "needs a UTC offset (e.g. 2026-11-21T09:00:00+01:00 or ...Z)"
+        )
+    now = timezone.now()
+    if parsed <= now:
+        raise PydanticCustomError("datetime", "is in the past")
+    if parsed > now + SCHEDULE_HORIZON:
+        raise PydanticCustomError("datetime", "is more than a year ahead")
+    return parsed
+
+
+ScheduledFor = Annotated[
+    datetime,
+    PlainValidator(
+        check_scheduled_for,
+        json_schema_input_type=Annotated[str, Field(json_schema_extra={"format": "date-time"})],
+    ),
+]
+
+
 class EventIn(BaseModel):
     """The body of ``POST /api/v1/events``."""
 
@@ -70,6 +109,12 @@ class EventIn(BaseModel):
     recipients: list[Recipient] | None = Field(
         default=None,
         description="Explicit recipients: user ids or email addresses, resolved at fan-out.",
+    )
+    scheduled_for: ScheduledFor | None = Field(
+        default=None,
+        description="Fan out at this time instead of now: ISO 8601 with a UTC offset, "
+        "in the future and at most a year ahead. Cancel with DELETE "
+        "/api/v1/events/by-key/{idempotency_key}.",
     )
 
     @field_validator("type")

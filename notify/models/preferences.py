@@ -155,6 +155,28 @@ class ContactPoint(models.Model):
     def __str__(self) -> str:
         return f"{self.kind}: {self.address}"
 
+    def clean(self) -> None:
+        """Phone numbers are stored in E.164; email addresses must be valid."""
+        if not self.address:
+            return  # the field's own "required" error says it
+        if self.kind == self.Kind.PHONE:
+            from notify.phone import normalise_phone
+
+            try:
+                self.address = normalise_phone(self.address)
+            except ValidationError as exc:
+                raise ValidationError({"address": exc.error_list}) from exc
+        elif self.kind == self.Kind.EMAIL:
+            from django.core.validators import validate_email
+
+            self.address = self.address.strip()
+            try:
+                validate_email(self.address)
+            except ValidationError as exc:
+                raise ValidationError(
+                    {"address": f"'{self.address}' is not a valid email address."}
+                ) from exc
+
     @property
     def verified(self) -> bool:
         return self.verified_at is not None

@@ -1,0 +1,333 @@
+"""Provider failover with a circuit breaker per provider.
+
+``FailoverChannel`` wraps several channels of one kind and sends each message
+through the first that takes it::
+
+    "email": {
+        "BACKEND": "channels.failover.FailoverChannel",
+        "OPTIONS": {
+            "PROVIDERS": [
+                {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "postmark"}},
+                {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "smtp"}},
+            ],
+            "FAILURE_THRESHOLD": 5,  # consecutive transient failures that open a breaker
+            "COOL_DOWN": 60,  # seconds a breaker stays open before one trial send
+            "CACHE": "default",  # the CACHES alias holding the breakers' state
+        },
+    }
+
+For one message, in provider order:
+
+1. a provider whose breaker is open is skipped;
+2. a :class:`TransientError` (time-out, 5xx, 429, our own rate limit) moves on
+   to the next provider, in the same ``send`` call;
+3. a :class:`PermanentError` is raised at once: a bad address is bad everywhere,
+   and trying it on the secondary would only spam it;
+4. success returns the provider's :class:`SendResult`, whose ``provider`` names
+   who sent it, so the delivery records it;
+5. when every provider failed or was skipped, a :class:`TransientError` says
+   why for each, with the largest ``retry_after`` any of them gave.
+
+A provider entry may carry ``NAME`` (default: the channel's ``provider_name``,
+made unique) and, in its ``OPTIONS``, a ``RATE_LIMIT`` that the provider
+channel applies itself (see :mod:`channels.ratelimit`). A ``RATE_LIMIT`` on the
+failover channel caps all its providers together. Each provider channel gets
+the alias ``"<alias>:<name>"``, which also names its default rate-limit bucket.
+
+Breakers live in Django's cache, so every worker thread and process shares
+them (Redis when several processes send; the embedded default's local-memory
+cache serves its one process). A breaker per provider:
+
+* **closed**: sends go through; each transient failure increments a counter,
+  any answer from the provider (success or a permanent refusal) resets it;
+* **open**: ``FAILURE_THRESHOLD`` consecutive transient failures open it for
+  ``COOL_DOWN`` seconds; the provider is not called;
+* **half-open**: after the cool-down one worker wins a ``cache.add`` and sends
+  one trial message; success closes the breaker, failure opens it again for
+  another cool-down; other workers skip the provider while the trial runs.
+
+Our own rate limit refusing a send says nothing about the provider's health,
+so it does not count as a failure. If the cache fails, the breaker lets sends
+through (and logs): losing failover is better than losing email.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .base import (
+    Channel,
+    ChannelConfigurationError,
+    ChannelError,
+    OutgoingMessage,
+    SendResult,
+    TransientError,
+)
+from .ratelimit import RateLimited, cache_named, parse_rate, throttle
+
+log = logging.getLogger("channels.failover")
+
+# Consecutive failures older than this with no send at all are forgotten.
+FAILURE_MEMORY = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What a breaker said about one send."""
+
+    allowed: bool
+    trial: bool = False  # the one half-open trial send
+    failures: int = 0  # consecutive failures so far (closed state)
+    retry_after: float | None = None  # when not allowed: seconds until a trial may run
+
+
+class CircuitBreaker:
+    """One provider's breaker, kept in a Django cache under ``notify:circuit:<name>``."""
+
+    def __init__(
+        self, name: str, *, threshold: int = 5, cool_down: float = 60.0, cache_alias="default"
+    ):
+        self.name = name
+        self.threshold = threshold
+        self.cool_down = cool_down
+        self.cache_alias = cache_alias
+        prefix = f"notify:circuit:{name}"
+        self._failures = f"{prefix}:failures"
+        self._open_until = f"{prefix}:open_until"
+        self._trial = f"{prefix}:trial"
+
+    @property
+    def _cache(self):
+        return cache_named(self.cache_alias)
+
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open`` (for admin pages and tests)."""
+        open_until = self._cache.get(self._open_until)
+        if open_until is None:
+            return "closed"
+        return "open" if time.time() < open_until else "half-open"
+
+    def allow(self) -> Gate:
+        cache = self._cache
+        try:
+            found = cache.get_many([self._failures, self._open_until])
+            open_until = found.get(self._open_until)
+            if open_until is None:
+                return Gate(True, failures=int(found.get(self._failures) or 0))
+            now = time.time()
+            if now < open_until:
+                return Gate(False, retry_after=open_until - now)
+            # Half-open: exactly one worker gets the trial; the lock expires in
+            # case that worker dies mid-send.
+            if cache.add(self._trial, now, timeout=math.ceil(max(self.cool_down, 1.0))):
+                return Gate(True, trial=True)
+            return Gate(False, retry_after=None)
+        except ChannelConfigurationError:
+            raise
+        except Exception as exc:
+            log.warning("circuit breaker %s not applied, the cache failed: %s", self.name, exc)
+            return Gate(True)
+
+    def record_success(self, gate: Gate) -> None:
+        """The provider answered (sent, or refused the message itself): close."""
+        if gate.trial or gate.failures:
+            self._quietly(
+                lambda cache: cache.delete_many([self._failures, self._open_until, self._trial])
+            )
+            if gate.trial:
+                log.info("circuit %s closed: the trial send went through", self.name)
+
+    def record_failure(self, gate: Gate) -> None:
+        """A transient failure: count it; open the breaker at the threshold."""
+
+        def count(cache: Any) -> None:
+            if gate.trial:
+                self._open(cache, "the half-open trial send failed")
+                cache.delete(self._trial)
+                return
+            cache.add(self._failures, 0, timeout=FAILURE_MEMORY)
+            try:
+                failures = cache.incr(self._failures)
+            except ValueError:  # expired between add and incr
+                failures = 1
+                cache.set(self._failures, 1, timeout=FAILURE_MEMORY)
+            if failures >= self.threshold:
+                self._open(cache, f"{failures} consecutive transient failures")
+                cache.delete(self._failures)
+
+        self._quietly(count)
+
+    def release(self, gate: Gate) -> None:
+        """The send never reached the provider (our own rate limit): hand back
+        the trial, change nothing else."""
+        if gate.trial:
+            self._quietly(lambda cache: cache.delete(self._trial))
+
+    def reset(self) -> None:
+        self._quietly(
+            lambda cache: cache.delete_many([self._failures, self._open_until, self._trial])
+        )
+
+    def _open(self, cache: Any, why: str) -> None:
+        until = time.time() + self.cool_down
+        cache.set(self._open_until, until, timeout=math.ceil(self.cool_down) + FAILURE_MEMORY)
+        log.warning("circuit %s open for %ss: %s", self.name, self.cool_down, why)
+
+    def _quietly(self, action) -> None:
+        cache = self._cache
+        try:
+            action(cache)
+        except Exception as exc:
+            log.warning("circuit breaker %s not updated, the cache failed: %s", self.name, exc)
+
+
+@dataclass(slots=True)
+class Provider:
+    name: str
+    channel: Channel
+    breaker: CircuitBreaker
+
+
+class FailoverChannel(Channel):
+    """Sends through the first provider whose breaker is closed and that takes it."""
+
+    def __init__(self, alias: str, **options: Any):
+        super().__init__(alias, **options)
+        configs = options.get("PROVIDERS")
+        if not isinstance(configs, (list, tuple)) or not configs:
+            raise ChannelConfigurationError(
+                f"failover channel '{alias}': OPTIONS['PROVIDERS'] must be a non-empty list of "
+                "{'BACKEND': ..., 'OPTIONS': {...}}."
+            )
+        threshold = _number(alias, options, "FAILURE_THRESHOLD", 5, int, minimum=1)
+        cool_down = _number(alias, options, "COOL_DOWN", 60.0, float, minimum=0)
+        cache_alias = options.get("CACHE", "default")
+        cache_named(cache_alias)  # an unknown alias fails now, not at the first send
+        if options.get("RATE_LIMIT"):
+            parse_rate(options["RATE_LIMIT"])
+        self.providers: list[Provider] = []
+        for index, config in enumerate(configs):
+            channel, name = self._build(alias, index, config)
+            breaker = CircuitBreaker(
+                f"{alias}:{name}", threshold=threshold, cool_down=cool_down, cache_alias=cache_alias
+            )
+            self.providers.append(Provider(name, channel, breaker))
+        first = self.providers[0].channel
+        for provider in self.providers[1:]:
+            other = provider.channel
+            if (other.address_kind, other.message_format) != (
+                first.address_kind,
+                first.message_format,
+            ):
+                raise ChannelConfigurationError(
+                    f"failover channel '{alias}': provider '{provider.name}' sends "
+                    f"{other.message_format} to {other.address_kind} addresses, unlike "
+                    f"'{self.providers[0].name}' ({first.message_format} to {first.address_kind})."
+                )
+        # Instance attributes: dispatch reads them from the instance.
+        self.address_kind = first.address_kind
+        self.message_format = first.message_format
+        self.provider_name = self.providers[0].name
+
+    def _build(self, alias: str, index: int, config: Any) -> tuple[Channel, str]:
+        where = f"failover channel '{alias}', PROVIDERS[{index}]"
+        if not isinstance(config, dict) or not config.get("BACKEND"):
+            raise ChannelConfigurationError(
+                f"{where} must be {{'BACKEND': ..., 'OPTIONS': {{...}}}}."
+            )
+        try:
+            cls = import_string(config["BACKEND"])
+        except ImportError as exc:
+            raise ChannelConfigurationError(f"{where}: cannot import BACKEND: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Channel)):
+            raise ChannelConfigurationError(f"{where}: BACKEND is not a channels.base.Channel.")
+        if issubclass(cls, FailoverChannel):
+            raise ChannelConfigurationError(f"{where}: a failover channel cannot nest another.")
+        provider_options = dict(config.get("OPTIONS") or {})
+        if provider_options.get("RATE_LIMIT"):
+            parse_rate(provider_options["RATE_LIMIT"])
+        channel = cls(f"{alias}:{index}", **provider_options)
+        name = str(config.get("NAME") or channel.provider_name or f"provider{index}")
+        if any(p.name == name for p in self.providers):
+            name = f"{name}-{index}"
+        channel.alias = f"{alias}:{name}"  # names its default rate-limit bucket too
+        return channel, name
+
+    def open(self) -> None:
+        """Nothing: each provider opens lazily on its first send, so a secondary
+        that is never needed costs no connection."""
+
+    def close(self) -> None:
+        for provider in self.providers:
+            try:
+                provider.channel.close()
+            except Exception:  # close must not raise
+                log.exception("closing provider %s of %s failed", provider.name, self.alias)
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        throttle(self)  # this channel's own RATE_LIMIT, over all providers
+        failures: list[str] = []
+        retry_after: list[float] = []
+        last: ChannelError | None = None
+        for provider in self.providers:
+            gate = provider.breaker.allow()
+            if not gate.allowed:
+                failures.append(f"{provider.name}: circuit open")
+                if gate.retry_after is not None:
+                    retry_after.append(gate.retry_after)
+                continue
+            try:
+                result = provider.channel.send(message)
+            except RateLimited as exc:
+                provider.breaker.release(gate)
+                last = exc
+            except TransientError as exc:
+                provider.breaker.record_failure(gate)
+                last = exc
+            except ChannelError as exc:  # permanent: the provider answered, the message is bad
+                provider.breaker.record_success(gate)
+                exc.provider = provider.name
+                raise
+            except ImproperlyConfigured:  # ChannelConfigurationError too: for an operator
+                raise
+            except Exception as exc:  # a library bug or surprise: this provider failed
+                log.exception("provider %s of %s raised unexpectedly", provider.name, self.alias)
+                provider.breaker.record_failure(gate)
+                last = TransientError(f"{type(exc).__name__}: {exc}", provider=provider.name)
+            else:
+                provider.breaker.record_success(gate)
+                if result.provider != provider.name:
+                    result = dataclasses.replace(result, provider=provider.name)
+                return result
+            last.provider = provider.name
+            failures.append(f"{provider.name}: {last}")
+            if getattr(last, "retry_after", None) is not None:
+                retry_after.append(last.retry_after)
+        raise TransientError(
+            "no provider could send: " + "; ".join(failures),
+            code=last.code if last is not None else "circuit_open",
+            provider=(last.provider if last is not None else "") or self.provider_name,
+            response=last.response if last is not None else None,
+            retry_after=max(retry_after) if retry_after else None,
+        )
+
+
+def _number(alias: str, options: dict, key: str, default: Any, kind: type, *, minimum: float):
+    value = options.get(key, default)
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < minimum:
+        raise ChannelConfigurationError(
+            f"failover channel '{alias}': OPTIONS['{key}'] must be a number >= {minimum:g}."
+        )
+    return value

@@ -1,0 +1,173 @@
+"""Send-rate limits shared by every worker, over Django's cache framework.
+
+A channel's ``RATE_LIMIT`` option (``"10/s"``, ``"600/m"``, ``"5/2s"``,
+``"10000/d"``) caps how many sends all workers of all processes together may
+start per period. A channel calls :func:`throttle` at the top of ``send``;
+over the limit it raises :class:`RateLimited`, a :class:`TransientError` with
+``retry_after`` set to the end of the current window. It never sleeps: the
+worker moves on, the delivery goes back to the outbox with that delay, and a
+failover channel tries its next provider instead.
+
+Options read from the channel: ``RATE_LIMIT`` (no limit when unset),
+``RATE_LIMIT_KEY`` (the bucket's name, default the channel alias: give two
+channels the same key to share one provider account's limit) and ``CACHE``
+(the ``CACHES`` alias, default ``"default"``).
+
+The algorithm is fixed-window counting. The counter of the current window,
+``notify:rate:<key>:<window number>``, is created with ``cache.add`` and
+increased with ``cache.incr``: both are atomic on Redis (``SET NX``,
+``INCR``) and on ``LocMemCache`` (one lock), so concurrent workers never lose
+a count and no lock is held while sending. A counter expires by itself.
+
+Precision: at most ``limit`` sends start within one window, so the long-run
+rate is exact; but a burst can straddle a window boundary, so up to
+``2 * limit`` sends can start within one period measured from an arbitrary
+moment. Windows follow each host's wall clock (``time.time``): hosts should
+run NTP, as a host ``d`` seconds off shifts its windows by ``d``. A token
+bucket would smooth the boundary burst, but refilling it is a
+read-modify-write that Django's cache API cannot make atomic without a lock or
+a Redis script. If the cache cannot be reached the limiter lets the send
+through and logs a warning: a missing rate limit is better than no email.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from django.core.cache import InvalidCacheBackendError, caches
+from django.core.cache.backends.base import BaseCache
+
+from .base import ChannelConfigurationError, TransientError
+
+if TYPE_CHECKING:
+    from .base import Channel
+
+log = logging.getLogger("channels.ratelimit")
+
+_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+class RateLimited(TransientError):
+    """Our own send-rate limit, not the provider's answer: try again after
+    ``retry_after`` (a circuit breaker does not count it against the provider)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    limit: int  # sends
+    period: float  # per this many seconds
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.period:g}s"
+
+
+@lru_cache(maxsize=128)
+def parse_rate(text: str) -> Rate:
+    """``"10/s"`` → ``Rate(10, 1.0)``; ``"5/2s"`` → ``Rate(5, 2.0)``."""
+    match = _RATE.match(str(text))
+    unit = match and match.group(3).lower()
+    if unit and unit not in _UNITS and unit.endswith("s"):
+        unit = unit[:-1]  # "seconds", "mins"
+    if not match or unit not in _UNITS:
+        raise ChannelConfigurationError(
+            f"RATE_LIMIT {text!r} is not a rate: write sends per period, e.g. "
+            "'10/s', '600/m', '5/2s', '10000/d'."
+        )
+    limit = int(match.group(1))
+    period = float(match.group(2) or 1) * _UNITS[unit]
+    if limit < 1 or period <= 0:
+        raise ChannelConfigurationError(f"RATE_LIMIT {text!r} must allow at least 1 send.")
+    return Rate(limit, period)
+
+
+class RateLimiter:
+    """A fixed-window counter named ``key`` in the cache ``cache_alias``."""
+
+    def __init__(self, key: str, rate: Rate | str, *, cache_alias: str = "default"):
+        self.key = key
+        self.rate = rate if isinstance(rate, Rate) else parse_rate(rate)
+        self.cache_alias = cache_alias
+
+    def wait_time(self) -> float:
+        """Take one send from the current window: ``0.0`` when granted, else the
+        seconds until the next window opens."""
+        rate = self.rate
+        now = time.time()
+        window = math.floor(now / rate.period)
+        key = f"notify:rate:{self.key}:{window}"
+        cache = cache_named(self.cache_alias)
+        try:
+            # add() is a no-op when the counter exists; incr() is atomic.
+            cache.add(key, 0, timeout=math.ceil(rate.period * 2) + 1)
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=math.ceil(rate.period * 2) + 1)
+                count = 1
+        except Exception as exc:  # the cache is down: send rather than stall
+            log.warning("rate limit %s not applied, the cache failed: %s", self.key, exc)
+            return 0.0
+        if count <= rate.limit:
+            return 0.0
+        return max((window + 1) * rate.period - now, 0.001)
+
+    def acquire(self, provider: str = "") -> None:
+        """Take one send or raise :class:`RateLimited`."""
+        wait = self.wait_time()
+        if wait:
+            raise RateLimited(
+                f"send rate limit {self.rate} of '{self.key}' reached; next window in {wait:.3f}s",
+                code="rate_limited",
+                provider=provider,
+                retry_after=wait,
+            )
+
+
+def cache_named(alias: str) -> BaseCache:
+    """``caches[alias]``, or a configuration error that says what to set."""
+    try:
+        return caches[alias]
+    except InvalidCacheBackendError as exc:
+        raise ChannelConfigurationError(
+            f"CACHES has no usable '{alias}' cache (the CACHE option of a rate limit or "
+            f"circuit breaker): {exc}"
+        ) from exc
+
+
+def limiter_for(channel: Channel) -> RateLimiter | None:
+    """The limiter a channel's options describe, or ``None`` without ``RATE_LIMIT``."""
+    options = channel.options
+    rate = options.get("RATE_LIMIT")
+    if not rate:
+        return None
+    return RateLimiter(
+        str(options.get("RATE_LIMIT_KEY") or channel.alias),
+        parse_rate(rate),
+        cache_alias=options.get("CACHE", "default"),
+    )
+
+
+def throttle(channel: Channel) -> None:
+    """Call at the top of ``Channel.send``: raises :class:`RateLimited` when the
+    channel's ``RATE_LIMIT`` is used up; does nothing without one."""
+    limiter = limiter_for(channel)
+    if limiter is not None:
+        limiter.acquire(provider=channel.provider_name)

@@ -1,0 +1,238 @@
+"""``python manage.py notify <command>``: the service's command line.
+
+trigger TYPE --payload JSON   store an event (like notify.trigger)
+apikey create|list|revoke     manage HTTP API keys
+worker                        run the in-process worker pool
+scheduler                     run the scheduler (one leader among many)
+run                           web + worker pool + scheduler (embedded default)
+demo                          load demo data
+bench                         run the benchmark workloads
+export [--format yaml|json]   write rules, templates, categories and bindings to a file
+import FILE [--dry-run]       read them back, all or nothing
+ops-group                     create or reset the "ops" permission group
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+
+class Command(BaseCommand):
+    help = "notify: trigger events, manage API keys, run workers, the scheduler and benchmarks."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True, metavar="command")
+        trigger = sub.add_parser("trigger", help="store an event")
+        trigger.add_argument("type", help="event type, e.g. order.shipped")
+        trigger.add_argument("--payload", default="{}", help="the payload as a JSON object")
+        trigger.add_argument("--actor", type=int, help="the acting user's id")
+        trigger.add_argument(
+            "--recipient", action="append", default=[], help="user id or email (repeatable)"
+        )
+        trigger.add_argument(
+            "--idempotency-key", help="a retried trigger with this key stores nothing new"
+        )
+
+        apikey = sub.add_parser("apikey", help="manage API keys")
+        apikey_sub = apikey.add_subparsers(dest="apikey_action", required=True, metavar="action")
+        create = apikey_sub.add_parser("create", help="create a key; the token is shown once")
+        create.add_argument("name")
+        apikey_sub.add_parser("list", help="list keys")
+        revoke = apikey_sub.add_parser("revoke", help="revoke a key")
+        revoke.add_argument("name")
+
+        worker = sub.add_parser("worker", help="run the in-process worker pool")
+        worker.add_argument("--threads", type=int)
+
+        scheduler = sub.add_parser("scheduler", help="run the scheduler")
+        scheduler.add_argument(
+            "--tick",
+            type=float,
+            help="seconds between runs of the due-work jobs (default NOTIFY['SCHEDULER_TICK'])",
+        )
+        scheduler.add_argument(
+            "--standby-interval",
+            type=float,
+            help="seconds between a standby's tries for the leader lock "
+            "(default NOTIFY['SCHEDULER_STANDBY_INTERVAL'])",
+        )
+
+        run = sub.add_parser("run", help="web + worker pool + scheduler in one process")
+        run.add_argument("--host", default="127.0.0.1")
+        run.add_argument("--port", type=int, default=8000)
+        run.add_argument("--no-worker", action="store_true")
+        run.add_argument("--no-scheduler", action="store_true")
+
+        sub.add_parser("demo", help="load demo users, categories, rules and events")
+
+        export = sub.add_parser("export", help="write the ops configuration to a file")
+        export.add_argument("--format", choices=["yaml", "json"], default="yaml")
+        export.add_argument("-o", "--output", help="the file (default: standard output)")
+        import_ = sub.add_parser("import", help="import an exported configuration, all or nothing")
+        import_.add_argument("file", help="a YAML or JSON file from 'notify export' ('-': stdin)")
+        import_.add_argument(
+            "--dry-run", action="store_true", help="validate and report; change nothing"
+        )
+        sub.add_parser("ops-group", help="create or reset the 'ops' permission group")
+
+        bench = sub.add_parser("bench", help="run the benchmark workloads")
+        from notify import bench as bench_module
+
+        bench_module.add_arguments(bench)
+
+    def handle(self, *args, **options):
+        action = options["action"]
+        return getattr(self, f"do_{action.replace('-', '_')}")(options)
+
+    def do_trigger(self, options):
+        from notify.events import trigger
+
+        try:
+            payload = json.loads(options["payload"])
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--payload is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise CommandError("--payload must be a JSON object, e.g. '{\"order_id\": 1}'")
+        recipients = [int(r) if r.isdigit() else r for r in options["recipient"]]
+        try:
+            event = trigger(
+                options["type"],
+                payload,
+                actor=options.get("actor"),
+                recipients=recipients,
+                idempotency_key=options.get("idempotency_key"),
+                source="cli",
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from exc
+        self.stdout.write(f"event {event.pk} stored ({event.type})")
+
+    def do_apikey(self, options):
+        from notify.models import ApiKey
+
+        action = options["apikey_action"]
+        if action == "create":
+            if ApiKey.objects.filter(name=options["name"]).exists():
+                raise CommandError(f"an API key named '{options['name']}' exists already")
+            key, token = ApiKey.issue(options["name"])
+            self.stdout.write(
+                f"API key '{key.name}' created. Token (shown once, keep it secret):\n{token}"
+            )
+        elif action == "list":
+            for key in ApiKey.objects.order_by("name"):
+                state = "revoked" if key.revoked_at else "active"
+                self.stdout.write(
+                    f"{key.name}\t{key.prefix}\t{state}\tlast used {key.last_used_at or '-'}"
+                )
+        elif action == "revoke":
+            updated = ApiKey.objects.filter(name=options["name"], revoked_at__isnull=True).update(
+                revoked_at=timezone.now()
+            )
+            if not updated:
+                raise CommandError(f"no active API key named '{options['name']}'")
+            self.stdout.write(f"API key '{options['name']}' revoked")
+
+    def do_worker(self, options):
+        from notify.worker import WorkerPool
+
+        pool = WorkerPool(threads=options.get("threads"))
+        pool.start()
+        self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
+        _wait_for_signal()
+        pool.stop()
+
+    def do_scheduler(self, options):
+        from notify.scheduler import SchedulerService
+
+        for name in ("tick", "standby_interval"):
+            if options.get(name) is not None and options[name] <= 0:
+                raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        service = SchedulerService(
+            tick=options.get("tick"), standby_interval=options.get("standby_interval")
+        )
+        service.start()
+        self.stdout.write("scheduler running; Ctrl-C to stop")
+        self.stdout.flush()
+        _wait_for_signal()
+        service.stop()
+        self.stdout.write("scheduler stopped")
+
+    def do_run(self, options):
+        from notify.server import serve
+
+        self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
+        serve(
+            options["host"],
+            options["port"],
+            workers=not options["no_worker"],
+            scheduler=not options["no_scheduler"],
+        )
+
+    def do_demo(self, options):
+        from notify.demo import load_demo
+
+        load_demo(self.stdout)
+
+    def do_export(self, options):
+        from rules.portability import dumps, export_document
+
+        text = dumps(export_document(timezone.now()), options["format"])
+        if options.get("output"):
+            with open(options["output"], "w", encoding="utf-8") as handle:
+                handle.write(text)
+            self.stderr.write(f"configuration written to {options['output']}")
+        else:
+            self.stdout.write(text, ending="")
+
+    def do_import(self, options):
+        import sys
+        from pathlib import Path
+
+        from rules.portability import ImportRejected, import_document, loads
+
+        path = options["file"]
+        try:
+            if path == "-":
+                text = sys.stdin.read()
+            else:
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from exc
+        fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(Path(path).suffix)
+        try:
+            report = import_document(loads(text, fmt), dry_run=options["dry_run"])
+        except ImportRejected as exc:
+            raise CommandError(
+                f"{path}: nothing was imported ({len(exc.problems)} problem(s)):\n  "
+                + "\n  ".join(exc.problems)
+            ) from exc
+        self.stdout.write(report.summary())
+
+    def do_ops_group(self, options):
+        from rules.ops import ensure_ops_group
+
+        group, missing = ensure_ops_group()
+        self.stdout.write(f"group '{group.name}' has {group.permissions.count()} permissions")
+        if missing:
+            raise CommandError("missing permissions (run migrate first): " + ", ".join(missing))
+
+    def do_bench(self, options):
+        from notify import bench
+
+        return_code = bench.main(options, self.stdout)
+        if return_code:
+            raise CommandError("benchmark failed")
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()

@@ -1,0 +1,19 @@
+"""``/settings/notifications/``: the settings page, its contact points and test
+sends (namespace ``notify-settings``), included by ``notify/urls.py``."""
+
+from django.urls import path
+
+from . import contacts, settings
+
+app_name = "notify-settings"
+
+urlpatterns = [
+    path("", settings.notification_settings, name="page"),
+    path("test/", settings.send_test, name="test"),
+    path("contacts/add/", contacts.add, name="contact-add"),
+    path("contacts/<int:point_id>/verify/", contacts.verify_code, name="contact-verify"),
+    path("contacts/<int:point_id>/resend/", contacts.resend, name="contact-resend"),
+    path("contacts/<int:point_id>/primary/", contacts.make_primary, name="contact-primary"),
+    path("contacts/<int:point_id>/remove/", contacts.remove, name="contact-remove"),
+    path("verify-email/<str:token>/", contacts.verify_email, name="verify-email"),
+]

@@ -1,0 +1,1 @@
+"""Provider webhooks: delivery reports in, ``notify.status.apply_status`` out."""

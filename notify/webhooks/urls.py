@@ -1,0 +1,18 @@
+from anymail.webhooks.postmark import PostmarkTrackingWebhookView
+from django.urls import path
+
+from . import twilio
+
+urlpatterns = [
+    # Postmark's delivery, bounce and spam-complaint webhooks (basic auth:
+    # ANYMAIL["WEBHOOK_SECRET"], from NOTIFY_WEBHOOK_BASIC_AUTH); the receiver is
+    # notify.webhooks.anymail.
+    path(
+        "anymail/postmark/tracking/",
+        PostmarkTrackingWebhookView.as_view(),
+        name="anymail-postmark-tracking",
+    ),
+    # Twilio's message status callbacks and inbound SMS (X-Twilio-Signature).
+    path("twilio/status", twilio.status_callback, name="twilio-status"),
+    path("twilio/inbound", twilio.inbound_message, name="twilio-inbound"),
+]
