@@ -146,6 +146,11 @@ class Channel:
         self.alias = alias
         self.options = options
 
+    def check_configuration(self) -> None:
+        """Raise ``ChannelConfigurationError`` saying what to set when the options
+        cannot work. Run by a system check at start-up, so a missing token fails
+        the deploy instead of the first send."""
+
     def open(self) -> None:
         """Acquire what a batch of sends can share (a connection, a session)."""
 

@@ -197,6 +197,13 @@ class SlackChannel(Channel):
         self.timeout = float(options.get("TIMEOUT", 10))
         self.client: WebClient | None = None
 
+    def check_configuration(self) -> None:
+        if not self.token:
+            raise ChannelConfigurationError(
+                f"Slack channel '{self.alias}': set NOTIFY['CHANNELS']['{self.alias}']"
+                "['OPTIONS']['BOT_TOKEN'] (env SLACK_BOT_TOKEN) to a bot token (xoxb-…)."
+            )
+
     def open(self) -> None:
         if not self.token:
             raise ChannelConfigurationError(

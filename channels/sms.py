@@ -240,6 +240,9 @@ class TwilioSmsChannel(Channel):
 
     # -- helpers --------------------------------------------------------------------
 
+    def check_configuration(self) -> None:
+        self.check_options()
+
     def check_options(self) -> None:
         """Raise a configuration error that says exactly what to set."""
         where = f"NOTIFY['CHANNELS']['{self.alias}']['OPTIONS']"

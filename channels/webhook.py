@@ -94,6 +94,9 @@ class SignedWebhookChannel(HttpWebhookChannel):
         self._require_secret()
         super().open()
 
+    def check_configuration(self) -> None:
+        self._require_secret()
+
     def _require_secret(self) -> None:
         if not self.secret:
             raise ChannelConfigurationError(

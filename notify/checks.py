@@ -34,6 +34,8 @@ def check_channels(app_configs=None, **kwargs):
                     id="notify.E003",
                 )
             )
+    if not errors:
+        errors += check_channel_options(channels)
     for alias in conf.get("DEFAULT_CHANNELS"):
         if alias not in channels:
             errors.append(
@@ -44,4 +46,26 @@ def check_channels(app_configs=None, **kwargs):
             )
     if conf.get("MAX_ATTEMPTS") < 1:
         errors.append(checks.Error("NOTIFY['MAX_ATTEMPTS'] must be at least 1.", id="notify.E005"))
+    return errors
+
+
+def check_channel_options(channels: dict) -> list:
+    """Build each channel and let it say whether its options can work."""
+    from channels.base import ChannelConfigurationError
+
+    from .registry import build_channel
+
+    errors = []
+    for alias in channels:
+        try:
+            build_channel(alias).check_configuration()
+        except ChannelConfigurationError as exc:
+            errors.append(checks.Error(str(exc), id="notify.E006"))
+        except Exception as exc:  # a constructor that cannot even start
+            errors.append(
+                checks.Error(
+                    f"NOTIFY['CHANNELS']['{alias}'] cannot be built: {type(exc).__name__}: {exc}",
+                    id="notify.E006",
+                )
+            )
     return errors

@@ -433,11 +433,12 @@ def item_title(item: Delivery, locale: str) -> str:
     return f"{notification.category.name} notification"
 
 
-def item_url(item: Delivery, inbox_url: str) -> str:
+def item_url(item: Delivery) -> str:
+    """The item's own link (its inbox url, else the payload's ``url``), or ""."""
     notification = item.notification
     payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
     url = notification.url or payload.get("url")
-    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else inbox_url
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
 def build_digest_message(
@@ -451,7 +452,7 @@ def build_digest_message(
             category_key=i.notification.category.key,
             category_name=i.notification.category.name,
             title=item_title(i, locale),
-            url=item_url(i, inbox_url),
+            url=item_url(i),
             created_at=i.created_at,
         )
         for i in items

@@ -160,8 +160,12 @@ def load_preferences(
         if user_id not in wanted:
             continue
         user_addresses = addresses.get(user_id, {})
-        if user_email_counts and "email" not in user_addresses and email:
-            user_addresses = {**user_addresses, "email": Address(email, True)}
+        if user_email_counts and email:
+            current = user_addresses.get("email")
+            # The account email serves until a contact point of the user's own
+            # is verified (adding a new address must not stop email meanwhile).
+            if current is None or not current.verified:
+                user_addresses = {**user_addresses, "email": Address(email, True)}
         paused_until, tz, locale, quiet_start, quiet_end, digest_hour, digest_weekday = (
             settings_rows.get(user_id, NO_SETTINGS)
         )

@@ -60,6 +60,7 @@ class PostgresLeaderLock:
         self.alias = alias
         self.key = key
         self._conn = None
+        self._held = False
 
     def _connect(self):
         import psycopg
@@ -68,44 +69,50 @@ class PostgresLeaderLock:
         params.pop("cursor_factory", None)
         params.pop("context", None)
         params.pop("prepare_threshold", None)
-        conn = psycopg.connect(
-            **params,
-            autocommit=True,
-            connect_timeout=5,
-            # Notice a vanished server (client side) within about 25 s ...
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-        )
-        # ... and let the server notice a vanished leader host as fast, so its
-        # session, and the lock, do not outlive it. Named for pg_stat_activity.
-        for statement in (
-            "SET application_name = 'notify-scheduler'",
-            "SET tcp_keepalives_idle = 10",
-            "SET tcp_keepalives_interval = 5",
-            "SET tcp_keepalives_count = 3",
-        ):
-            conn.execute(statement)
+        # Notice a vanished server (client side) within about 25 s ... (the
+        # database's own OPTIONS win over these defaults).
+        defaults = {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        conn = psycopg.connect(**{**defaults, **params}, autocommit=True)
+        try:
+            # ... and let the server notice a vanished leader host as fast, so
+            # its session, and the lock, do not outlive it. Named for pg_stat_activity.
+            for statement in (
+                "SET application_name = 'notify-scheduler'",
+                "SET tcp_keepalives_idle = 10",
+                "SET tcp_keepalives_interval = 5",
+                "SET tcp_keepalives_count = 3",
+            ):
+                conn.execute(statement)
+        except Exception:
+            conn.close()
+            raise
         return conn
 
     def acquire(self) -> bool:
-        if self._conn is not None and self.still_held():
+        """Try for the lock; a standby keeps its connection between tries."""
+        if self._held and self.still_held():
             return True
-        self.release()
         try:
-            self._conn = self._connect()
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
             got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()[0]
         except Exception as exc:
             log.warning("leader lock: cannot reach PostgreSQL: %s", exc)
             self.release()
             return False
-        if not got:
-            self.release()
-        return bool(got)
+        self._held = bool(got)
+        return self._held
 
     def still_held(self) -> bool:
-        if self._conn is None:
+        """The session holding the lock is alive (a session-level lock lives as
+        long as its session)."""
+        if not self._held or self._conn is None:
             return False
         try:
             self._conn.execute("SELECT 1")
@@ -115,6 +122,8 @@ class PostgresLeaderLock:
             return False
 
     def release(self) -> None:
+        """Close the session, which releases the lock with it."""
+        self._held = False
         if self._conn is not None:
             try:
                 self._conn.close()

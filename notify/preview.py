@@ -371,7 +371,9 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
     sample = recent[0].payload if recent else {}
     initial["payload"] = json.dumps(sample, indent=2, ensure_ascii=False)
     submitted = "source" in request.GET
-    form = PreviewForm(request.GET if submitted else None, initial=initial)
+    # A link runs a preview with a few fields; the others keep their defaults.
+    data = {**{k: str(v) for k, v in initial.items()}, **request.GET.dict()} if submitted else None
+    form = PreviewForm(data, initial=initial)
     preview = None
     if submitted and form.is_valid():
         preview = preview_event(form.build_event(), focus=rule)

@@ -177,8 +177,7 @@ class SchedulerService:
 
     def _step_down(self) -> None:
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=True)  # a running job finishes first
             self._scheduler = None
-        if self.is_leader:
-            self.lock.release()
+        self.lock.release()  # (a standby's connection too)
         self.is_leader = False

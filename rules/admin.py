@@ -170,7 +170,7 @@ class SignalBindingAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "is_active",
         "updated_at",
     )
-    list_filter = ("is_active", "signal", "content_type")
+    list_filter = ("is_active", "signal", ("content_type", admin.RelatedOnlyFieldListFilter))
     search_fields = ("event_type", "content_type__model", "content_type__app_label")
     list_select_related = ("content_type",)
     fieldsets = (

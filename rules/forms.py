@@ -312,7 +312,7 @@ class FieldCheckboxes(forms.CheckboxSelectMultiple):
         option = super().create_option(name, value, label, selected, index, **kw)
         if value and is_sensitive(str(value)):
             option["attrs"]["disabled"] = True
-            option["label"] = f"{value} (a secret: never in payloads)"
+            option["label"] = f"{value} (secret)"
         return option
 
 

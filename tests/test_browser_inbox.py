@@ -27,46 +27,11 @@ from django.utils import timezone
 from notify import trigger
 from notify.models import ChannelPreference, Event, Notification
 from notify.worker import run_until_idle
-from tests.browser import CHROMIUM_ARGS, chromium_path
 from tests.test_embedded_run import free_port, get, manage
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """``tests.browser``'s Chromium, kept for this module only.
-
-    Playwright's sync API marks an asyncio loop as running in the main thread
-    for as long as it is started. Django then refuses ORM calls from the test
-    body (SynchronousOnlyOperation) and ``async_to_sync`` refuses to run, so a
-    session-wide browser would break every later test that uses either. Here
-    the browser lives for this module, the ORM calls of these (synchronous)
-    tests are allowed while it does, and both are undone afterwards."""
-    executable = chromium_path()
-    if executable is None:
-        message = "Chromium is not installed: run `apt-get install chromium` (Debian) to run the browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(
-                executable_path=executable, headless=True, args=CHROMIUM_ARGS
-            )
-            yield launched
-            launched.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def badge_count(page) -> int:

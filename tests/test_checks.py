@@ -34,3 +34,16 @@ def test_unimportable_backend_names_the_setting(settings):
 def test_default_channel_must_be_configured(settings):
     settings.NOTIFY = {**settings.NOTIFY, "DEFAULT_CHANNELS": ["email", "pigeon"]}
     assert ids(check_channels()) == ["notify.E004"]
+
+
+def test_a_channel_missing_its_secret_fails_at_start_up(settings):
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {
+            **settings.NOTIFY["CHANNELS"],
+            "webhook": {"BACKEND": "channels.webhook.SignedWebhookChannel", "OPTIONS": {}},
+        },
+    }
+    [error] = check_channels()
+    assert error.id == "notify.E006"
+    assert "SECRET" in error.msg
