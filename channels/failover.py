@@ -261,6 +261,11 @@ class FailoverChannel(Channel):
         channel.alias = f"{alias}:{name}"  # names its default rate-limit bucket too
         return channel, name
 
+    def check_configuration(self) -> None:
+        """The options were checked when built; each provider checks its own."""
+        for provider in self.providers:
+            provider.channel.check_configuration()
+
     def open(self) -> None:
         """Nothing: each provider opens lazily on its first send, so a secondary
         that is never needed costs no connection."""

@@ -63,6 +63,27 @@ DEFAULTS: dict[str, Any] = {
     # for the leader lock (the bound on a takeover).
     "SCHEDULER_TICK": 60.0,
     "SCHEDULER_STANDBY_INTERVAL": 5.0,
+    # Scale-out (notify.dispatchers, notify.celery, notify.relay). With a broker URL
+    # (amqp://... RabbitMQ, redis://... Redis), fan-out and deliveries are handed
+    # to Celery workers after commit instead of the in-process pool.
+    "BROKER_URL": None,
+    "CELERY_QUEUE": "notify",
+    # Redis only: seconds before a message a worker took but never acknowledged
+    # is given to another worker. Must exceed the longest task (CLAIM_TTL, the
+    # tasks' time limit) and the longest countdown (BROKER_MAX_COUNTDOWN).
+    "BROKER_VISIBILITY_TIMEOUT": 600.0,
+    # Retries due within this many seconds go back to the broker with a
+    # countdown; later ones are left to the relay (no long ETAs in the broker).
+    "BROKER_MAX_COUNTDOWN": 60.0,
+    # After a failed publish, hand-offs are skipped (left to the relay) for this
+    # many seconds, so requests do not wait on a broker that is down.
+    "BROKER_BACKOFF": 5.0,
+    # The relay (a scheduler job): seconds between runs, and how long due work
+    # may wait for its hand-off before the relay hands it off again.
+    "RELAY_INTERVAL": 2.0,
+    "RELAY_GRACE": 15.0,
+    # Most rows one relay run hands off (the next run takes the rest).
+    "RELAY_MAX_ROWS": 20_000,
 }
 
 

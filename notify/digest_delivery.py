@@ -5,22 +5,18 @@ job ``send_due_digests`` calls it every tick; tests and the bench call it too.
 It holds no state: every call asks the tables what is due, so a scheduler that
 was down catches up when it returns.
 
-1. **Build.** Items are deliveries with status ``digest`` and no digest yet
-   (``skip_reason`` says "daily" or "weekly"). For each (user, channel,
-   frequency) with items waiting, ``notify.digests.latest_due`` names the most
-   recent period whose digest hour has been reached. If that period has no
-   ``Digest`` row and some items were waiting before its digest hour, one
-   transaction creates the row and claims the items:
-   ``UPDATE ... SET digest_id = <row> WHERE id IN (...) AND digest_id IS NULL
-   AND status = 'digest'``. The unique (user, channel, frequency, period) row
-   and the conditional claim mean that two ticks, or two schedulers, never put
-   an item in two digests nor send a period twice. No items, no row.
+1. **Build** (``notify.digest_build``). Items are deliveries with status
+   ``digest`` and no digest yet (``skip_reason`` says "daily" or "weekly").
+   For each user, channel and frequency, the latest period whose digest hour
+   has been reached gets its unique ``Digest`` row and claims the items that
+   waited since before that hour, in one transaction; an item goes into one
+   digest, a period is built once.
 2. **Send.** Due rows (pending, or sending with an expired claim) are claimed
    like deliveries; ``Digest.due_at`` is the time of the next step: the digest
    hour, then while sending the claim's expiry, after a transient error the
    retry time. Each item is decided again (opted out since, suppressed,
-   cancel condition) and rendered to a title; the digest template
-   (``templates/digest/``) renders them grouped by category; the message goes
+   cancel condition) and rendered to a title; the digest template renders
+   them grouped by category (``notify.digest_message``); the message goes
    through the channel like any other. During the user's quiet hours the row
    waits until they end.
 3. **Record.** The outcome goes on the row (status, provider, message id,
@@ -33,13 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q
+from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -47,32 +43,27 @@ from channels.base import (
     Channel,
     ChannelConfigurationError,
     ChannelError,
-    OutgoingMessage,
     Status,
     TransientError,
 )
 
 from . import conf
-from .digests import DigestItem, DuePeriod, digest_payload, latest_due
+from .digest_build import build_due_digests
+from .digest_message import build_digest_message
 from .directory import category_info, load_preferences
-from .dispatch import recipient_context, render_context, suppress_refused
+from .dispatch import suppress_refused
 from .models import Delivery, DeliveryAttempt, Digest
 from .outbox import _skip_locked
 from .pipeline import condition_context
-from .preferences import DAILY, SKIP, WEEKLY, UserPrefs, decide
+from .preferences import SKIP, UserPrefs, decide
 from .quiet_hours import applies_to, quiet_until
 from .registry import build_channel, describe
 from .reminders import CancelCheck
-from .rendering import template_store
 from .retry import RetryPolicy
-from .unsubscribe import UnsubscribeScope, unsubscribe_url
 
 log = logging.getLogger("notify.digests")
 Attempt = DeliveryAttempt.Outcome
 
-DIGEST_MESSAGE = "digest"  # templates/digest/
-USERS_PER_QUERY = 500
-BUILD_BATCH = 100  # digests created per transaction
 HELD = "held"  # an outcome only: the row waits for the end of quiet hours
 
 
@@ -91,121 +82,9 @@ def build_and_send_due_digests(now: datetime | None = None) -> DigestStats:
     """Build every due digest and send every digest due; safe to call anywhere, any time."""
     now = now or timezone.now()
     stats = DigestStats()
-    build_due_digests(now, stats)
+    stats.built, stats.items = build_due_digests(now)
     send_due_digests(now, stats)
     return stats
-
-
-# -- 1. build ------------------------------------------------------------------------------
-
-
-def frequency_of(mode: str) -> str:
-    return WEEKLY if mode == WEEKLY else DAILY
-
-
-def waiting_items(user_id: int, channel: str, frequency: str):
-    items = Delivery.objects.filter(
-        status=Status.DIGEST, digest__isnull=True, channel=channel, notification__user_id=user_id
-    )
-    if frequency == WEEKLY:
-        return items.filter(skip_reason=WEEKLY)
-    return items.exclude(skip_reason=WEEKLY)
-
-
-def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def build_due_digests(now: datetime, stats: DigestStats | None = None) -> int:
-    """Create the due digest rows and claim their items; return how many rows."""
-    stats = stats if stats is not None else DigestStats()
-    # One query: every (user, channel, mode) with items waiting, since when, and
-    # the user's digest schedule (a missing settings row means the defaults).
-    settings = "notification__user__notify_settings__"
-    groups = (
-        Delivery.objects.filter(status=Status.DIGEST, digest__isnull=True)
-        .values_list(
-            "notification__user_id",
-            "channel",
-            "skip_reason",
-            f"{settings}timezone",
-            f"{settings}digest_hour",
-            f"{settings}digest_weekday",
-        )
-        .annotate(since=Min("updated_at"))
-        .order_by()
-    )
-    due_by_user: dict[int, dict[tuple[int, str, str], DuePeriod]] = defaultdict(dict)
-    for user_id, channel, mode, tz, hour, weekday, since in groups:
-        frequency = frequency_of(mode)
-        period = latest_due(now, frequency, tz or "UTC", 8 if hour is None else hour, weekday or 0)
-        # Items that arrived from the digest hour on wait for the next period.
-        if since < period.due_at:
-            due_by_user[user_id][(user_id, channel, frequency)] = period
-    for chunk in _chunks(sorted(due_by_user), USERS_PER_QUERY):
-        due = {key: period for user_id in chunk for key, period in due_by_user[user_id].items()}
-        built = set(
-            Digest.objects.filter(
-                user_id__in=chunk, period__in={p.period for p in due.values()}
-            ).values_list("user_id", "channel", "frequency", "period")
-        )
-        todo = [
-            (user_id, channel, period)
-            for (user_id, channel, frequency), period in due.items()
-            if (user_id, channel, frequency, period.period) not in built
-        ]
-        # One commit per batch (each digest in a savepoint of its own): commits,
-        # not statements, are what a digest run spends its time on.
-        for start in range(0, len(todo), BUILD_BATCH):
-            with transaction.atomic():
-                for user_id, channel, period in todo[start : start + BUILD_BATCH]:
-                    claimed = create_and_claim(user_id, channel, period, now)
-                    if claimed:
-                        stats.built += 1
-                        stats.items += claimed
-    return stats.built
-
-
-class _NothingToClaim(Exception):
-    pass
-
-
-def create_and_claim(user_id: int, channel: str, period: DuePeriod, now: datetime) -> int:
-    """Create the period's row and claim the items waiting since before it was
-    due, in one transaction; return the number claimed (0: nothing written)."""
-    ids = list(
-        waiting_items(user_id, channel, period.frequency)
-        .filter(updated_at__lt=period.due_at)
-        .values_list("pk", flat=True)
-    )
-    if not ids:
-        return 0
-    try:
-        with transaction.atomic():
-            digest = Digest.objects.create(
-                user_id=user_id,
-                channel=channel,
-                frequency=period.frequency,
-                period=period.period,
-                due_at=period.due_at,
-                status=Status.PENDING,
-                item_count=len(ids),
-                created_at=now,
-            )
-            # The claim: only items still unclaimed and still held are taken.
-            claimed = Delivery.objects.filter(
-                pk__in=ids, status=Status.DIGEST, digest__isnull=True
-            ).update(digest=digest)
-            if not claimed:
-                raise _NothingToClaim
-            if claimed != len(ids):  # some were taken or released meanwhile
-                Digest.objects.filter(pk=digest.pk).update(item_count=claimed)
-    except _NothingToClaim:
-        return 0
-    except IntegrityError:  # another tick or scheduler built this period first
-        return 0
-    return claimed
 
 
 # -- 2. send -------------------------------------------------------------------------------
@@ -408,84 +287,6 @@ def send_one(
         message_id=result.message_id,
         sent=message.as_record(),
         started_at=started,
-    )
-
-
-def item_title(item: Delivery, locale: str) -> str:
-    """One line for an item: its inbox title if it has one, else its message's
-    ``inapp`` part (first line) or email subject, rendered as for the user."""
-    notification = item.notification
-    if notification.title:
-        return notification.title
-    rule = notification.rule
-    if rule is not None:
-        context = render_context(item)
-        for part in ("inapp", "email.subject"):
-            try:
-                template = template_store.get(rule.message, part, locale)
-                if template is None:
-                    continue
-                text = template_store.env_for(part).render_bounded(template, context).strip()
-            except Exception:  # noqa: S112 - untrusted template: try the next part
-                continue
-            if text:
-                return " ".join(text.splitlines()[0].split())[:300]
-    return f"{notification.category.name} notification"
-
-
-def item_url(item: Delivery) -> str:
-    """The item's own link (its inbox url, else the payload's ``url``), or ""."""
-    notification = item.notification
-    payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
-    url = notification.url or payload.get("url")
-    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
-
-
-def build_digest_message(
-    digest: Digest, items: list[Delivery], address: str, message_format: str, locale: str
-) -> OutgoingMessage:
-    """Render the digest template for these items. Raises TemplateError."""
-    site = conf.get("SITE_URL").rstrip("/")
-    inbox_url = f"{site}/inbox/"
-    rows = [
-        DigestItem(
-            category_key=i.notification.category.key,
-            category_name=i.notification.category.name,
-            title=item_title(i, locale),
-            url=item_url(i),
-            created_at=i.created_at,
-        )
-        for i in items
-    ]
-    payload = digest_payload(digest.frequency, digest.period, rows)
-    for group in payload["groups"]:  # one-click links per category, as single emails have
-        group["unsubscribe_url"] = (
-            unsubscribe_url(UnsubscribeScope(digest.user_id, group["key"], digest.channel))
-            if message_format == "email"
-            else ""
-        )
-    context = {
-        "payload": payload,
-        "event": {"id": 0, "type": "digest", "source": "scheduler", "object": ""},
-        "actor": None,
-        "recipient": recipient_context(digest.user),
-        "category": {"key": DIGEST_MESSAGE, "name": f"{digest.frequency.title()} digest"},
-        "notification": {"id": 0},
-        "site_url": site,
-        "settings_url": f"{site}/settings/notifications/",
-        "inbox_url": inbox_url,
-        "unsubscribe_url": "",
-    }
-    parts = template_store.render(DIGEST_MESSAGE, message_format, context, locale)
-    return OutgoingMessage(
-        delivery_id=0,
-        channel=digest.channel,
-        to=address,
-        subject=parts.subject,
-        text=parts.text,
-        html=parts.html,
-        headers={"X-Notify-Digest": str(digest.pk)} if message_format == "email" else {},
-        extra={"digest_id": digest.pk, "user_id": digest.user_id, "url": inbox_url},
     )
 
 

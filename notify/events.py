@@ -16,7 +16,6 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, models, router, transaction
 
-from . import conf
 from .models import Event
 
 EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
@@ -161,15 +160,12 @@ def find_idempotent(scope: str, key: str) -> Event | None:
 
 
 def event_committed(event_id: int) -> None:
-    """After commit: process at once (EAGER) or wake the worker pool."""
-    if conf.get("EAGER"):
-        from .worker import run_until_idle
+    """After commit: process at once (EAGER), wake the worker pool, or hand the
+    event to Celery (with ``NOTIFY["BROKER_URL"]``); see ``notify.dispatchers``.
+    Never raises: the event is stored, and a lost hand-off is relayed."""
+    from .dispatchers import get_dispatcher
 
-        run_until_idle()
-        return
-    from .worker import wake
-
-    wake()
+    get_dispatcher().event_committed(event_id)
 
 
 # -- model signals ------------------------------------------------------------------

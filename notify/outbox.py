@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from channels.base import Status
 
+from . import conf
 from .models import Delivery, DeliveryAttempt, Event, Notification
 
 
@@ -118,34 +119,85 @@ def _skip_locked(queryset):
 
 
 def claim_due_deliveries(
-    limit: int, ttl: float, now: datetime | None = None
+    limit: int,
+    ttl: float,
+    now: datetime | None = None,
+    ids: Iterable[int] | None = None,
 ) -> tuple[list[int], datetime]:
     """Claim up to ``limit`` due deliveries; return their ids and the claim token.
 
     Due means pending and ``next_attempt_at`` has come, or sending with an
     expired claim (the worker that held it died). The claim expiry doubles as
-    the token that later proves the claim is still ours.
+    the token that later proves the claim is still ours. With ``ids``, only
+    those are claimed (a queue task claims the deliveries it names that are
+    still due; the others were sent, or are someone else's, meanwhile).
+
+    Each claim counts as an attempt. A delivery whose claim expired at its last
+    attempt (``MAX_ATTEMPTS``) is not claimed again but ends dead, with a
+    "lost" attempt on record: a message that kills every worker that takes it
+    must stop somewhere, and redeliveries by the broker do not count attempts.
     """
     now = now or timezone.now()
     token = now + timedelta(seconds=ttl)
     due = Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(
         status=Status.SENDING, claimed_until__lt=now
     )
+    queryset = Delivery.objects.filter(due)
+    if ids is not None:
+        queryset = queryset.filter(pk__in=list(ids))
+    max_attempts = conf.get("MAX_ATTEMPTS")
     with transaction.atomic():
-        ids = list(
-            _skip_locked(Delivery.objects.filter(due).order_by("next_attempt_at")).values_list(
-                "pk", flat=True
+        rows = list(
+            _skip_locked(queryset.order_by("next_attempt_at")).values_list(
+                "pk", "status", "attempts", "claimed_until"
             )[:limit]
         )
-        if ids:
-            Delivery.objects.filter(pk__in=ids).update(
+        lost = [row for row in rows if row[1] == Status.SENDING and row[2] >= max_attempts]
+        if lost:
+            _end_lost(lost, ttl, now)
+        claimed = [row[0] for row in rows if row not in lost]
+        if claimed:
+            Delivery.objects.filter(pk__in=claimed).update(
                 status=Status.SENDING, claimed_until=token, attempts=F("attempts") + 1
             )
-    return ids, token
+    return claimed, token
 
 
-def claim_events(limit: int, ttl: float, now: datetime | None = None) -> list[int]:
-    """Claim events waiting for fan-out (new, or whose processing claim expired)."""
+def _end_lost(rows: list[tuple[int, str, int, datetime]], ttl: float, now: datetime) -> None:
+    """Deliveries whose last claim expired without an outcome: dead, and why."""
+    message = (
+        "the worker holding the last claim stopped before recording an outcome "
+        "(killed, or crashed on this message) at every attempt; not retried"
+    )
+    Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
+        status=Status.DEAD,
+        claimed_until=None,
+        error_code="worker_lost",
+        error_message=message,
+        updated_at=now,
+    )
+    DeliveryAttempt.objects.bulk_create(
+        [
+            DeliveryAttempt(
+                delivery_id=pk,
+                number=attempts,
+                # When the claim was taken, as far as we know (its expiry less a TTL).
+                started_at=min(now, expired - timedelta(seconds=ttl)),
+                finished_at=now,
+                outcome=DeliveryAttempt.Outcome.LOST,
+                error_code="worker_lost",
+                error_message=message,
+            )
+            for pk, _status, attempts, expired in rows
+        ]
+    )
+
+
+def claim_events(
+    limit: int, ttl: float, now: datetime | None = None, ids: Iterable[int] | None = None
+) -> list[int]:
+    """Claim events waiting for fan-out (new, or whose processing claim expired);
+    with ``ids``, only those."""
     now = now or timezone.now()
     due = (
         Q(status=Event.State.RECEIVED)
@@ -153,11 +205,12 @@ def claim_events(limit: int, ttl: float, now: datetime | None = None) -> list[in
         & (Q(scheduled_for__isnull=True) | Q(scheduled_for__lte=now))
     )
     due |= Q(status=Event.State.PROCESSING, claimed_until__lt=now)
+    queryset = Event.objects.filter(due)
+    if ids is not None:
+        queryset = queryset.filter(pk__in=list(ids))
     with transaction.atomic():
         ids = list(
-            _skip_locked(Event.objects.filter(due).order_by("received_at")).values_list(
-                "pk", flat=True
-            )[:limit]
+            _skip_locked(queryset.order_by("received_at")).values_list("pk", flat=True)[:limit]
         )
         if ids:
             Event.objects.filter(pk__in=ids).update(

@@ -363,6 +363,8 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
         if not any(ch in rule.event_type for ch in "*?[")
         else Event.objects.order_by("-received_at")[:15]
     )
+    for event in recent:
+        event.payload_json = json.dumps(event.payload, ensure_ascii=False)
     initial: dict[str, Any] = {"source": "event" if recent else "payload"}
     if recent:
         initial["event"] = recent[0].pk

@@ -62,10 +62,24 @@ def send_due_digests() -> object:
 
 
 def dispatch_due(max_rounds: int = 1000) -> int:
-    """Fan out scheduled events and send deliveries that have come due."""
+    """Fan out scheduled events and send deliveries that have come due.
+
+    With a broker (``NOTIFY_BROKER_URL``) Celery workers do this work: the
+    ``relay`` job hands it to them, and the scheduler sends nothing itself."""
+    from .dispatchers import uses_broker
+
+    if uses_broker():
+        return 0
     from .worker import run_until_idle
 
     return run_until_idle(max_rounds=max_rounds)
+
+
+def relay_to_broker() -> object:
+    """Re-publish work the broker lost or a dead worker left (see ``notify.relay``)."""
+    from .relay import relay
+
+    return relay()
 
 
 # (name, function, seconds between runs; None: every tick). Later features add their jobs here.
@@ -73,6 +87,8 @@ JOBS: list[tuple[str, Callable[[], object], float | None]] = [
     ("send_due_digests", send_due_digests, None),
     ("dispatch_due", dispatch_due, None),
     ("purge_old_records", purge_old_records, 3600.0),
+    # With a broker: hand off again due work whose hand-off was lost (notify.relay).
+    ("relay", relay_to_broker, float(conf.get("RELAY_INTERVAL"))),
 ]
 
 

@@ -247,6 +247,11 @@ NOTIFY = {
     "WORKER_THREADS": int(os.environ.get("NOTIFY_WORKER_THREADS", "2")),
     "EAGER": env_bool("NOTIFY_EAGER", False),
     "SCHEDULER_LOCK_FILE": str(VAR_DIR / "scheduler.lock"),
+    # Scale-out: with NOTIFY_BROKER_URL (amqp://guest:guest@127.0.0.1:5672// or
+    # redis://127.0.0.1:6379/0) fan-out and deliveries go to Celery workers
+    # (`celery -A notify worker -Q $NOTIFY_CELERY_QUEUE`); README, "Scaling out".
+    "BROKER_URL": os.environ.get("NOTIFY_BROKER_URL") or None,
+    "CELERY_QUEUE": os.environ.get("NOTIFY_CELERY_QUEUE", "notify"),
 }
 
 # Email failover: NOTIFY_EMAIL_FALLBACK_BACKEND (and _OPTIONS, JSON) add a second

@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import TemplateSyntaxError, nodes
 from jinja2.exceptions import TemplateError
 
-from .fastpath import Evaluator, Fallback, compile_fast, evaluate_fast
+from .fastpath import UNDEFINED, Evaluator, Fallback, compile_fast, evaluate_fast
 from .sandbox import BoundedSandbox, TemplateCheckError, check_tree
 
 CONDITION_NAMES = ("payload", "event", "actor")
@@ -31,11 +31,14 @@ class CompiledCondition:
 
     def evaluate(self, context: dict[str, Any]) -> bool:
         """True if the condition holds; ``ConditionError`` if it cannot be evaluated."""
-        if self._fast is not None:
+        fast = self._fast
+        if fast is not None:
             try:
-                return bool(evaluate_fast(self._fast, context))
-            except Fallback:
-                pass
+                value = fast(context)
+            except Exception:  # Fallback, or a type error the sandbox words properly
+                value = UNDEFINED
+            if value is not UNDEFINED:
+                return bool(value)
         try:
             return bool(_env.evaluate_bounded(self._expression, context))
         except TemplateError as exc:

@@ -126,7 +126,93 @@ class _Unsupported(Exception):
     pass
 
 
+_NOT_CONSTANT = object()
+
+
+def _constant(node: nodes.Node) -> Any:
+    """The value of a constant node (a literal, or a list or tuple of them)."""
+    if isinstance(node, nodes.Const):
+        value = node.value
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        return _NOT_CONSTANT
+    if isinstance(node, nodes.List | nodes.Tuple):
+        items = [_constant(item) for item in node.items]
+        if any(item is _NOT_CONSTANT for item in items):
+            return _NOT_CONSTANT
+        # A list literal is rebuilt per evaluation in Jinja; ``in`` and ``==``
+        # against it behave the same on a tuple, which nothing can change.
+        return tuple(items) if isinstance(node, nodes.Tuple) else items
+    return _NOT_CONSTANT
+
+
+def _path(node: nodes.Node) -> tuple[str, list[tuple[bool, Any]]] | None:
+    """``payload.a.b[0]['c']`` as (name, [(is_attribute, key), ...]), or None."""
+    steps: list[tuple[bool, Any]] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            if node.attr in DICT_ATTRIBUTES or node.attr.startswith("_"):
+                raise _Unsupported
+            steps.append((True, node.attr))
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            key = node.arg.value
+            if isinstance(key, str) and (key in DICT_ATTRIBUTES or key.startswith("_")):
+                raise _Unsupported
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                return None
+            steps.append((False, key))
+        elif isinstance(node, nodes.Name):
+            if node.name not in NAMES or node.ctx != "load":
+                raise _Unsupported
+            return node.name, steps[::-1]
+        else:
+            return None
+        node = node.node
+
+
+def _lookup(name: str, steps: list[tuple[bool, Any]]) -> Evaluator:
+    """One closure for a whole path (the common case: a few dict lookups)."""
+    if len(steps) == 1 and steps[0][0]:
+        key = steps[0][1]
+
+        def one(ctx: Mapping[str, Any]) -> Any:
+            value = ctx.get(name, UNDEFINED)
+            if isinstance(value, dict):
+                return value.get(key, UNDEFINED)
+            raise Fallback
+
+        return one
+
+    def walk(ctx: Mapping[str, Any]) -> Any:
+        value = ctx.get(name, UNDEFINED)
+        for is_attribute, key in steps:
+            if isinstance(value, dict):
+                if is_attribute:
+                    value = value.get(key, UNDEFINED)
+                elif isinstance(key, str) and key in value:
+                    value = value[key]
+                else:
+                    raise Fallback
+            elif not is_attribute and isinstance(value, list) and isinstance(key, int):
+                if not -len(value) <= key < len(value):
+                    raise Fallback
+                value = value[key]
+            else:
+                raise Fallback
+        return value
+
+    return walk
+
+
 def _compile(node: nodes.Node) -> Evaluator:
+    value = _constant(node)
+    if value is not _NOT_CONSTANT:
+        if isinstance(value, list):  # a fresh list each time, as Jinja makes
+            return lambda ctx: list(value)
+        return lambda ctx: value
+    path = _path(node) if isinstance(node, nodes.Getattr | nodes.Getitem) else None
+    if path is not None:
+        return _lookup(*path)
     if isinstance(node, nodes.Const):
         value = node.value
         if not (value is None or isinstance(value, str | int | float | bool)):
@@ -152,9 +238,36 @@ def _compile(node: nodes.Node) -> Evaluator:
         return lambda ctx: _item(_defined(inner(ctx)), _defined(key(ctx)))
     if isinstance(node, nodes.Compare):
         first = _compile(node.expr)
-        ops = [(COMPARE[o.op], _compile(o.expr)) for o in node.ops if o.op in COMPARE]
-        if len(ops) != len(node.ops):
+        if any(o.op not in COMPARE for o in node.ops):
             raise _Unsupported
+        if len(node.ops) == 1:
+            op = COMPARE[node.ops[0].op]
+            constant = _constant(node.ops[0].expr)
+            path = _path(node.expr) if isinstance(node.expr, nodes.Getattr) else None
+            if constant is not _NOT_CONSTANT and path and len(path[1]) == 1 and path[1][0][0]:
+                # The commonest condition of all, in one closure: payload.total > 100.
+                name, key = path[0], path[1][0][1]
+
+                def attribute_against(ctx: Mapping[str, Any]) -> bool:
+                    container = ctx.get(name, UNDEFINED)
+                    if not isinstance(container, dict):
+                        raise Fallback
+                    left = container.get(key, UNDEFINED)
+                    if left is UNDEFINED:
+                        raise Fallback
+                    return op(left, constant)
+
+                return attribute_against
+            if constant is not _NOT_CONSTANT:  # payload.total > 100, x in ['a', 'b']
+
+                def against(ctx: Mapping[str, Any]) -> bool:
+                    left = first(ctx)
+                    if left is UNDEFINED:
+                        raise Fallback
+                    return op(left, constant)
+
+                return against
+        ops = [(COMPARE[o.op], _compile(o.expr)) for o in node.ops]
 
         def compare(ctx: Mapping[str, Any]) -> bool:
             left = _defined(first(ctx))

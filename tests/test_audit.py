@@ -57,29 +57,48 @@ def test_admin_changes_are_recorded_with_who_and_what(admin_client, category):
     content = page.content.decode()
     assert "audit-diff" in content and "payload.total &gt; 500" in content
     assert "Restore this version" in content
-    listing = admin_client.get(reverse("admin:rules_auditentry_changelist") + f"?kind=rule&object_id={rule.pk}")
+    listing = admin_client.get(
+        reverse("admin:rules_auditentry_changelist") + f"?kind=rule&object_id={rule.pk}"
+    )
     assert listing.context["cl"].result_count == 2
     # The rule admin's bulk actions are recorded too.
     admin_client.post(
-        reverse("admin:rules_rule_changelist"), {"action": "deactivate", "_selected_action": [rule.pk]}
+        reverse("admin:rules_rule_changelist"),
+        {"action": "deactivate", "_selected_action": [rule.pk]},
     )
     last = entries(kind="rule")[-1]
-    assert (last.before["is_active"], last.after["is_active"], last.actor_name) == (True, False, "admin")
+    assert (last.before["is_active"], last.after["is_active"], last.actor_name) == (
+        True,
+        False,
+        "admin",
+    )
 
 
 def test_categories_templates_and_deletes_are_recorded(admin_client, category):
     admin_client.post(
         reverse("admin:notify_category_change", args=[category.pk]),
-        {"name": "Orders!", "key": "orders", "description": "", "default_mode": "immediate", "_save": "Save"},
+        {
+            "name": "Orders!",
+            "key": "orders",
+            "description": "",
+            "default_mode": "immediate",
+            "_save": "Save",
+        },
     )
     [entry] = entries(kind="category", action="changed")
     assert entry.before["name"] == "Orders" and entry.after["name"] == "Orders!"
     assert entry.actor_name == "admin"
     template = MessageTemplate.objects.create(message="order_shipped", part="sms", body="Hi")
-    admin_client.post(reverse("admin:notify_messagetemplate_delete", args=[template.pk]), {"post": "yes"})
+    admin_client.post(
+        reverse("admin:notify_messagetemplate_delete", args=[template.pk]), {"post": "yes"}
+    )
     created, deleted = entries(kind="template")
     assert (created.source, created.actor) == ("code", None)  # made from code: no user
-    assert (deleted.action, deleted.actor_name, deleted.before["body"]) == ("deleted", "admin", "Hi")
+    assert (deleted.action, deleted.actor_name, deleted.before["body"]) == (
+        "deleted",
+        "admin",
+        "Hi",
+    )
 
 
 def test_a_rule_is_restored_to_an_earlier_version(admin_client, make_rule):
@@ -87,7 +106,9 @@ def test_a_rule_is_restored_to_an_earlier_version(admin_client, make_rule):
     rule.condition, rule.priority = "payload.total > 99", 7
     rule.save()
     first = entries(kind="rule", action="created")[0]
-    response = admin_client.post(reverse("admin:rules_auditentry_restore", args=[first.pk]), follow=True)
+    response = admin_client.post(
+        reverse("admin:rules_auditentry_restore", args=[first.pk]), follow=True
+    )
     assert "restored to the version of audit entry" in response.content.decode()
     rule.refresh_from_db()
     assert (rule.condition, rule.priority) == ("payload.total > 1", 1)
@@ -168,5 +189,10 @@ def test_the_ops_group_exists_after_migrate_and_can_be_reset(db):
 
     call_command("notify", "ops-group")
     codenames = set(group.permissions.values_list("codename", flat=True))
-    assert {"change_rule", "add_signalbinding", "view_auditentry", "change_messagetemplate"} <= codenames
+    assert {
+        "change_rule",
+        "add_signalbinding",
+        "view_auditentry",
+        "change_messagetemplate",
+    } <= codenames
     assert "change_event" not in codenames and "change_auditentry" not in codenames

@@ -115,7 +115,10 @@ def test_a_password_field_cannot_be_bound(admin_client):
     assert "holds a secret" in str(form.errors["payload_fields"])
     for name in ("password", "last_login_token", "api_key"):
         binding = SignalBinding(
-            content_type=user_type, signal="created", event_type="user.created", payload_fields=[name]
+            content_type=user_type,
+            signal="created",
+            event_type="user.created",
+            payload_fields=[name],
         )
         with pytest.raises(ValidationError) as caught:
             binding.full_clean()
@@ -125,7 +128,9 @@ def test_a_password_field_cannot_be_bound(admin_client):
 def test_the_binding_form_shows_secrets_but_cannot_tick_them(admin_client):
     user_type = ContentType.objects.get_for_model(User)
     binding = bind(User, "created", "user.created", payload_fields=["username"])
-    content = admin_client.get(reverse("admin:rules_signalbinding_change", args=[binding.pk])).content.decode()
+    content = admin_client.get(
+        reverse("admin:rules_signalbinding_change", args=[binding.pk])
+    ).content.decode()
     assert 'value="password"' in content and "password (secret)" in content
     assert str(user_type.pk) in content  # the field map for the page's script
 
@@ -170,8 +175,14 @@ def test_updates_say_what_changed_and_can_wait_for_a_field(db, make_user):
     staff.save()
     [update] = events("user.updated")
     assert update.payload["changed"] == ["email"]
-    assert update.payload["changes"] == {"email": {"old": "staff@example.com", "new": "new@example.com"}}
-    assert update.payload["object"] == {"username": "staff", "email": "new@example.com", "is_active": True}
+    assert update.payload["changes"] == {
+        "email": {"old": "staff@example.com", "new": "new@example.com"}
+    }
+    assert update.payload["object"] == {
+        "username": "staff",
+        "email": "new@example.com",
+        "is_active": True,
+    }
     assert events("user.deactivated") == []  # is_active did not change
     staff.is_active = False
     staff.save(update_fields=["is_active"])
@@ -198,14 +209,22 @@ def test_deletes_are_snapshotted_before_the_row_is_gone(db):
 
 
 def test_m2m_changes_from_either_side(db, make_user):
-    bind(User, "m2m_changed", "user.groups_changed", payload_fields=["username"], changed_fields=["groups"])
+    bind(
+        User,
+        "m2m_changed",
+        "user.groups_changed",
+        payload_fields=["username"],
+        changed_fields=["groups"],
+    )
     alice = make_user("alice")
     staff, ops = Group.objects.create(name="Staffers"), Group.objects.create(name="Night shift")
     alice.groups.add(staff, ops)
     alice.groups.remove(ops)
     alice.groups.clear()
     staff.user_set.add(alice)  # the other side
-    found = [(e.payload["m2m"]["action"], e.payload["m2m"]["pks"]) for e in events("user.groups_changed")]
+    found = [
+        (e.payload["m2m"]["action"], e.payload["m2m"]["pks"]) for e in events("user.groups_changed")
+    ]
     assert found == [
         ("add", sorted([staff.pk, ops.pk])),
         ("remove", [ops.pk]),

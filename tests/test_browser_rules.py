@@ -87,7 +87,9 @@ def test_rule_preview_in_the_browser(
     rule = make_rule(name="Order shipped", recipients=["explicit"], channels=["email", "inapp"])
     make_rule(name="Big orders only", condition="payload.total > 1000", recipients=["explicit"])
     event = trigger(
-        "order.shipped", {"order_id": "A-1001", "carrier": "DHL", "total": 80}, recipients=[alice, bob]
+        "order.shipped",
+        {"order_id": "A-1001", "carrier": "DHL", "total": 80},
+        recipients=[alice, bob],
     )
 
     page.goto(f"{live_server.url}/admin/rules/rule/{rule.pk}/change/")

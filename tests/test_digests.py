@@ -15,7 +15,8 @@ from django.db import connection
 
 from channels.base import Status
 from notify import trigger
-from notify.digest_delivery import build_and_send_due_digests, create_and_claim
+from notify.digest_build import create_and_claim
+from notify.digest_delivery import build_and_send_due_digests
 from notify.digests import latest_due
 from notify.localtime import zone
 from notify.models import (

@@ -479,3 +479,17 @@ def test_limits_and_breakers_over_redis(redis_cache, settings, providers):
         first.send(outgoing(first, "bob@example.com"))
     assert len(esp.requests) == 2
     assert len(smtp.messages) == 3
+
+
+def test_a_bad_failover_fails_the_start_up_check(settings, providers):
+    from notify.checks import check_channels
+
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {
+            **settings.NOTIFY["CHANNELS"],
+            "email": failover_config(CACHE="missing"),
+        },
+    }
+    [error] = [e for e in check_channels() if e.id == "notify.E006"]
+    assert "CACHES has no usable 'missing' cache" in error.msg

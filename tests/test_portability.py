@@ -90,7 +90,8 @@ def configuration(db):
 def snapshot() -> dict:
     return {
         model._meta.label: sorted(
-            (serialize(obj) for obj in model.objects.all()), key=lambda i: json.dumps(i, sort_keys=True)
+            (serialize(obj) for obj in model.objects.all()),
+            key=lambda i: json.dumps(i, sort_keys=True),
         )
         for model in MODELS
     }
@@ -129,9 +130,18 @@ def test_an_invalid_file_changes_nothing_and_names_each_problem(configuration):
     document["rules"][0]["priority"] = 99  # valid, but must not be applied either
     document["rules"][1]["category"] = "nope"
     document["rules"].append({**document["rules"][0], "name": "Copy", "colour": "blue"})
-    document["rules"].append({**document["rules"][0], "name": "Bad recipients", "recipients": ["everyone"], "condition": ""})
+    document["rules"].append(
+        {
+            **document["rules"][0],
+            "name": "Bad recipients",
+            "recipients": ["everyone"],
+            "condition": "",
+        }
+    )
     document["bindings"][0]["payload_fields"] = ["name", "password"]
-    document["bindings"].append({**document["bindings"][0], "model": "auth.user", "payload_fields": ["password"]})
+    document["bindings"].append(
+        {**document["bindings"][0], "model": "auth.user", "payload_fields": ["password"]}
+    )
     with pytest.raises(ImportRejected) as caught:
         import_document(document)
     problems = caught.value.problems
@@ -186,5 +196,7 @@ def test_the_command_line(configuration, tmp_path, capsys):
     assert Rule.objects.get(name="Order shipped").priority == 42
     document["rules"][0]["condition"] = "payload.total >"
     path.write_text(json.dumps(document))
-    with pytest.raises(CommandError, match=r"(?s)nothing was imported.*rules\[0\] 'Order shipped'\.condition"):
+    with pytest.raises(
+        CommandError, match=r"(?s)nothing was imported.*rules\[0\] 'Order shipped'\.condition"
+    ):
         call_command("notify", "import", str(path))

@@ -34,12 +34,12 @@ def people(make_user):
     return make_user("alice", first_name="Alice"), make_user("bob", first_name="Bob")
 
 
-def test_the_preview_sends_nothing_and_matches_the_real_send(admin_client, make_rule, people, smtp_mailer):
+def test_the_preview_sends_nothing_and_matches_the_real_send(
+    admin_client, make_rule, people, smtp_mailer
+):
     alice, bob = people
     rule = make_rule(name="Shipped", recipients=["explicit"], channels=["email", "inapp"])
-    event = trigger(
-        "order.shipped", {"order_id": "A-7", "carrier": "DHL"}, recipients=[alice, bob]
-    )
+    event = trigger("order.shipped", {"order_id": "A-7", "carrier": "DHL"}, recipients=[alice, bob])
     response = admin_client.get(preview_url(rule, source="event", event=event.pk))
     assert response.status_code == 200
     preview = response.context["preview"]
@@ -49,9 +49,7 @@ def test_the_preview_sends_nothing_and_matches_the_real_send(admin_client, make_
     assert Event.objects.get(pk=event.pk).status == Event.State.RECEIVED
     [item] = preview.matched
     assert item.focus and item.recipient_count == 2
-    shown = {
-        person.email: {c.channel: c for c in person.channels} for person in item.recipients
-    }
+    shown = {person.email: {c.channel: c for c in person.channels} for person in item.recipients}
     content = response.content.decode()
     assert "alice@example.com" in content and "Your order A-7 has shipped" in content
     # Now the real send.
@@ -109,7 +107,9 @@ def test_preview_form_errors_are_shown(admin_client, make_rule):
 
 def test_preview_shows_dry_run_inactive_and_duplicates_without_claiming(make_rule, people):
     alice, _ = people
-    dry = make_rule(name="Dry", dry_run=True, dedup_key="payload.order_id", dedup_window=timedelta(hours=1))
+    dry = make_rule(
+        name="Dry", dry_run=True, dedup_key="payload.order_id", dedup_window=timedelta(hours=1)
+    )
     inactive = make_rule(name="Off", is_active=False)
     first = trigger("order.shipped", {"order_id": "C-1"}, recipients=[alice])
     process_event(first.pk)

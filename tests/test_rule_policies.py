@@ -151,7 +151,9 @@ def test_a_dry_run_rule_records_what_it_would_send_and_sends_nothing(
 ):
     alice = make_user("alice", first_name="Alice")
     bob = make_user("bob")
-    notify.models.CategoryPreference.objects.create(user=bob, category_id=make_rule(dry_run=True).category_id, mode="off")
+    notify.models.CategoryPreference.objects.create(
+        user=bob, category_id=make_rule(dry_run=True).category_id, mode="off"
+    )
     event = shipped(alice, carrier="DHL")
     event.recipients = [alice.pk, bob.pk]
     event.save()
@@ -179,7 +181,10 @@ def test_sms_only_when_the_user_has_no_email(make_user, make_rule):
     without = make_user("bob", email="")
     for user in (with_email, without):
         ContactPoint.objects.create(
-            user=user, kind="phone", address=f"+3361234567{user.pk % 10}", verified_at=timezone.now()
+            user=user,
+            kind="phone",
+            address=f"+3361234567{user.pk % 10}",
+            verified_at=timezone.now(),
         )
     make_rule(channels=["email", "sms"], fallback={"sms": "email"})
     event = trigger("order.shipped", {"order_id": 1}, recipients=[with_email, without])
@@ -237,13 +242,20 @@ def test_followers_and_topics_leave_the_actor_out(make_user, make_rule):
     )
     event = trigger("order.shipped", {}, actor=alice, object_ref=f"auth.group:{group.pk}")
     fan_out(event)
-    assert set(Notification.objects.filter(event=event).values_list("user_id", flat=True)) == {bob.pk}
+    assert set(Notification.objects.filter(event=event).values_list("user_id", flat=True)) == {
+        bob.pk
+    }
     event = trigger("release.published", {}, actor=bob)
     fan_out(event)
     by_rule = {
-        (n.rule.name, n.user_id) for n in Notification.objects.filter(event=event).select_related("rule")
+        (n.rule.name, n.user_id)
+        for n in Notification.objects.filter(event=event).select_related("rule")
     }
-    assert by_rule == {("topic", carol.pk), ("topic, actor too", carol.pk), ("topic, actor too", bob.pk)}
+    assert by_rule == {
+        ("topic", carol.pk),
+        ("topic, actor too", carol.pk),
+        ("topic, actor too", bob.pk),
+    }
     assert notify.unsubscribe(bob, "releases") is True
     assert notify.unsubscribe(bob, "releases") is False
     # No object, no followers.

@@ -89,7 +89,9 @@ def test_throttled_deliveries_are_recorded(action):
         PlannedDelivery("sms", "skipped", "no_address"),
         PlannedDelivery("chat", "digest", "daily"),
     )
-    out = throttle_deliveries(deliveries, action, {"email": "email", "inapp": None, "sms": "phone", "chat": "slack"})
+    out = throttle_deliveries(
+        deliveries, action, {"email": "email", "inapp": None, "sms": "phone", "chat": "slack"}
+    )
     by_channel = {d.channel: (d.status, d.skip_reason) for d in out}
     assert by_channel["sms"] == ("skipped", "no_address")  # decided already: kept
     assert by_channel["chat"] == ("digest", "daily")
@@ -172,7 +174,10 @@ def test_stop_after_this_rule_leaves_lower_priorities_unmatched():
             rule_row(4, priority=20),
         ]
     )
-    vip = {(m.rule.id, m.matched, m.reason) for m in index.match("order.shipped", {"payload": {"vip": True}})}
+    vip = {
+        (m.rule.id, m.matched, m.reason)
+        for m in index.match("order.shipped", {"payload": {"vip": True}})
+    }
     assert vip == {
         (4, True, ""),
         (1, True, ""),
@@ -188,7 +193,15 @@ def test_stop_after_this_rule_leaves_lower_priorities_unmatched():
 
 def test_the_secret_rule_is_the_same_as_notify_events():
     assert SENSITIVE.pattern == NOTIFY_SENSITIVE.pattern
-    for name in ("password", "api_key", "reset_token", "secret", "pin", "password_hash", "otp_secret"):
+    for name in (
+        "password",
+        "api_key",
+        "reset_token",
+        "secret",
+        "pin",
+        "password_hash",
+        "otp_secret",
+    ):
         assert is_sensitive(name), name
     for name in ("email", "username", "spinner", "tokenizer_name", "status", "shipping"):
         assert not is_sensitive(name), name
@@ -252,9 +265,33 @@ EXPRESSIONS = [
     "payload.tags[-1]",
 ]
 PAYLOADS = [
-    {"total": 12, "status": "paid", "vip": True, "name": "Ada", "tags": ["x", "y"], "items": [{"sku": "A"}], "nested": {"deep": {"value": 3}}},
-    {"total": 150, "status": "new", "vip": False, "name": "BOB", "tags": [], "items": [], "nested": {}},
-    {"total": 2.5, "status": None, "vip": None, "name": 5, "tags": "xy", "items": "A", "nested": None},
+    {
+        "total": 12,
+        "status": "paid",
+        "vip": True,
+        "name": "Ada",
+        "tags": ["x", "y"],
+        "items": [{"sku": "A"}],
+        "nested": {"deep": {"value": 3}},
+    },
+    {
+        "total": 150,
+        "status": "new",
+        "vip": False,
+        "name": "BOB",
+        "tags": [],
+        "items": [],
+        "nested": {},
+    },
+    {
+        "total": 2.5,
+        "status": None,
+        "vip": None,
+        "name": 5,
+        "tags": "xy",
+        "items": "A",
+        "nested": None,
+    },
     {},
 ]
 ACTORS = [None, {"id": 1, "is_staff": True}, {"id": 2, "is_staff": False}]

@@ -28,6 +28,7 @@ WORKLOAD_MODULES: dict[str, str] = {
     "fanout": "notify.bench.fanout",
     "delivery": "notify.bench.delivery",
     "digest": "notify.bench.digest",
+    "rules": "notify.bench.rules",
 }
 
 
