@@ -9,7 +9,7 @@ STAMP     := $(VENV)/.installed
 UV_PIN    := uv==0.13.9
 PORT      ?= 8000
 PG_URL    ?= postgres://postgres@127.0.0.1:5432/notify
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: run test test-pg lint bench lock clean
 

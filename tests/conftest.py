@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from notify.models import Category
+from rules.bindings import binding_index
 from rules.index import rule_index
 from rules.models import Rule
 
@@ -30,9 +31,13 @@ def _notify_settings(settings, tmp_path):
     }
     # Tests create many users; the production hasher costs ~0.3 s per password.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Each test's transaction is rolled back, revisions included: a cached
+    # index could outlive its rows under a revision number seen again.
     rule_index.clear()
+    binding_index.clear()
     yield
     rule_index.clear()
+    binding_index.clear()
 
 
 @pytest.fixture

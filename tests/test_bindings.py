@@ -18,19 +18,11 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from notify.models import Event
-from rules.bindings import binding_index
 from rules.forms import SignalBindingForm
 from rules.models import AuditEntry, SignalBinding
 
 User = get_user_model()
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _fresh_binding_index():
-    binding_index.clear()
-    yield
-    binding_index.clear()
 
 
 def bind(model, signal, event_type, **fields) -> SignalBinding:

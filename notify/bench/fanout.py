@@ -137,7 +137,7 @@ def seed_preferences(user_ids: list[int], category: Category, prefix: str) -> di
                     is_primary=True,
                 )
             )
-        elif bucket == 22:  # only an unverified address: email skipped
+        elif bucket == 22:  # an unverified address besides the account's
             rows["contact"].append(
                 ContactPoint(user_id=user_id, kind="email", address=f"new{i}@example.org")
             )

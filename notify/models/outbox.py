@@ -88,7 +88,23 @@ class Delivery(models.Model):
                 name="delivery_due_idx",
             ),
             models.Index(fields=["provider_message_id"], name="delivery_provider_id_idx"),
-            models.Index(fields=["status", "channel"], name="delivery_status_idx"),
+            # The dashboard and /metrics count ranges of these three without
+            # reading rows (notify.observability.queries); the first also
+            # serves every filter on status, or status and channel.
+            models.Index(
+                fields=["status", "channel", "provider", "skip_reason", "created_at"],
+                name="delivery_stats_idx",
+            ),
+            models.Index(
+                fields=["created_at", "status", "channel", "attempts"],
+                condition=models.Q(attempts__gt=1),
+                name="delivery_retried_idx",
+            ),
+            models.Index(
+                fields=["created_at", "hold_reason", "status"],
+                condition=models.Q(hold_reason__gt=""),
+                name="delivery_held_idx",
+            ),
             models.Index(
                 fields=["channel", "created_at"],
                 condition=models.Q(status="digest", digest__isnull=True),

@@ -1,0 +1,4 @@
+"""Operating notify: the figures behind the delivery-health dashboard and
+``/metrics`` (``queries``), their SVG charts (``charts``), Prometheus
+(``metrics``), readiness (``health``) and structured, redacted logs
+(``logging``)."""
