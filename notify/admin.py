@@ -42,6 +42,8 @@ from .pipeline import reprocess_events
 
 admin.site.site_header = "notify"
 admin.site.site_title = "notify admin"
+# The index links the delivery-health dashboard (notify.dashboard).
+admin.site.index_template = "admin_dashboard_index.html"
 
 PRE_STYLE = "white-space: pre-wrap; max-height: 16em; overflow: auto; margin: 0; max-width: 48em"
 
@@ -135,6 +137,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ("type", "source", "status"),
         ("received_at", "processed_at", "claimed_until"),
         ("attempts", "error"),
+        "tags",
         ("actor", "api_key", "object_ref"),
         ("idempotency_scope", "idempotency_key", "request_hash"),
         "explicit_recipients",
@@ -288,6 +291,14 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return self.may_change(request)
+
+    # The delivery-health dashboard lives under this admin (same permission).
+    change_list_template = "admin_dashboard_changelist.html"
+
+    def get_urls(self) -> list:
+        from .dashboard import dashboard_urls
+
+        return dashboard_urls(self) + super().get_urls()
 
     @admin.display(description="user", ordering="notification__user_id")
     def user(self, delivery: Delivery) -> Any:

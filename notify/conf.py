@@ -82,8 +82,22 @@ DEFAULTS: dict[str, Any] = {
     # may wait for its hand-off before the relay hands it off again.
     "RELAY_INTERVAL": 2.0,
     "RELAY_GRACE": 15.0,
+    # ... and how long while the queue holds messages (the work may be among
+    # them: a backlog is not a lost hand-off).
+    "RELAY_GRACE_QUEUED": 300.0,
     # Most rows one relay run hands off (the next run takes the rest).
     "RELAY_MAX_ROWS": 20_000,
+    # Processors every event passes before the rules, in order: dotted paths, or
+    # {"CLASS": dotted path, "OPTIONS": {...}} (notify.event_middleware).
+    "EVENT_MIDDLEWARE": [],
+    # /metrics answers "Authorization: Bearer <METRICS_TOKEN>" (None: no token),
+    # or a request from an address in METRICS_ALLOWED_IPS (addresses or
+    # networks, e.g. "10.0.0.0/8"; the socket's peer, never X-Forwarded-For).
+    "METRICS_TOKEN": None,
+    "METRICS_ALLOWED_IPS": ["127.0.0.1"],
+    # /readyz fails its "outbox" check when the oldest due delivery or event has
+    # waited longer than this (seconds).
+    "READINESS_MAX_OUTBOX_LAG": 300.0,
 }
 
 

@@ -39,6 +39,7 @@ from channels.base import (
 from . import conf
 from .directory import category_info, load_preferences
 from .models import Delivery, DeliveryAttempt
+from .observability.logging import log_context
 from .outbox import Outcome, record_outcomes
 from .pipeline import actor_context, condition_context, event_context
 from .preferences import SEND, decide
@@ -179,9 +180,18 @@ def deliver(
         channel = build_channel(alias)
         try:
             for delivery in batch:
-                result = _deliver_one(
-                    delivery, channel, address_kind, message_format, prefs, policy, cancels
-                )
+                # Every log line of this send carries its ids (notify.observability.logging).
+                with log_context(
+                    event_id=delivery.notification.event_id,
+                    delivery_id=delivery.pk,
+                    attempt=delivery.attempts,
+                    channel=alias,
+                ):
+                    result = _deliver_one(
+                        delivery, channel, address_kind, message_format, prefs, policy, cancels
+                    )
+                    status = "held" if isinstance(result, Hold) else result.status
+                    log.debug("delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status)
                 (holds if isinstance(result, Hold) else outcomes).append(result)
         finally:
             channel.close()

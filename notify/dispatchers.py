@@ -53,7 +53,9 @@ class InProcessDispatcher:
         self.wake()
         return len(event_ids)
 
-    def hand_off_deliveries(self, delivery_ids: Sequence[int], countdown: float = 0) -> int:
+    def hand_off_deliveries(
+        self, delivery_ids: Sequence[int], countdown: float = 0, size: int | None = None
+    ) -> int:
         self.wake()
         return len(delivery_ids)
 
@@ -94,14 +96,40 @@ class CeleryDispatcher:
 
         return self._publish(fan_out_events, [[event_id] for event_id in event_ids], 0)
 
-    def hand_off_deliveries(self, delivery_ids: Sequence[int], countdown: float = 0) -> int:
-        """Publish delivery ids in batches of ``WORKER_BATCH_SIZE``, due in
-        ``countdown`` seconds (capped: see ``countdown_for``). Raises
-        ``BrokerUnavailable``."""
+    def hand_off_deliveries(
+        self, delivery_ids: Sequence[int], countdown: float = 0, size: int | None = None
+    ) -> int:
+        """Publish delivery ids in batches of ``size`` (default
+        ``WORKER_BATCH_SIZE``), due in ``countdown`` seconds (capped: see
+        ``countdown_for``). Raises ``BrokerUnavailable``."""
         from .tasks import deliver_deliveries
 
-        size = conf.get("WORKER_BATCH_SIZE")
+        size = size or conf.get("WORKER_BATCH_SIZE")
         return self._publish(deliver_deliveries, list(batches(delivery_ids, size)), countdown)
+
+    def queue_depth(self) -> int | None:
+        """Messages waiting in the queue (ready, not yet taken by a worker), or
+        ``None`` if the broker cannot say (unreachable, or no such queue yet)."""
+        from .celery import app, configure
+
+        configure()
+        try:
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
+                channel = connection.channel()
+                try:
+                    _name, count, _consumers = channel.queue_declare(
+                        queue=conf.get("CELERY_QUEUE"), passive=True
+                    )
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # noqa: S110 - a closed channel is fine
+                        pass
+                return int(count)
+        except Exception as exc:
+            log.debug("queue depth unknown: %s: %s", type(exc).__name__, exc)
+            return None
 
     # -- publishing --------------------------------------------------------------------
 

@@ -34,7 +34,9 @@ from rules.recipients import EventRecipients, RecipientSpec, resolve_recipients
 
 from . import conf
 from .directory import DatabaseDirectory, category_info, load_preferences
+from .event_middleware import EventMiddlewareError, apply_event_middleware
 from .models import Category, Event
+from .observability.logging import log_context
 from .outbox import PlannedDelivery, PlannedNotification, write_fanout_chunk
 from .preferences import SEND, SKIP, CategoryInfo, UserPrefs, decide
 from .quiet_hours import QUIET_HOURS, applies_to, quiet_until
@@ -255,9 +257,29 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
 
 
 def process_event(event_id: int) -> FanoutStats | None:
-    """Fan out one claimed event and record the outcome on it."""
+    """Fan out one claimed event and record the outcome on it.
+
+    The event first passes the event middleware (``notify.event_middleware``),
+    which may change, tag or drop it; a processor that raises leaves it
+    stored and failed, the error naming the processor. Every log line made
+    meanwhile carries the event id."""
+    with log_context(event_id=event_id):
+        return _process_event(event_id)
+
+
+def _process_event(event_id: int) -> FanoutStats | None:
     event = Event.objects.select_related("actor").filter(pk=event_id).first()
     if event is None:
+        return None
+    try:
+        event = apply_event_middleware(event)
+    except EventMiddlewareError as exc:
+        log.warning("event %s not fanned out: %s", event_id, exc)
+        Event.objects.filter(pk=event_id).update(
+            status=Event.State.FAILED, claimed_until=None, error=str(exc)[:2000]
+        )
+        return None
+    if event is None:  # dropped by a processor; recorded on the event
         return None
     try:
         stats = fan_out(event)
@@ -277,6 +299,13 @@ def process_event(event_id: int) -> FanoutStats | None:
         processed_at=timezone.now(),
         claimed_until=None,
         error="\n".join(stats.errors)[:2000],
+    )
+    log.debug(
+        "event %s fanned out: %d rules, %d notifications, %d deliveries",
+        event_id,
+        stats.rules,
+        stats.notifications,
+        stats.deliveries,
     )
     return stats
 

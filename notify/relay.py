@@ -7,22 +7,26 @@ be orphaned: the worker that held the claim was killed. The relay, a
 scheduler job every ``RELAY_INTERVAL`` seconds on the one leader, reads the
 outbox and hands such work off again:
 
-1. events waiting for fan-out: received more than ``RELAY_GRACE`` seconds ago
-   and still not claimed, scheduled ones whose time has come, and those whose
+1. events waiting for fan-out: received more than a grace period ago and
+   still not claimed, scheduled ones whose time has come, and those whose
    fan-out claim expired;
 2. deliveries pending and due for which no hand-off is on its way: due for
-   more than ``RELAY_GRACE`` seconds (the hand-off at commit was lost), or due
+   more than a grace period (the hand-off at commit was lost), or due
    now but written with nothing handed off for them (delayed sends,
    reminders, quiet-hours holds, retries later than ``BROKER_MAX_COUNTDOWN``,
    an admin's "retry": any row whose ``next_attempt_at`` lies further than
    that from its last write);
-3. deliveries whose claim expired (their worker died): one per message when
-   they were lost before, so a message that kills its worker takes no
-   innocent batch with it; at its last attempt the claim ends it dead.
+3. deliveries whose claim expired (their worker died), batch by lost batch,
+   each batch split in half once more at every loss: a message that kills its
+   worker is alone after a few tries and takes no innocent batch with it; at
+   its last attempt the claim ends it dead.
 
-Relaying twice is harmless (a task claims what is still due, or does
-nothing); to keep the queue lean, an id is relayed at most once per
-``CLAIM_TTL`` by this process. Without a broker the relay does nothing: the
+The grace period is ``RELAY_GRACE`` seconds when the queue is empty, and
+``RELAY_GRACE_QUEUED`` while it holds messages: then the work may just be
+waiting its turn in a backlog, and relaying it would only double the queue.
+Relaying twice is harmless all the same (a task claims what is still due, or
+does nothing); to keep the queue lean, an id is relayed at most once per
+``CLAIM_TTL`` (or grace period, if longer) by this process. Without a broker the relay does nothing: the
 in-process pool polls the outbox itself.
 """
 
@@ -33,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 
 from django.db.models import F, Q
 from django.utils import timezone
@@ -40,7 +46,7 @@ from django.utils import timezone
 from channels.base import Status
 
 from . import conf
-from .dispatchers import BrokerUnavailable, batches, get_dispatcher, uses_broker
+from .dispatchers import BrokerUnavailable, get_dispatcher, uses_broker
 from .models import Delivery, Event
 
 log = logging.getLogger("notify.relay")
@@ -51,6 +57,7 @@ class RelayStats:
     events: int = 0
     pending: int = 0
     lost: int = 0
+    queued: int | None = None  # messages waiting in the queue, if the broker said
     broker_down: bool = False
 
     def __bool__(self) -> bool:
@@ -117,10 +124,11 @@ def relay(now: datetime | None = None) -> RelayStats:
     if not uses_broker():
         return stats
     now = now or timezone.now()
-    grace = conf.get("RELAY_GRACE")
-    window = conf.get("CLAIM_TTL")
-    limit = conf.get("RELAY_MAX_ROWS")
     dispatcher = get_dispatcher()
+    stats.queued = dispatcher.queue_depth()
+    grace = conf.get("RELAY_GRACE") if not stats.queued else conf.get("RELAY_GRACE_QUEUED")
+    window = max(conf.get("CLAIM_TTL"), grace)
+    limit = conf.get("RELAY_MAX_ROWS")
     try:
         events = waiting_events(now, grace).order_by("received_at")
         ids = recently_relayed.fresh(
@@ -135,22 +143,31 @@ def relay(now: datetime | None = None) -> RelayStats:
         stats.pending = dispatcher.hand_off_deliveries(ids)
         recently_relayed.mark("delivery", ids)
 
-        rows = lost_deliveries(now).order_by("claimed_until").values_list("pk", "attempts")[:limit]
-        rows = list(rows)
-        fresh = set(recently_relayed.fresh("delivery", [pk for pk, _ in rows], window))
-        first_loss = [pk for pk, attempts in rows if pk in fresh and attempts < 2]
-        repeat_loss = [pk for pk, attempts in rows if pk in fresh and attempts >= 2]
-        stats.lost = dispatcher.hand_off_deliveries(first_loss)
-        for batch in batches(repeat_loss, 1):  # suspects travel alone
-            stats.lost += dispatcher.hand_off_deliveries(batch)
+        rows = list(
+            lost_deliveries(now)
+            .order_by("claimed_until", "pk")
+            .values_list("pk", "attempts", "claimed_until")[:limit]
+        )
+        fresh = set(recently_relayed.fresh("delivery", [row[0] for row in rows], window))
+        size = conf.get("WORKER_BATCH_SIZE")
+        # Rows of one lost batch share its claim token (claimed_until).
+        for _token, group in groupby(rows, key=itemgetter(2)):
+            group = [(pk, attempts) for pk, attempts, _ in group if pk in fresh]
+            if group:
+                losses = max(attempts for _, attempts in group)
+                stats.lost += dispatcher.hand_off_deliveries(
+                    [pk for pk, _ in group], size=max(1, size >> (losses - 1))
+                )
         recently_relayed.mark("delivery", list(fresh))
     except BrokerUnavailable:
         stats.broker_down = True
     if stats:
         log.info(
-            "relay: handed off %d events, %d pending and %d lost deliveries again",
+            "relay: handed off %d events, %d pending and %d lost deliveries again "
+            "(%s messages were waiting)",
             stats.events,
             stats.pending,
             stats.lost,
+            "?" if stats.queued is None else stats.queued,
         )
     return stats

@@ -277,11 +277,37 @@ if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
 if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
     NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
 
+# Operating it (README, "Operating it"): /metrics answers the bearer token
+# NOTIFY_METRICS_TOKEN or the addresses in NOTIFY_METRICS_ALLOWED_IPS; /readyz
+# fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
+NOTIFY["METRICS_TOKEN"] = os.environ.get("NOTIFY_METRICS_TOKEN") or None
+NOTIFY["METRICS_ALLOWED_IPS"] = env_list("NOTIFY_METRICS_ALLOWED_IPS", "127.0.0.1")
+NOTIFY["READINESS_MAX_OUTBOX_LAG"] = float(os.environ.get("NOTIFY_READINESS_MAX_OUTBOX_LAG", "300"))
+
+# Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
+# record is redacted as it is made (notify.observability.logging.configure): no
+# address, phone number, token or secret reaches any handler, at any level.
+LOG_FORMAT = os.environ.get("NOTIFY_LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f"NOTIFY_LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
+LOGGING_CONFIG = "notify.observability.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "notify.observability.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("NOTIFY_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # SQL parameters and request bodies hold addresses and message text: these
+        # loggers stay at WARNING whatever NOTIFY_LOG_LEVEL says.
+        "django.db.backends": {"level": "WARNING"},
+        "slack_sdk": {"level": "WARNING"},
+        "twilio": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "apprise": {"level": "WARNING"},
+        "mail.log": {"level": "WARNING"},
+    },
 }

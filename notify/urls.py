@@ -8,6 +8,8 @@ from .pages import unsubscribe as unsubscribe_pages
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("dev/outbox/", views.sandbox_outbox, name="sandbox-outbox"),
     path("inbox/", inbox_pages.inbox_page, name="inbox"),
     path("inbox/events", inbox_pages.inbox_events, name="inbox-events"),

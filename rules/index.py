@@ -22,6 +22,7 @@ from .conditions import (
     compile_expression,
 )
 from .fallback import parse_fallback
+from .fastpath import UNDEFINED
 from .recipients import RecipientSpec, parse_recipient_spec
 from .throttle import ThrottleSpec, make_throttle
 from .windows import ActiveWindow, make_window
@@ -74,14 +75,17 @@ class RuleIndex:
         """The rules for ``event_type``, highest priority first (then by id)."""
         return [rule for rule, _ in self._ordered(event_type)]
 
-    def _ordered(self, event_type: str) -> tuple[tuple[CompiledRule, Any], ...]:
-        """(rule, its condition's ``evaluate`` or None) in order, memoised."""
+    def _ordered(self, event_type: str) -> tuple[tuple[CompiledRule, Any, Any], ...]:
+        """(rule, fast evaluator or None, ``evaluate`` or None) in order, memoised."""
         found = self._candidates.get(event_type)
         if found is None:
             rules = list(self.by_type.get(event_type, ()))
             rules += [r for r in self.patterns if fnmatch.fnmatchcase(event_type, r.event_type)]
             rules.sort(key=lambda r: (-r.priority, r.id))
-            found = tuple((r, r.condition.evaluate if r.condition else None) for r in rules)
+            found = tuple(
+                (r, r.condition._fast, r.condition.evaluate) if r.condition else (r, None, None)
+                for r in rules
+            )
             if len(self._candidates) >= CANDIDATE_MEMO_SIZE:
                 self._candidates.clear()
             self._candidates[event_type] = found
@@ -92,27 +96,34 @@ class RuleIndex:
 
         A matched rule with "stop after this rule" leaves every rule after it
         (lower priority, or the same priority and a higher id) unmatched,
-        with the reason."""
+        with the reason. (The loop inlines ``CompiledCondition.evaluate``'s
+        fast path: this is the hottest loop of fan-out.)"""
         results = []
         append = results.append
         stopped_by: CompiledRule | None = None
-        for rule, evaluate in self._ordered(event_type):
+        for rule, fast, evaluate in self._ordered(event_type):
             if stopped_by is not None:
                 append(
                     RuleMatch(rule, False, f"stopped by rule '{stopped_by.name}' (higher priority)")
                 )
                 continue
-            if evaluate is None:
-                append(RuleMatch(rule, True, ""))
-            else:
-                try:
-                    ok = evaluate(context)
-                except ConditionError as exc:
-                    append(RuleMatch(rule, False, str(exc)))
+            if evaluate is not None:
+                value = UNDEFINED
+                if fast is not None:
+                    try:
+                        value = fast(context)
+                    except Exception:  # Fallback, or an error the sandbox words properly
+                        value = UNDEFINED
+                if value is UNDEFINED:
+                    try:
+                        value = evaluate(context)
+                    except ConditionError as exc:
+                        append(RuleMatch(rule, False, str(exc)))
+                        continue
+                if not value:
+                    append(RuleMatch(rule, False, "condition is false"))
                     continue
-                append(RuleMatch(rule, ok, "" if ok else "condition is false"))
-                if not ok:
-                    continue
+            append(RuleMatch(rule, True, ""))
             if rule.stop_processing:
                 stopped_by = rule
         return results

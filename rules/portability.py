@@ -447,7 +447,7 @@ def restore_item(
     from .audit import acting
 
     with transaction.atomic(), acting(actor, source="restore", note=note):
-        _, obj, problems = import_item(kind, item, kind.section[:-1], instance=instance)
+        _, obj, problems = import_item(kind, item, kind.audit_kind, instance=instance)
         if problems:
             transaction.set_rollback(True)
             return None, problems

@@ -93,6 +93,12 @@ def test_rule_preview_in_the_browser(
     )
 
     page.goto(f"{live_server.url}/admin/rules/rule/{rule.pk}/change/")
+    for section in (
+        "Later: delays, reminders, active hours",
+        "How often: throttling and deduplication",
+    ):
+        page.get_by_text(section).click()
+    page.locator("#id_throttle_limit").wait_for()
     shot(page, "rules-rule-change")
     page.get_by_role("link", name="Preview / dry run").click()
     page.get_by_role("heading", name="Event", exact=True).wait_for()

@@ -2,3 +2,5 @@
 ``/metrics`` (``queries``), their SVG charts (``charts``), Prometheus
 (``metrics``), readiness (``health``) and structured, redacted logs
 (``logging``)."""
+
+from . import checks  # noqa: F401 - registers the system checks

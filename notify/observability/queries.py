@@ -34,10 +34,10 @@ deliveries (``BENCHMARKS.md``, "Dashboard").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
 
 from django.db import connection
@@ -161,7 +161,7 @@ def bucket_values(period: Period) -> tuple[str, list[Any]]:
     edges = period.edges
     rows = ", ".join(f"({k}, {ts()}, {ts()})" for k in range(len(edges) - 1))
     params: list[Any] = []
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in pairwise(edges):
         params += [adapt(lo), adapt(hi)]
     return f"b(k, lo, hi) AS (VALUES {rows})", params
 
@@ -187,8 +187,7 @@ def delivery_combos() -> list[tuple[str, str, str, str]] | None:
     source = table(Delivery)
     first = f"SELECT {COMBO} FROM {source} ORDER BY {COMBO} LIMIT 1"
     following = (
-        f"SELECT {COMBO} FROM {source} WHERE ({COMBO}) > (%s, %s, %s, %s) "
-        f"ORDER BY {COMBO} LIMIT 1"
+        f"SELECT {COMBO} FROM {source} WHERE ({COMBO}) > (%s, %s, %s, %s) ORDER BY {COMBO} LIMIT 1"
     )
     combos = []
     with connection.cursor() as cursor:
@@ -203,19 +202,24 @@ def delivery_combos() -> list[tuple[str, str, str, str]] | None:
     return combos
 
 
-def delivery_counts(period: Period | None = None) -> list[DeliveryCount]:
+def delivery_counts(
+    period: Period | None = None, statuses: Iterable[str] | None = None
+) -> list[DeliveryCount]:
     """Deliveries created in ``period`` per combination and bucket (all of them,
-    unbucketed, without a period). Zero counts are left out."""
+    unbucketed, without a period), of ``statuses`` only if given. Zero counts
+    are left out."""
     combos = delivery_combos()
     if combos is None:
-        return _delivery_counts_grouped(period)
+        rows = _delivery_counts_grouped(period)
+        return rows if statuses is None else [r for r in rows if r.status in set(statuses)]
+    if statuses is not None:
+        wanted = set(statuses)
+        combos = [combo for combo in combos if combo[0] in wanted]
     if not combos:
         return []
     combo_rows = ", ".join(f"({i}, %s, %s, %s, %s)" for i in range(len(combos)))
     params: list[Any] = [value for combo in combos for value in combo]
-    match = (
-        "d.status = c.st AND d.channel = c.ch AND d.provider = c.pr AND d.skip_reason = c.sk"
-    )
+    match = "d.status = c.st AND d.channel = c.ch AND d.provider = c.pr AND d.skip_reason = c.sk"
     if period is None:
         sql = (
             f"WITH c(i, st, ch, pr, sk) AS (VALUES {combo_rows}) "
@@ -229,9 +233,7 @@ def delivery_counts(period: Period | None = None) -> list[DeliveryCount]:
             f"SELECT c.i, b.k, (SELECT COUNT(*) FROM {table(Delivery)} d WHERE {match} "
             "AND d.created_at >= b.lo AND d.created_at < b.hi) FROM c CROSS JOIN b"
         )
-    return [
-        DeliveryCount(*combos[i], bucket=k, count=n) for i, k, n in fetch(sql, params) if n
-    ]
+    return [DeliveryCount(*combos[i], bucket=k, count=n) for i, k, n in fetch(sql, params) if n]
 
 
 def _delivery_counts_grouped(period: Period | None) -> list[DeliveryCount]:
@@ -243,8 +245,7 @@ def _delivery_counts_grouped(period: Period | None) -> list[DeliveryCount]:
         bucket = bucket_expression("created_at", period)
         params = [*bucket_params(period), *params]
     sql = (
-        f"SELECT {COMBO}, {bucket}, COUNT(*) FROM {table(Delivery)} {where} "
-        "GROUP BY 1, 2, 3, 4, 5"
+        f"SELECT {COMBO}, {bucket}, COUNT(*) FROM {table(Delivery)} {where} GROUP BY 1, 2, 3, 4, 5"
     )
     return [DeliveryCount(*row) for row in fetch(sql, params)]
 
@@ -398,7 +399,7 @@ def notification_series(period: Period) -> list[int]:
     """Notifications created per bucket (primary-key ranges; see the module doc)."""
     edges = id_edges(Notification, "created_at", period.edges)
     rows = ", ".join(f"({k}, %s, %s)" for k in range(len(edges) - 1))
-    params = [value for pair in zip(edges, edges[1:], strict=False) for value in pair]
+    params = [value for pair in pairwise(edges) for value in pair]
     sql = (
         f"WITH r(k, lo, hi) AS (VALUES {rows}) SELECT r.k, (SELECT COUNT(*) FROM "
         f"{table(Notification)} n WHERE n.id >= r.lo AND n.id < r.hi) FROM r"
@@ -447,38 +448,66 @@ class LatencyFigures:
 GOLDEN = 0.6180339887498949
 
 
-def latency_rows_sql() -> str:
+def latency_rows_sql(sampled: bool = True) -> str:
     """``lat(channel, secs)``: seconds from event received to provider
-    acceptance of immediate sends (no hold, no digest) among the sampled ids.
+    acceptance of immediate sends (no hold, no digest).
 
-    Parameters: the first id, the step, the jitter factor, the number of ids,
-    then the accepted statuses and the period. Sample ``j`` is the id
-    ``first + floor((j + frac(j * jitter)) * step)``: one id in each of
-    ``number`` equal strata, at a golden-ratio offset inside it, so no
-    pattern in the ids (fan-out writes each recipient's channels side by
-    side) can line up with the sample. Step 1 and jitter 0: every id."""
-    if postgres():
+    Sampled, the parameters are the first id, the step, the jitter factor and
+    the number of ids: sample ``j`` is the id ``first + floor((j + frac(j *
+    jitter)) * step)``, one id in each of ``number`` equal strata at a
+    golden-ratio offset inside it, so that no pattern in the ids (fan-out
+    writes each recipient's channels side by side) can line up with the
+    sample (step 1 and jitter 0: every id). Not sampled, they are the first id
+    and the one past the last. Then come the accepted statuses and the period.
+    """
+    if not sampled:
+        ids, join = "", f"{table(Delivery)} d"
+        where = "d.id >= %s AND d.id < %s AND "
+    elif postgres():
         ids = (
             "s(id) AS (SELECT CAST(%s AS bigint) + CAST(FLOOR((j + j * %s - FLOOR(j * %s)) "
-            "* %s) AS bigint) FROM generate_series(0, CAST(%s AS bigint) - 1) AS j)"
+            "* %s) AS bigint) FROM generate_series(0, CAST(%s AS bigint) - 1) AS j), "
         )
-        seconds = "EXTRACT(EPOCH FROM (d.sent_at - e.received_at))"
+        join, where = f"s JOIN {table(Delivery)} d ON d.id = s.id", ""
     else:
         ids = (
             "j(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM j WHERE j + 1 < %s), "
             "s(id) AS (SELECT %s + CAST((j + j * %s - CAST(j * %s AS INTEGER)) * %s AS INTEGER) "
-            "FROM j)"
+            "FROM j), "
         )
+        join, where = f"s JOIN {table(Delivery)} d ON d.id = s.id", ""
+    if postgres():
+        seconds = "EXTRACT(EPOCH FROM (d.sent_at - e.received_at))"
+    else:
         seconds = "(julianday(d.sent_at) - julianday(e.received_at)) * 86400.0"
     return (
-        f"{ids}, lat(channel, secs) AS (SELECT d.channel, {seconds} FROM s "
-        f"JOIN {table(Delivery)} d ON d.id = s.id "
+        f"{ids}lat(channel, secs) AS (SELECT d.channel, {seconds} FROM {join} "
         f"JOIN {table(Notification)} n ON n.id = d.notification_id "
         f"JOIN {table(Event)} e ON e.id = n.event_id "
-        f"WHERE d.status IN ({placeholders(ACCEPTED)}) AND d.sent_at IS NOT NULL "
+        f"WHERE {where}d.status IN ({placeholders(ACCEPTED)}) AND d.sent_at IS NOT NULL "
         "AND d.hold_reason = '' AND d.digest_id IS NULL "
         "AND d.created_at >= %s AND d.created_at < %s)"
     )
+
+
+def latency_histogram(
+    start: datetime, end: datetime, bounds: Sequence[float]
+) -> dict[str, tuple[list[int], float]]:
+    """Every immediate send created in ``[start, end)``, per channel: cumulative
+    counts at each upper bound (the last is the total) and the sum of seconds."""
+    first, stop = id_edges(Delivery, "created_at", [start, end])
+    if stop <= first:
+        return {}
+    buckets = ", ".join(f"SUM(CASE WHEN secs <= {float(b)!r} THEN 1 ELSE 0 END)" for b in bounds)
+    sql = (
+        f"WITH {latency_rows_sql(sampled=False)} SELECT channel, {buckets}, COUNT(*), "
+        "SUM(secs) FROM lat GROUP BY channel ORDER BY channel"
+    )
+    params = [first, stop, *ACCEPTED, adapt(start), adapt(end)]
+    return {
+        row[0]: ([int(n or 0) for n in row[1:-1]], float(row[-1] or 0.0))
+        for row in fetch(sql, params)
+    }
 
 
 def latency(period: Period, sample: int = LATENCY_SAMPLE) -> LatencyFigures:

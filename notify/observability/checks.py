@@ -1,0 +1,66 @@
+"""System checks for the settings of this package and of the event middleware:
+bad configuration fails at start-up and says what to set."""
+
+from __future__ import annotations
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from .. import conf
+
+
+@checks.register()
+def check_event_middleware(app_configs=None, **kwargs):
+    from ..event_middleware import build_chain
+
+    config = conf.get("EVENT_MIDDLEWARE")
+    if not isinstance(config, list | tuple):
+        return [
+            checks.Error(
+                "NOTIFY['EVENT_MIDDLEWARE'] must be a list.",
+                hint="Dotted paths of processors, or {'CLASS': path, 'OPTIONS': {...}}.",
+                id="notify.E201",
+            )
+        ]
+    try:
+        build_chain(config)
+    except ImproperlyConfigured as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="See notify/event_middleware.py for the processor contract.",
+                id="notify.E201",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_metrics_access(app_configs=None, **kwargs):
+    from .metrics import allowed_networks
+
+    errors = []
+    entries = conf.get("METRICS_ALLOWED_IPS") or []
+    if isinstance(entries, str):
+        entries = [entries]
+    for entry in entries:
+        try:
+            allowed_networks([entry])
+        except ValueError as exc:
+            errors.append(
+                checks.Error(
+                    f"NOTIFY['METRICS_ALLOWED_IPS'] has {entry!r}, not an address or network: {exc}",
+                    hint="Use addresses or networks like 127.0.0.1, ::1 or 10.0.0.0/8.",
+                    id="notify.E202",
+                )
+            )
+    token = conf.get("METRICS_TOKEN")
+    if token and len(token) < 24:
+        errors.append(
+            checks.Warning(
+                "NOTIFY['METRICS_TOKEN'] is shorter than 24 characters.",
+                hint="Use a long random value: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                id="notify.W203",
+            )
+        )
+    return errors
