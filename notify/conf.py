@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     "SITE_URL": "http://127.0.0.1:8000",
     # Events, notifications and deliveries older than this are deleted (days; 0 = keep).
     "RETENTION_DAYS": 90,
+    # What a signal binding calls to store its event (rules must not import the
+    # pipeline, so it is named here).
+    "BINDING_TRIGGER": "notify.events.trigger",
+    # The view behind a rule's "Preview / dry run" button in admin.
+    "RULE_PREVIEW_VIEW": "notify.preview.rule_preview",
     # Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock).
     "SCHEDULER_LOCK_FILE": None,
     # Seconds between two runs of the scheduler's due-work jobs (digests,

@@ -26,7 +26,7 @@ The grace period is ``RELAY_GRACE`` seconds when the queue is empty, and
 waiting its turn in a backlog, and relaying it would only double the queue.
 Relaying twice is harmless all the same (a task claims what is still due, or
 does nothing); to keep the queue lean, an id is relayed at most once per
-``CLAIM_TTL`` (or grace period, if longer) by this process. Without a broker the relay does nothing: the
+grace period (lost claims: per ``CLAIM_TTL``) by this process. Without a broker the relay does nothing: the
 in-process pool polls the outbox itself.
 """
 
@@ -148,7 +148,11 @@ def relay(now: datetime | None = None) -> RelayStats:
             .order_by("claimed_until", "pk")
             .values_list("pk", "attempts", "claimed_until")[:limit]
         )
-        fresh = set(recently_relayed.fresh("delivery", [row[0] for row in rows], window))
+        # A lost delivery is eligible only while its claim is expired: once a
+        # worker claims it again it drops out. Relay it again after a claim TTL
+        # (its message may be waiting in a backlog), never sooner.
+        lost_window = conf.get("CLAIM_TTL")
+        fresh = set(recently_relayed.fresh("delivery", [row[0] for row in rows], lost_window))
         size = conf.get("WORKER_BATCH_SIZE")
         # Rows of one lost batch share its claim token (claimed_until).
         for _token, group in groupby(rows, key=itemgetter(2)):

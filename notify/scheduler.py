@@ -51,7 +51,14 @@ def purge_old_records() -> int:
     cutoff = timezone.now() - timedelta(days=days)
     deleted, _ = Event.objects.filter(received_at__lt=cutoff, status=Event.State.PROCESSED).delete()
     digests, _ = Digest.objects.filter(created_at__lt=cutoff, status__in=Status.FINAL).delete()
-    return deleted + digests
+    return deleted + digests + prune_dedup_records(timezone.now())
+
+
+def prune_dedup_records(now) -> int:
+    """Deduplication keys whose window has ended are no longer needed."""
+    from rules.dedup import prune
+
+    return prune(now)
 
 
 def send_due_digests() -> object:

@@ -91,9 +91,18 @@ TEMPLATES = [
 
 # SQLite (WAL) in var/ unless DATABASE_URL says otherwise.
 SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
+# CONN_MAX_AGE (NOTIFY_DB_CONN_MAX_AGE, seconds) is 0 by default: under ASGI
+# (uvicorn, `notify run`) Django runs each request in a thread of its own, so a
+# persistent connection per thread piles up until PostgreSQL refuses clients
+# ("too many clients already", measured at 200 requests/s). Worker processes
+# (`celery -A notify worker`, `notify worker`) keep their threads and may set
+# 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
+# outlives a database restart.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{SQLITE_PATH}", conn_max_age=600, conn_health_checks=True
+        default=f"sqlite:///{SQLITE_PATH}",
+        conn_max_age=int(os.environ.get("NOTIFY_DB_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

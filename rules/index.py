@@ -69,11 +69,13 @@ class RuleIndex:
     broken: dict[int, str] = field(default_factory=dict)  # rule id -> why it was left out
     # event type -> its candidates in order; the index is replaced, never
     # changed, so this memo never goes stale (it is capped for wildcards).
-    _candidates: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict, repr=False)
+    _candidates: dict[str, tuple[tuple[CompiledRule, Any, Any], ...]] = field(
+        default_factory=dict, repr=False
+    )
 
     def candidates(self, event_type: str) -> list[CompiledRule]:
         """The rules for ``event_type``, highest priority first (then by id)."""
-        return [rule for rule, _ in self._ordered(event_type)]
+        return [rule for rule, _, _ in self._ordered(event_type)]
 
     def _ordered(self, event_type: str) -> tuple[tuple[CompiledRule, Any, Any], ...]:
         """(rule, fast evaluator or None, ``evaluate`` or None) in order, memoised."""

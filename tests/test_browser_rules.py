@@ -3,8 +3,6 @@ signal binding added and edited, with screenshots in artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
@@ -13,40 +11,11 @@ from notify import trigger
 from notify.models import Event, Notification
 from rules.bindings import binding_index
 from rules.models import AuditEntry, SignalBinding
-from tests.browser import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.browser
 
 User = get_user_model()
 PASSWORD = "browser-admin-pw"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Chromium for this module only, with ORM calls allowed while Playwright's
-    loop runs (see tests/test_browser_inbox.py for why)."""
-    executable = chromium_path()
-    if executable is None:
-        message = "Chromium is not installed: run `apt-get install chromium` (Debian) to run the browser tests"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            launched = playwright.chromium.launch(
-                executable_path=executable, headless=True, args=CHROMIUM_ARGS
-            )
-            yield launched
-            launched.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture

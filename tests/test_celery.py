@@ -35,6 +35,7 @@ from .scaleout import (
     REDIS_SERVER,
     RedisServer,
     celery_worker,
+    machine_to_ourselves,
     our_books,
     process_env,
     reachable,
@@ -366,6 +367,12 @@ def test_with_a_broker_the_scheduler_leaves_due_work_to_the_workers(memory_broke
 # -- real workers --------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def machine():
+    with machine_to_ourselves():
+        yield
+
+
 def start_workers(tmp_path, broker_url, queue, provider, *, count=1, concurrency=2, **env_extra):
     env = process_env(
         tmp_path / "var",
@@ -417,7 +424,9 @@ def broker_url(request, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_celery_worker_delivers_an_event_end_to_end(settings, tmp_path, provider, broker_url):
+def test_a_celery_worker_delivers_an_event_end_to_end(
+    machine, settings, tmp_path, provider, broker_url
+):
     queue = unique_queue()
     category = Category.objects.create(key="orders", name="Orders")
     seed_group("crew", 120)
@@ -449,7 +458,7 @@ def test_a_celery_worker_delivers_an_event_end_to_end(settings, tmp_path, provid
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_message_that_kills_its_worker_ends_dead_and_the_rest_is_sent(
-    settings, tmp_path, provider
+    machine, settings, tmp_path, provider
 ):
     """A pool process SIGKILLs itself on the poison message at every try: the
     message is requeued (reject on worker lost), the claim expires, the relay
@@ -502,3 +511,23 @@ def test_a_message_that_kills_its_worker_ends_dead_and_the_rest_is_sent(
     assert set(sent.values_list("status", flat=True)) == {Status.SENT}
     assert our_books()["sent_twice"] == []
     assert "WorkerLostError" in worker.text() or "SIGKILL" in worker.text()
+
+
+def test_while_messages_wait_in_the_queue_the_relay_waits_longer(
+    memory_broker, group_rule, settings
+):
+    """A backlog is not a lost hand-off: with messages waiting, overdue work may
+    be among them, so the relay waits RELAY_GRACE_QUEUED instead of RELAY_GRACE."""
+    settings.NOTIFY = {**settings.NOTIFY, "RELAY_GRACE": 15.0, "RELAY_GRACE_QUEUED": 300.0}
+    now = timezone.now()
+    fanned_out()
+    backlog, lost = list(Delivery.objects.order_by("pk"))[:2]
+    Delivery.objects.filter(pk=backlog.pk).update(next_attempt_at=now - timedelta(seconds=60))
+    Delivery.objects.filter(pk=lost.pk).update(next_attempt_at=now - timedelta(seconds=400))
+    dispatchers.get_dispatcher().hand_off_events([123456])  # something waiting in the queue
+
+    stats = relay.relay(now)
+
+    assert stats.queued == 1
+    relayed = [i for m in drain(memory_broker) if m["task"] == "notify.deliver" for i in m["ids"]]
+    assert relayed == [lost.pk]

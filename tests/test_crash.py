@@ -1,15 +1,23 @@
-"""Crash safety under kill -9, on PostgreSQL, with real worker processes.
+"""Crash safety on PostgreSQL, with real worker processes.
 
-10,000 deliveries to a local provider that counts what it receives per
-delivery id, while one of two workers is killed with SIGKILL every 2 seconds
-(and started again at once): real ``celery -A notify worker`` processes over
-RabbitMQ with the scheduler's relay, then real ``manage.py notify worker``
-processes (the in-process pool). Afterwards our books must be exact (every
-delivery sent, exactly one successful attempt each) and the provider may have
-seen a delivery twice only when a worker died between sending it and
-recording it: at most kills x the batches in flight per worker.
+* kill -9: 10,000 deliveries to a local provider that counts what it receives
+  per delivery id, while one of two workers is killed with SIGKILL every 2
+  seconds (and started again at once): real ``celery -A notify worker``
+  processes over RabbitMQ with the scheduler's relay, then real ``manage.py
+  notify worker`` processes (the in-process pool). Afterwards our books must
+  be exact (every delivery sent, exactly one successful attempt each) and the
+  provider may have seen a delivery twice only when a worker died between
+  sending it and recording it: at most kills x the batches in flight.
+* the broker (a Redis of the test's own) stopped for 10 s mid-run, losing its
+  queues: everything is delivered once it is back, through the relay;
+* PostgreSQL going away mid-run: the workers recover by themselves. A real
+  restart of the server with ``NOTIFY_TEST_PG_RESTART=1`` (``.ci/run`` sets it
+  for a run of its own); otherwise the test database refuses connections for
+  3 s and every session is terminated, which is what the workers see.
 
-``NOTIFY_CRASH_DELIVERIES`` changes the size (default 10,000).
+Each test holds ``machine_to_ourselves``: worker fleets of two tests never
+compete for the cores. ``NOTIFY_CRASH_DELIVERIES`` changes the size of the
+kill -9 tests (default 10,000).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from .scaleout import (
     RedisServer,
     celery_worker,
     final_count,
+    machine_to_ourselves,
     notify_worker,
     our_books,
     process_env,
@@ -67,6 +76,8 @@ OVERRIDES = {
 def postgres():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (SKIP LOCKED claims shared by processes)")
+    with machine_to_ourselves():
+        yield
 
 
 @pytest.fixture
@@ -343,6 +354,8 @@ def test_postgres_restarted_mid_run(postgres, settings, tmp_path, provider):
     settings.NOTIFY = {**settings.NOTIFY, "BROKER_URL": RABBITMQ_URL, "CELERY_QUEUE": queue}
     notify_celery.configure()
     workers = [celery_worker(f"w{i}", env, tmp_path, concurrency=CONCURRENCY) for i in (1, 2)]
+    # And an in-process pool beside them: both engines must come back.
+    workers.append(notify_worker("pool", env, tmp_path, threads=CONCURRENCY))
     relay = scheduler("scheduler", env, tmp_path)
     try:
         for process in (*workers, relay):

@@ -40,6 +40,7 @@ from .scaleout import (
     Proc,
     celery_worker,
     free_port,
+    machine_to_ourselves,
     our_books,
     process_env,
     reachable,
@@ -56,6 +57,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(tran
 def postgres():
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL")
+    with machine_to_ourselves():
+        yield
 
 
 # -- a provider that misbehaves -------------------------------------------------------------------

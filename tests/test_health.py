@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from notify.leader import leader_lock
+from notify.leader import FileLeaderLock, leader_lock
 from notify.models import Delivery, Event
 from notify.observability.health import broker_address, file_lock_holder
 
@@ -77,7 +77,7 @@ def test_no_scheduler_leader_is_named(client, settings, tmp_path):
 def test_a_lock_file_held_by_another_descriptor_names_its_pid(tmp_path):
     path = tmp_path / "scheduler.lock"
     assert not file_lock_holder(path).held  # never ran
-    lock = leader_lock(str(path))
+    lock = FileLeaderLock(str(path))
     assert lock.acquire()
     try:
         held = file_lock_holder(path)

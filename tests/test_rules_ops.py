@@ -184,6 +184,7 @@ def test_stop_after_this_rule_leaves_lower_priorities_unmatched():
         (3, False, "stopped by rule 'r1' (higher priority)"),
         (2, False, "stopped by rule 'r1' (higher priority)"),
     }
+    assert [r.id for r in index.candidates("order.shipped")] == [4, 1, 3, 2]
     plain = index.match("order.shipped", {"payload": {"vip": False}})
     assert [(m.rule.id, m.matched) for m in plain] == [(4, True), (1, False), (3, True), (2, True)]
 

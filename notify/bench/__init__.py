@@ -26,7 +26,11 @@ def add_arguments(parser) -> None:
         help="Recipients of the fan-out event (default 100,000; N/10 is measured too).",
     )
     parser.add_argument(
-        "--emails", type=int, default=2_000, help="Emails sent by the delivery workload."
+        "--emails",
+        type=int,
+        default=2_000,
+        help="Emails (and HTTP deliveries) sent by the delivery workload, and requests "
+        "sent by the api workload (default 2,000).",
     )
     parser.add_argument("--runs", type=int, default=3, help="Runs per workload (median reported).")
     parser.add_argument(

@@ -1,4 +1,5 @@
-"""Delivery: render and send M emails to a local SMTP server from one worker.
+"""Delivery: render and send M emails to a local SMTP server from one worker;
+then M deliveries over HTTP from 1 and 2 worker processes (see ``http_delivery``).
 
 An aiosmtpd server on 127.0.0.1 (a free port, its own process: see
 ``smtp_peer``) counts what it receives; ``MAILERS["default"]`` points Django's SMTP backend
@@ -31,6 +32,7 @@ from .. import conf, dispatch, worker
 from ..models import Category, Delivery, DeliveryAttempt, Event
 from ..pipeline import process_event
 from ..worker import run_until_idle
+from . import http_delivery
 from .fanout import seed_users
 from .measure import Stopwatch, count_queries, phase_timers, profile_call
 from .registry import Context, Figure, Workload, register
@@ -66,11 +68,13 @@ def setup(ctx: Context) -> dict[str, Any]:
             "OPTIONS": {"host": "127.0.0.1", "port": peer.port, "timeout": 30},
         }
     }
-    return {"peer": peer, "previous_mailers": previous}
+    http = http_delivery.setup(ctx, category)
+    return {"peer": peer, "previous_mailers": previous, "http": http}
 
 
 def teardown(state: dict[str, Any]) -> None:
     state["peer"].stop()
+    http_delivery.teardown(state["http"])
     if state["previous_mailers"] is not None:
         settings.MAILERS = state["previous_mailers"]
 
@@ -162,6 +166,7 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         "phases": phases,
         "baseline": baseline,
         "ratio": watch.seconds / baseline["seconds"],
+        "http": http_delivery.run(ctx, state["http"]),
     }
     ctx.say(
         f"delivery run {ctx.run_number}: {figures['emails_per_s']:,.0f} emails/s, "
@@ -173,7 +178,8 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
 register(
     Workload(
         name="delivery",
-        title="Delivery: render and send M emails to a local SMTP server, one worker",
+        title="Delivery: M emails to a local SMTP server from one worker thread; "
+        "M deliveries to a local HTTP provider from 1 and 2 worker processes",
         setup=setup,
         teardown=teardown,
         run=run,
@@ -192,6 +198,22 @@ register(
             Figure("queries", "queries"),
             Figure("queries per email", "queries_per_email"),
             Figure("time / baseline time", "ratio", "x"),
+            Figure(
+                "HTTP deliveries/s, 1 notify worker process",
+                "http.inprocess_1.deliveries_per_s",
+                baseline="http.baseline.requests_per_s",
+            ),
+            Figure(
+                "HTTP deliveries/s, 2 notify worker processes", "http.inprocess_2.deliveries_per_s"
+            ),
+            Figure("  2 processes / 1", "http.inprocess_scaling", "x"),
+            Figure(
+                "HTTP deliveries/s, Celery, 1 pool process",
+                "http.celery_1.deliveries_per_s",
+                baseline="http.baseline.requests_per_s",
+            ),
+            Figure("HTTP deliveries/s, Celery, 2 pool processes", "http.celery_2.deliveries_per_s"),
+            Figure("  2 processes / 1", "http.celery_scaling", "x"),
         ),
     )
 )

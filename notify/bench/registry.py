@@ -29,6 +29,7 @@ WORKLOAD_MODULES: dict[str, str] = {
     "delivery": "notify.bench.delivery",
     "digest": "notify.bench.digest",
     "rules": "notify.bench.rules",
+    "api": "notify.bench.api",
 }
 
 

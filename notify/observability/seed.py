@@ -7,8 +7,8 @@ statements over a number series: ``generate_series`` on PostgreSQL, a recursive
 CTE on SQLite. Rows are derived from their number by a multiplicative hash, so
 the mix is the same on every run and every database:
 
-* 10 deliveries per event: 5 notifications (users drawn from 10,000, one of four
-  categories), each to ``email`` and to ``inapp`` (every tenth to ``sms``);
+* 10 deliveries per event: 5 notifications (users drawn from 10,000 new ones,
+  one of four categories), each to ``email`` and to ``inapp`` (every tenth to ``sms``);
 * per 1,000 deliveries: 700 sent, 60 delivered, 60 skipped (opted out, no
   address, suppressed, not verified), 30 failed, 10 dead, 15 bounced, 25
   pending, 50 held for a digest, 50 sent after a hold (delayed, quiet hours);
@@ -55,8 +55,20 @@ def execute(cursor, sql: str, start: str) -> None:
     cursor.execute(sql.replace("%", "%%").replace("%%s", "%s"), params)
 
 
+def last_id(cursor, table: str) -> int:
+    cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+    return cursor.fetchone()[0]
+
+
+def first_id_after(cursor, table: str, before: int) -> int:
+    """The first id an ``INSERT ... SELECT`` just made (ids are consecutive in it)."""
+    cursor.execute(f"SELECT MIN(id) FROM {table} WHERE id > %s", [before])
+    return cursor.fetchone()[0]
+
+
 def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
-    """Fill an empty database; return the row count of each table."""
+    """Add the rows (to an empty database, or next to what is there: ids are
+    taken as they come); return the row count of each table."""
     notifications = deliveries // 2
     events = max(1, notifications // 5)
     span = days * 86400
@@ -65,21 +77,37 @@ def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
     true = "true" if connection.vendor == "postgresql" else "1"
     false = "false" if connection.vendor == "postgresql" else "0"
     with transaction.atomic(), connection.cursor() as cursor:
+        before = last_id(cursor, "auth_user")
         execute(
             cursor,
             "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, "
             "email, is_staff, is_active, date_joined) "
-            f"SELECT '!', {false}, 'user' || n.i, '', '', 'user' || n.i || '@example.com', "
-            f"{false}, {true}, %s FROM {series(USERS)}",
+            f"SELECT '!', {false}, 'seed-' || ({before} + n.i), '', '', "
+            f"'seed-' || ({before} + n.i) || '@example.com', {false}, {true}, %s "
+            f"FROM {series(USERS)}",
             start,
         )
+        first_user = first_id_after(cursor, "auth_user", before)
+        categories = []
         for key in CATEGORIES:
-            cursor.execute(
-                "INSERT INTO notify_category (key, name, description, critical, critical_reason, "
-                f"opt_in, default_mode, default_channels) VALUES (%s, %s, '', {false}, '', "
-                f"{false}, 'now', '[]')",
-                [key, key.title()],
-            )
+            cursor.execute("SELECT id FROM notify_category WHERE key = %s", [key])
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(
+                    "INSERT INTO notify_category (key, name, description, critical, "
+                    "critical_reason, opt_in, default_mode, default_channels) VALUES "
+                    f"(%s, %s, '', {false}, '', {false}, 'now', '[]')",
+                    [key, key.title()],
+                )
+                cursor.execute("SELECT id FROM notify_category WHERE key = %s", [key])
+                row = cursor.fetchone()
+            categories.append(row[0])
+        category = (
+            "CASE n.i % 4 "
+            + " ".join(f"WHEN {i} THEN {pk}" for i, pk in enumerate(categories))
+            + " END"
+        )
+        before_events = last_id(cursor, "notify_event")
         received = plus_seconds("%s", f"(n.i - 1) * {span / events:.6f}")
         execute(
             cursor,
@@ -92,16 +120,19 @@ def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
             f"{received}, {received}, 'processed', 1, '', '[]' FROM {series(events)}",
             start,
         )
-        # Notification i belongs to event (i - 1) / 5 + 1, made 50 ms after it.
+        first_event = first_id_after(cursor, "notify_event", before_events)
+        # Notification i belongs to the event (i - 1) / 5, made 50 ms after it.
         made = plus_seconds("%s", f"((n.i - 1) / 5) * {span / events:.6f} + 0.05")
+        before_notifications = last_id(cursor, "notify_notification")
         execute(
             cursor,
             "INSERT INTO notify_notification (event_id, rule_id, user_id, category_id, "
             "created_at, title, body, url, group_key) "
-            f"SELECT (n.i - 1) / 5 + 1, NULL, 1 + (n.i * 7919) % {USERS}, 1 + n.i % 4, "
-            f"{made}, '', '', '', '' FROM {series(notifications)}",
+            f"SELECT {first_event} + (n.i - 1) / 5, NULL, {first_user} + (n.i * 7919) % {USERS}, "
+            f"{category}, {made}, '', '', '', '' FROM {series(notifications)}",
             start,
         )
+        first_notification = first_id_after(cursor, "notify_notification", before_notifications)
         status = (
             f"CASE WHEN {h} < 700 THEN 'sent' WHEN {h} < 760 THEN 'delivered' "
             f"WHEN {h} < 820 THEN 'skipped' WHEN {h} < 850 THEN 'failed' "
@@ -150,13 +181,14 @@ def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
             f"CASE WHEN {h} < 760 OR ({h} >= 860 AND {h} < 875) THEN {accepted} "
             f"WHEN {h} >= 950 THEN {held} ELSE NULL END"
         )
+        before_deliveries = last_id(cursor, "notify_delivery")
         execute(
             cursor,
             "INSERT INTO notify_delivery (notification_id, channel, status, skip_reason, "
             "hold_reason, digest_id, attempts, next_attempt_at, claimed_until, provider, "
             "provider_message_id, error_code, error_message, created_at, sent_at, "
             "delivered_at, updated_at) "
-            f"SELECT (n.i + 1) / 2, {channel}, {status}, {skip_reason}, {hold_reason}, NULL, "
+            f"SELECT {first_notification} - 1 + (n.i + 1) / 2, {channel}, {status}, {skip_reason}, {hold_reason}, NULL, "
             f"{attempts}, {created}, NULL, {provider}, '', {error_code}, {error_message}, "
             f"{created}, {sent_at}, NULL, {created} FROM {series(notifications * 2)}",
             start,
@@ -167,7 +199,7 @@ def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
             "SELECT id, attempts, created_at, COALESCE(sent_at, created_at), provider, "
             "CASE status WHEN 'failed' THEN 'permanent' WHEN 'dead' THEN 'transient' "
             "WHEN 'pending' THEN 'transient' ELSE 'sent' END, error_code, '', NULL, '{}', '{}' "
-            "FROM notify_delivery WHERE attempts > 0"
+            f"FROM notify_delivery WHERE attempts > 0 AND id > {before_deliveries}"
         )
         digests = max(1, notifications * 2 // 50)
         due = plus_seconds("%s", f"n.i * {span / digests:.6f}")
@@ -176,7 +208,7 @@ def seed(deliveries: int, now: datetime, days: int = 30) -> dict[str, int]:
             "INSERT INTO notify_digest (user_id, channel, frequency, period, due_at, status, "
             "item_count, attempts, provider, provider_message_id, error_message, sent, "
             "created_at, sent_at) "
-            f"SELECT 1 + n.i % {USERS}, 'email', CASE WHEN n.i % 7 = 0 THEN 'weekly' "
+            f"SELECT {first_user} + n.i % {USERS}, 'email', CASE WHEN n.i % 7 = 0 THEN 'weekly' "
             "ELSE 'daily' END, 'p' || n.i, "
             f"{due}, CASE WHEN n.i % 40 = 0 THEN 'failed' ELSE 'sent' END, 1 + n.i % 9, 1, "
             f"'smtp', '', '', '{{}}', {due}, {due} FROM {series(digests)}",
