@@ -33,7 +33,7 @@ from django.utils.http import urlencode
 
 from channels.base import Status
 
-from .observability import queries
+from .observability import latency, queries
 from .observability.charts import (
     STATUS_COLOURS,
     Segment,
@@ -45,7 +45,7 @@ from .observability.charts import (
     seconds,
     stacked_bars,
 )
-from .observability.queries import Period
+from .observability.queries import Period, PeriodError
 
 # Outcome groups of the "deliveries over time" chart, bottom to top.
 OUTCOMES = (
@@ -92,12 +92,12 @@ def parse_period(params: Any, now: datetime | None = None) -> tuple[Period, str]
         try:
             first = date.fromisoformat(params.get("start", ""))
             last = date.fromisoformat(params.get("end", "") or params.get("start", ""))
+        except ValueError:
+            return Period.last("24h", now), "Custom period: give the start and end as YYYY-MM-DD."
+        try:
             return Period.between(first, last, now), ""
-        except ValueError as exc:
-            message = str(exc) if "date" in str(exc) or "days" in str(exc) else ""
-            return Period.last("24h", now), (
-                f"Custom period: {message or 'give the start and end as YYYY-MM-DD'}."
-            )
+        except PeriodError as exc:
+            return Period.last("24h", now), f"Custom period: {exc}."
     return Period.last("24h", now), f"Unknown period {key!r}: showing the last 24 hours."
 
 
@@ -176,8 +176,9 @@ class Dashboard:
             events=sum(events),
             notifications=sum(notifications),
             events_failed=states.get("failed", 0),
-            events_waiting=states.get("received", 0) + states.get("processing", 0),
-            failed_events_url=changelist("event", status__exact="failed"),
+            failed_events_url=changelist(
+                "event", status__exact="failed", **period_filter(self.period, "received_at")
+            ),
         )
 
     def outcomes(self, chart: Chart) -> None:
@@ -240,21 +241,22 @@ class Dashboard:
         reasons: Counter = Counter()
         for row in self.deliveries_of(Status.SKIPPED, Status.CANCELLED):
             reasons[(row.status, row.reason or "no reason")] += row.count
-        rows = []
+        rows, links = [], []
         for (status, reason), n in reasons.most_common():
             colour = "#e53935" if reason == "suppressed" else STATUS_COLOURS[status]
             label = reason if status == Status.SKIPPED else f"{reason} (cancelled)"
             rows.append((label, [Segment(status, n, colour)]))
+            query = {"status__exact": status, **period_filter(self.period)}
+            if reason != "no reason":
+                query["skip_reason__exact"] = reason
+            links.append((label, changelist("delivery", **query)))
         chart.note = "Suppressed: the address is on the suppression list (bounce, complaint, STOP)."
         if rows:
             chart.svg = horizontal_bars(rows, chart.title)
-        chart.rows = [
-            (label, segments[0].value, changelist("delivery", status__exact=segments[0].name))
-            for label, segments in rows
-        ]
+        chart.rows = links
 
     def latency(self, chart: Chart) -> None:
-        figures = queries.latency(self.period)
+        figures = latency.latency(self.period)
         rows = []
         for figure in figures.rows:
             name = "all channels" if figure.channel == "*" else figure.channel
@@ -274,8 +276,8 @@ class Dashboard:
             "Immediate sends (no hold, no digest), from the event's arrival to the "
             "provider's acceptance. "
             + (
-                f"A systematic sample of about {queries.LATENCY_SAMPLE:,} deliveries "
-                f"(one in {figures.stride})."
+                f"A sample of {latency.LATENCY_SAMPLE:,} deliveries spread over the "
+                f"period (about one in {figures.stride})."
                 if figures.sampled
                 else "Every delivery of the period."
             )

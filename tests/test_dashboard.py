@@ -20,7 +20,7 @@ from django.utils import timezone
 from channels.base import Status
 from notify.dashboard import parse_period
 from notify.models import Delivery, Digest, Event, Notification
-from notify.observability import queries
+from notify.observability import latency, queries
 from notify.observability.queries import Period
 from notify.observability.seed import seed
 from tests.browser import ARTIFACTS
@@ -217,7 +217,7 @@ def test_events_notifications_and_the_small_panels_match_the_orm(outbox, key):
 
 def orm_latencies(period: Period) -> dict[str, list[float]]:
     rows = Delivery.objects.filter(
-        status__in=queries.ACCEPTED,
+        status__in=latency.ACCEPTED,
         sent_at__isnull=False,
         hold_reason="",
         digest__isnull=True,
@@ -234,7 +234,7 @@ def orm_latencies(period: Period) -> dict[str, list[float]]:
 
 def test_latency_percentiles_are_percentile_cont(outbox):
     period = Period.last("30d", outbox)
-    figures = queries.latency(period)
+    figures = latency.latency(period)
     assert not figures.sampled
     expected = orm_latencies(period)
     assert {f.channel for f in figures.rows} == set(expected)
@@ -247,8 +247,8 @@ def test_latency_percentiles_are_percentile_cont(outbox):
 
 def test_a_sampled_latency_is_spread_over_every_channel(outbox):
     period = Period.last("30d", outbox)
-    exact = {f.channel: f for f in queries.latency(period).rows}
-    sampled = queries.latency(period, sample=200)
+    exact = {f.channel: f for f in latency.latency(period).rows}
+    sampled = latency.latency(period, sample=200)
     assert sampled.sampled and sampled.stride > 1
     by_channel = {f.channel: f for f in sampled.rows}
     assert set(by_channel) == set(exact)  # channels interleave in the ids: no aliasing
@@ -364,6 +364,12 @@ def test_failure_links_open_the_deliveries_behind_them(admin_client, outbox):
         assert changelist.status_code == 200, url
         assert changelist.context["cl"].result_count == reason.count
         assert all(d.error_code == reason.error_code for d in changelist.context["cl"].result_list)
+    skipped = dict(response.context["charts"]["skipped"].rows)
+    opted_out = admin_client.get(skipped["opted_out"])
+    assert (
+        opted_out.context["cl"].result_count
+        == Delivery.objects.filter(status=Status.SKIPPED, skip_reason="opted_out").count()
+    )
     dead = admin_client.get(response.context["totals"]["dead_url"])
     assert dead.status_code == 200
     assert dead.context["cl"].result_count == response.context["totals"]["dead"]

@@ -176,6 +176,28 @@ def test_every_record_is_redacted_when_made_whatever_the_handler():
     assert "carol@example.com" not in logging.Formatter().format(seen[1])
 
 
+def test_arguments_survive_for_formatters_that_read_them():
+    """uvicorn's access log unpacks ``record.args``: they stay a tuple, redacted
+    one by one, unless only the whole message shows the secret."""
+    logger = logging.getLogger("uvicorn.access.test")
+
+    def record(msg, *args):
+        return logger.makeRecord(logger.name, logging.INFO, __file__, 1, msg, args, None)
+
+    access = record(
+        '%s - "%s %s HTTP/%s" %d',
+        "127.0.0.1:5555",
+        "GET",
+        "/unsubscribe/Zm9vYmFy:1vX:abcdef0123456789xyz/",
+        "1.1",
+        200,
+    )
+    assert access.args == ("127.0.0.1:5555", "GET", "/unsubscribe/[token]/", "1.1", 200)
+    assert record("plain %s", "words").args == ("words",)
+    glued = record("to %s@%s", "alice", "example.com")
+    assert (glued.getMessage(), glued.args) == ("to [email]", None)
+
+
 def test_the_redacting_filter_for_other_handlers():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "to %s", ("d@example.com",), None)
     assert RedactingFilter().filter(record) and record.getMessage() == "to [email]"

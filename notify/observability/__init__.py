@@ -1,6 +1,7 @@
 """Operating notify: the figures behind the delivery-health dashboard and
-``/metrics`` (``queries``), their SVG charts (``charts``), Prometheus
-(``metrics``), readiness (``health``) and structured, redacted logs
-(``logging``)."""
+``/metrics`` (``queries``, ``latency``), their SVG charts (``charts``),
+Prometheus (``metrics``), readiness (``health``), structured and redacted logs
+(``logging``), system checks (``checks``), and the benchmark that measures
+them on a million seeded deliveries (``bench``, ``seed``)."""
 
 from . import checks  # noqa: F401 - registers the system checks

@@ -101,8 +101,16 @@ def redact(text: str) -> str:
 _plain = logging.Formatter()
 
 
+PLAIN = (str, int, float, bool, type(None))
+
+
 def scrub(record: logging.LogRecord) -> logging.LogRecord:
-    """Format, redact and freeze the message (and traceback) of ``record``."""
+    """Redact ``record``'s message (and traceback) in place.
+
+    A message with nothing to redact is left as it is, arguments and all (a
+    formatter may read them: uvicorn's access log does). Otherwise the
+    template and plain arguments are redacted one by one if that is enough,
+    and else the message is formatted, redacted and frozen (no arguments)."""
     context = _context.get()
     if context:
         for key, value in context.items():
@@ -111,12 +119,35 @@ def scrub(record: logging.LogRecord) -> logging.LogRecord:
         message = record.getMessage()
     except Exception:  # a bad format string: keep what can be kept, redacted
         message = f"{record.msg!s} {record.args!r}"
-    record.msg, record.args = redact(message), None
+        record.msg, record.args = redact(message), None
+    else:
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = _redacted_parts(record, clean)
     if record.exc_info and not record.exc_text:
         record.exc_text = redact(_plain.formatException(record.exc_info))
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     return record
+
+
+def _redacted_parts(record: logging.LogRecord, clean: str) -> tuple[Any, Any]:
+    args = record.args
+    if (
+        isinstance(record.msg, str)
+        and isinstance(args, tuple)
+        and all(isinstance(arg, PLAIN) for arg in args)
+    ):
+        msg = redact(record.msg)
+        parts = tuple(redact(arg) if isinstance(arg, str) else arg for arg in args)
+        try:
+            joined = msg % parts if parts else msg
+        except (TypeError, ValueError):
+            joined = None
+        # Pieces can make an address together ("%s@%s"): check the whole.
+        if joined is not None and redact(joined) == joined:
+            return msg, parts
+    return clean, None
 
 
 class RedactingFilter(logging.Filter):
