@@ -110,6 +110,8 @@ class CeleryDispatcher:
     def queue_depth(self) -> int | None:
         """Messages waiting in the queue (ready, not yet taken by a worker), or
         ``None`` if the broker cannot say (unreachable, or no such queue yet)."""
+        if time.monotonic() < self._down_until:
+            return None
         from .celery import app, configure
 
         configure()
