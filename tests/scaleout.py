@@ -393,3 +393,17 @@ def machine_to_ourselves(timeout: float = 900.0):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def drop_broker_queue(url: str, queue: str) -> None:
+    """Delete a test's queue and exchange (Celery declares both, durable, under
+    the queue's name), so test runs leave nothing behind on a shared broker."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as connection:
+            channel = connection.channel()
+            channel.queue_delete(queue)
+            channel.exchange_delete(queue)
+    except Exception:  # a broker that is gone has nothing left to clean
+        pass

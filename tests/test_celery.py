@@ -35,6 +35,7 @@ from .scaleout import (
     REDIS_SERVER,
     RedisServer,
     celery_worker,
+    drop_broker_queue,
     machine_to_ourselves,
     our_books,
     process_env,
@@ -448,6 +449,7 @@ def test_a_celery_worker_delivers_an_event_end_to_end(
         )
     finally:
         worker.stop()
+        drop_broker_queue(broker_url, queue)
     assert Event.objects.get(pk=event.pk).status == Event.State.PROCESSED
     books = our_books()
     assert books["sent_twice"] == [] and books["sent_attempts"] == 120
@@ -504,6 +506,7 @@ def test_a_message_that_kills_its_worker_ends_dead_and_the_rest_is_sent(
         assert worker.alive  # the main process survived its pool processes' deaths
     finally:
         worker.stop()
+        drop_broker_queue(RABBITMQ_URL, queue)
     dead = Delivery.objects.filter(notification__event=poison)
     assert set(dead.values_list("status", "error_code")) == {(Status.DEAD, "worker_lost")}
     assert list(dead.values_list("attempts", flat=True)) == [3]

@@ -42,6 +42,7 @@ from .scaleout import (
     REDIS_SERVER,
     RedisServer,
     celery_worker,
+    drop_broker_queue,
     final_count,
     machine_to_ourselves,
     notify_worker,
@@ -169,6 +170,7 @@ def test_kill_9_a_celery_worker_every_2_s(postgres, settings, tmp_path, provider
     finally:
         for process in (*workers, relay):
             process.stop()
+        drop_broker_queue(RABBITMQ_URL, queue)
     assert Event.objects.get(pk=event.pk).status == Event.State.PROCESSED
     assert kills >= 3
     assert_exact_books_and_bounded_duplicates(provider, DELIVERIES, kills)
@@ -377,6 +379,7 @@ def test_postgres_restarted_mid_run(postgres, settings, tmp_path, provider):
     finally:
         for process in (*workers, relay):
             process.stop()
+        drop_broker_queue(RABBITMQ_URL, queue)
     books = our_books()
     assert books["statuses"] == {Status.SENT: total} and books["sent_twice"] == []
     assert set(provider.accepted()) == set(Delivery.objects.values_list("pk", flat=True))

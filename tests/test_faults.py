@@ -39,6 +39,7 @@ from .scaleout import (
     RABBITMQ_URL,
     Proc,
     celery_worker,
+    drop_broker_queue,
     free_port,
     machine_to_ourselves,
     our_books,
@@ -128,6 +129,7 @@ def test_a_provider_failing_a_third_of_the_time_and_hanging_and_refusing(
     finally:
         for process in (*workers, relay):
             process.stop()
+        drop_broker_queue(RABBITMQ_URL, queue)
 
     books = our_books()
     assert set(books["statuses"]) <= {Status.SENT, Status.FAILED, Status.DEAD}, books

@@ -85,6 +85,14 @@ def setup(ctx: Context, category: Category) -> dict[str, Any]:
 
 def teardown(state: dict[str, Any]) -> None:
     state["peer"].stop()
+    if broker_reachable(broker_url()):
+        # Celery declared the queue and its exchange durable: leave nothing behind.
+        from kombu import Connection
+
+        with contextlib.suppress(Exception), Connection(broker_url(), connect_timeout=3) as conn:
+            channel = conn.channel()
+            channel.queue_delete(state["queue"])
+            channel.exchange_delete(state["queue"])
 
 
 def held_batch(count: int) -> tuple[Event, list[int]]:
