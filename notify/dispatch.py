@@ -172,9 +172,7 @@ def deliver(
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             for delivery in batch:
-                outcomes.append(
-                    _failure(delivery, policy, None, f"channel '{alias}' is not configured", now)
-                )
+                outcomes.append(_failure(delivery, f"channel '{alias}' is not configured", now))
             continue
         address_kind, message_format = kinds[alias]
         channel = build_channel(alias)
@@ -331,9 +329,7 @@ def _error(
     )
 
 
-def _failure(
-    delivery: Delivery, policy: RetryPolicy, provider: str | None, reason: str, now: datetime | None
-) -> Outcome:
+def _failure(delivery: Delivery, reason: str, now: datetime | None) -> Outcome:
     started = now or timezone.now()
     return _done(
         delivery,

@@ -16,6 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, models, router, transaction
 
+from rules import bindings
+
 from .models import Event
 
 EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
@@ -170,11 +172,9 @@ def event_committed(event_id: int) -> None:
 
 # -- model signals ------------------------------------------------------------------
 
-# Field names (or snake_case parts of them) that hold secrets.
-SENSITIVE = re.compile(
-    r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|otp|pin|hash|salt|private_key|credentials?)(_|$)",
-    re.IGNORECASE,
-)
+# The secret-field rule lives with the signal bindings (notify may import
+# rules, not the reverse): one definition for both ways of snapshotting a row.
+SENSITIVE = bindings.SENSITIVE
 
 
 def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from jinja2 import Template
 from jinja2.exceptions import TemplateError
 
 from rules.models import ConfigRevision
-from rules.sandbox import BoundedSandbox, TemplateCheckError
+from rules.sandbox import BoundedSandbox
 
 from . import conf
 
@@ -217,8 +217,6 @@ def validate_template_source(
     template = env.from_string(source)
     try:
         return env.render_bounded(template, sample_context(sample_payload or {}))
-    except TemplateCheckError:
-        raise
     except TemplateError:
         raise
     except Exception as exc:

@@ -56,9 +56,8 @@ from django.utils.module_loading import import_string
 
 log = logging.getLogger("rules.bindings")
 
-# Field names (or snake_case parts of them) that hold secrets. The same rule as
-# ``notify.events.SENSITIVE`` (a test keeps them in step); repeated here so the
-# rules app does not import the core app.
+# Field names (or snake_case parts of them) that hold secrets; also used by
+# ``notify.events.snapshot`` (the core app imports it from here).
 SENSITIVE = re.compile(
     r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|otp|pin|hash|salt|private_key|credentials?)(_|$)",
     re.IGNORECASE,
