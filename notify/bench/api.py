@@ -25,11 +25,11 @@ import uuid
 from typing import Any
 
 from ..models import ApiKey, Event
+from .forked_peer import free_port
 from .load import http_request, run_load
 from .measure import isolated
 from .processes import bench_env, notify_run
 from .registry import Context, Figure, Workload, register
-from .smtp_peer import free_port
 
 EVENT_TYPE = "bench.api"
 HOST = "127.0.0.1"

@@ -13,14 +13,12 @@ receive it.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import time
 from typing import Any
 
 from channels.base import OutgoingMessage
 from channels.http import HttpWebhookChannel
 
-from .smtp_peer import free_port
+from .forked_peer import ForkedPeer
 
 ANSWER = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -60,21 +58,13 @@ def _serve(port: int, count: Any, ready: Any, stop: Any) -> None:
     asyncio.run(main())
 
 
-class HttpPeer:
+class HttpPeer(ForkedPeer):
     """``start()`` it, POST to ``url``, read ``requests``, ``stop()``."""
 
+    kind = "HTTP"
+
     def __init__(self) -> None:
-        context = multiprocessing.get_context("fork")
-        self.port = free_port()
-        self._count = context.Value("q", 0)
-        self._ready = context.Event()
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_serve,
-            args=(self.port, self._count, self._ready, self._stop),
-            name="notify-bench-http",
-            daemon=True,
-        )
+        super().__init__(_serve, "requests")
 
     @property
     def url(self) -> str:
@@ -82,26 +72,7 @@ class HttpPeer:
 
     @property
     def requests(self) -> int:
-        return self._count.value
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._process.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"the local HTTP server did not start within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> int:
-        deadline = time.monotonic() + timeout
-        while self.requests < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.requests
+        return self.count
 
 
 class LocalHttpChannel(HttpWebhookChannel):

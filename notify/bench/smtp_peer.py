@@ -9,10 +9,9 @@ emails). The peer should not be part of what is measured.
 
 from __future__ import annotations
 
-import multiprocessing
-import socket
-import time
 from typing import Any
+
+from .forked_peer import ForkedPeer
 
 
 class CountingHandler:
@@ -30,12 +29,6 @@ class CountingHandler:
         return "250 OK"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(port: int, messages: Any, size: Any, ready: Any, stop: Any) -> None:
     import logging
 
@@ -49,47 +42,18 @@ def _serve(port: int, messages: Any, size: Any, ready: Any, stop: Any) -> None:
     controller.stop()
 
 
-class SmtpPeer:
+class SmtpPeer(ForkedPeer):
     """``start()`` it, send mail to ``127.0.0.1:port``, read ``messages``, ``stop()``."""
 
+    kind = "SMTP"
+
     def __init__(self) -> None:
-        context = multiprocessing.get_context("fork")
-        self.port = free_port()
-        self._messages = context.Value("q", 0)
-        self._size = context.Value("q", 0)
-        self._ready = context.Event()
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_serve,
-            args=(self.port, self._messages, self._size, self._ready, self._stop),
-            name="notify-bench-smtp",
-            daemon=True,
-        )
+        super().__init__(_serve, "messages", "bytes")
 
     @property
     def messages(self) -> int:
-        return self._messages.value
+        return self.counter("messages")
 
     @property
     def bytes(self) -> int:
-        return self._size.value
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._process.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"the local SMTP server did not start within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> int:
-        """The message count once it reaches ``count`` (or the timeout passes)."""
-        deadline = time.monotonic() + timeout
-        while self.messages < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.messages
+        return self.counter("bytes")
