@@ -29,6 +29,7 @@ run: $(STAMP)
 ## test: the whole suite on SQLite
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## test-pg: the whole suite on PostgreSQL ($(PG_URL))

@@ -20,7 +20,7 @@ class InAppChannel(Channel):
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
-        self.store = import_string(options.get("STORE", "notify.inbox.store_inapp_message"))
+        self.store = import_string(options.get("STORE", "notify.inbox.store.store_inapp_message"))
 
     def send(self, message: OutgoingMessage) -> SendResult:
         self.store(message)

@@ -95,7 +95,7 @@ class TwilioSmsChannel(Channel):
     message_format = "sms"
     provider_name = "twilio"
 
-    # Twilio's message statuses -> notify.status report types (string values of
+    # Twilio's message statuses -> notify.outbox.status_reports report types (string values of
     # the constants there: channels do not import the pipeline).
     STATUS_MAP: ClassVar[dict[str, str]] = {
         "accepted": "queued",

@@ -8,48 +8,45 @@ from typing import Any
 
 
 def trigger(event_type: str, payload: dict[str, Any] | None = None, **kwargs: Any):
-    """Store an event and schedule its fan-out; see ``notify.events.trigger``."""
-    from .events import trigger as _trigger
+    """Store an event and schedule its fan-out; see ``notify.intake.trigger.trigger``."""
+    from notify.intake.trigger import trigger as _trigger
 
     return _trigger(event_type, payload, **kwargs)
 
 
 def emit_on(model, **kwargs: Any):
-    """Turn a model's post_save / post_delete into events; see ``notify.events.emit_on``."""
-    from .events import emit_on as _emit_on
+    """Turn a model's post_save / post_delete into events; see ``notify.intake.model_signals.emit_on``."""
+    from notify.intake.model_signals import emit_on as _emit_on
 
     return _emit_on(model, **kwargs)
 
 
 def schedule(event_type: str, payload: dict[str, Any] | None = None, *, at, **kwargs: Any):
-    """Store an event to be fanned out at ``at``; see ``notify.reminders.schedule``."""
-    from .reminders import schedule as _schedule
+    """Store an event to be fanned out at ``at``; see ``notify.intake.scheduled.schedule``."""
+    from notify.intake.scheduled import schedule as _schedule
 
     return _schedule(event_type, payload, at=at, **kwargs)
 
 
 def cancel(idempotency_key: str, scope: str = ""):
     """Cancel a scheduled event, or what is still pending of a sent one, by
-    idempotency key; see ``notify.reminders.cancel``."""
-    from .reminders import cancel as _cancel
+    idempotency key; see ``notify.intake.scheduled.cancel``."""
+    from notify.intake.scheduled import cancel as _cancel
 
     return _cancel(idempotency_key, scope)
 
 
 def subscribe(user, thing) -> bool:
     """Make ``user`` follow a model instance or a topic name (rules reach them
-    with ``followers`` and ``topic:<name>``); see ``notify.subscriptions``."""
-    from .subscriptions import subscribe as _subscribe
+    with ``followers`` and ``topic:<name>``); see ``notify.preferences.subscriptions``."""
+    from notify.preferences.subscriptions import subscribe as _subscribe
 
     return _subscribe(user, thing)
 
 
 def unsubscribe(user, thing) -> bool:
-    """Stop ``user`` following a model instance or a topic; see ``notify.subscriptions``.
-
-    (Once ``notify/unsubscribe.py``, the one-click links, is imported, the
-    package attribute is that module, made callable with this signature.)"""
-    from .subscriptions import unsubscribe as _unsubscribe
+    """Stop ``user`` following a model instance or a topic; see ``notify.preferences.subscriptions``."""
+    from notify.preferences.subscriptions import unsubscribe as _unsubscribe
 
     return _unsubscribe(user, thing)
 

@@ -7,10 +7,7 @@ class NotifyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401
-
-        # notify.unsubscribe(user, thing) next to the notify.unsubscribe links module.
-        from .subscriptions import make_unsubscribe_callable
-        from .webhooks import anymail  # noqa: F401 - connects the ESP tracking receiver
-
-        make_unsubscribe_callable()
+        # Imported here, not at the top: they need the app registry to be ready.
+        from notify import checks  # noqa: F401 - registers the system checks
+        from notify.delivery import template_revision  # noqa: F401 - connects its receivers
+        from notify.webhooks import anymail  # noqa: F401 - connects the ESP tracking receiver

@@ -3,7 +3,7 @@
 ``-A notify`` finds this module (Celery looks for ``notify.celery`` and its
 ``app``). The broker is ``NOTIFY["BROKER_URL"]`` (env ``NOTIFY_BROKER_URL``):
 RabbitMQ (``amqp://``) or Redis (``redis://``). The tasks are thin
-(``notify.tasks``): only ids cross the queue, and each task claims in the
+(``notify.runtime.tasks``): only ids cross the queue, and each task claims in the
 database what it names before doing anything, so the database outbox stays
 the truth and a message delivered twice does the work once.
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
 log = logging.getLogger("notify.celery")
 
@@ -33,7 +33,7 @@ def is_redis(url: str | None) -> bool:
 
 def celery_config() -> dict[str, Any]:
     """Celery's settings, derived from ``NOTIFY`` (read when the app is configured)."""
-    from . import conf
+    from notify import conf
 
     url = conf.get("BROKER_URL")
     queue = conf.get("CELERY_QUEUE")
@@ -44,7 +44,7 @@ def celery_config() -> dict[str, Any]:
             # A message taken but not acknowledged (its worker was killed) goes
             # back to the queue after this long. It must outlast every task (the
             # time limit below is the claim TTL) and every countdown (capped at
-            # BROKER_MAX_COUNTDOWN, see notify.tasks.countdown_for), or a healthy
+            # BROKER_MAX_COUNTDOWN, see notify.runtime.tasks.countdown_for), or a healthy
             # message would be handed to a second worker.
             "visibility_timeout": visibility,
             # Look for unacknowledged messages to restore every 10 s, not every 100.
@@ -97,7 +97,7 @@ def celery_config() -> dict[str, Any]:
         # out of memory), requeue the message instead of acknowledging it.
         # Redeliveries are bounded by the database, not the broker: each claim
         # is an attempt, and a delivery whose claim expired at its last
-        # attempt ends dead (notify.outbox.claim_due_deliveries), so a message
+        # attempt ends dead (notify.outbox.rows.claim_due_deliveries), so a message
         # that keeps killing its worker stops after MAX_ATTEMPTS.
         "task_reject_on_worker_lost": True,
         # A task that raised is finished (its outcome is on record): acknowledge.
@@ -124,7 +124,7 @@ def celery_config() -> dict[str, Any]:
 
 
 app.config_from_object(celery_config())
-app.autodiscover_tasks(["notify"])
+app.autodiscover_tasks(["notify.runtime"])  # notify.runtime.tasks
 
 
 def configure() -> None:

@@ -3,7 +3,7 @@
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from . import conf
+from notify import conf
 
 
 @checks.register()
@@ -52,8 +52,7 @@ def check_channels(app_configs=None, **kwargs):
 def check_channel_options(channels: dict) -> list:
     """Build each channel and let it say whether its options can work."""
     from channels.base import ChannelConfigurationError
-
-    from .registry import build_channel
+    from notify.registry import build_channel
 
     errors = []
     for alias in channels:

@@ -1,6 +1,6 @@
 """The ``NOTIFY`` setting: one dict, documented defaults, read through ``get``.
 
-Every key can be overridden in ``settings.NOTIFY``; ``notify/settings.py`` feeds
+Every key can be overridden in ``settings.NOTIFY``; ``notify/project/settings.py`` feeds
 the common ones from environment variables. Nothing else in the code base reads
 ``settings.NOTIFY`` directly, so this module is the one place that says what a
 missing key means.
@@ -58,9 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_DAYS": 90,
     # What a signal binding calls to store its event (rules must not import the
     # pipeline, so it is named here).
-    "BINDING_TRIGGER": "notify.events.trigger",
+    "BINDING_TRIGGER": "notify.intake.trigger.trigger",
     # The view behind a rule's "Preview / dry run" button in admin.
-    "RULE_PREVIEW_VIEW": "notify.preview.rule_preview",
+    "RULE_PREVIEW_VIEW": "notify.admin.preview.rule_preview",
     # Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock).
     "SCHEDULER_LOCK_FILE": None,
     # Seconds between two runs of the scheduler's due-work jobs (digests,
@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     # for the leader lock (the bound on a takeover).
     "SCHEDULER_TICK": 60.0,
     "SCHEDULER_STANDBY_INTERVAL": 5.0,
-    # Scale-out (notify.dispatchers, notify.celery, notify.relay). With a broker URL
+    # Scale-out (notify.runtime.handoff, notify.celery, notify.runtime.relay). With a broker URL
     # (amqp://... RabbitMQ, redis://... Redis), fan-out and deliveries are handed
     # to Celery workers after commit instead of the in-process pool.
     "BROKER_URL": None,
@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
     # Most rows one relay run hands off (the next run takes the rest).
     "RELAY_MAX_ROWS": 20_000,
     # Processors every event passes before the rules, in order: dotted paths, or
-    # {"CLASS": dotted path, "OPTIONS": {...}} (notify.event_middleware).
+    # {"CLASS": dotted path, "OPTIONS": {...}} (notify.fanout.middleware).
     "EVENT_MIDDLEWARE": [],
     # /metrics answers "Authorization: Bearer <METRICS_TOKEN>" (None: no token),
     # or a request from an address in METRICS_ALLOWED_IPS (addresses or

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import NotifyOutbox
+    from notify.testing import NotifyOutbox
 
 
 @pytest.fixture
 def notify_outbox() -> Iterator[NotifyOutbox]:
     """What notify would have sent during the test, per channel."""
     # Imported here: pytest loads plugins before pytest-django sets Django up.
-    from .testing import capture_notifications
+    from notify.testing import capture_notifications
 
     with capture_notifications() as outbox:
         yield outbox

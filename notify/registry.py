@@ -7,8 +7,7 @@ from functools import cache
 from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError
-
-from . import conf
+from notify import conf
 
 
 def channel_aliases() -> list[str]:

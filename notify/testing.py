@@ -34,8 +34,7 @@ from typing import Any
 from django.test import override_settings
 
 from channels.base import Channel, OutgoingMessage, SendResult
-
-from . import conf
+from notify import conf
 
 # Channels that are local, so capturing them also does the real thing.
 PASS_THROUGH = ("channels.inapp.InAppChannel",)
@@ -96,7 +95,7 @@ class CapturingChannel(Channel):
 
 
 def capture(message: OutgoingMessage) -> CapturedMessage:
-    from .models import Delivery
+    from notify.models import Delivery
 
     delivery = (
         Delivery.objects.select_related("notification__event", "notification__category")
@@ -127,7 +126,7 @@ def capturing_channels(
 ) -> dict[str, Any]:
     """``NOTIFY["CHANNELS"]`` with every backend replaced by ``CapturingChannel``;
     those in ``pass_through`` (dotted paths) also do their real work."""
-    from .registry import describe
+    from notify.registry import describe
 
     captured = {}
     for alias, config in channels.items():
@@ -159,7 +158,7 @@ class NotifyOutbox:
 
     def flush(self) -> int:
         """Fan out and send whatever is due now; return how much work was done."""
-        from .worker import run_until_idle
+        from notify.runtime.worker import run_until_idle
 
         return run_until_idle()
 
@@ -252,7 +251,7 @@ class NotifyOutbox:
 
     def explain(self, user: Any, event_type: str) -> str:
         """Every delivery of ``event_type`` for ``user`` and what became of it."""
-        from .models import Delivery
+        from notify.models import Delivery
 
         rows = (
             Delivery.objects.filter(

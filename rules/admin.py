@@ -7,7 +7,7 @@ index, and is recorded in the audit log with the signed-in user.
 
 The preview page needs the pipeline, which the rules app never imports: the
 view is found by dotted path, ``NOTIFY["RULE_PREVIEW_VIEW"]`` (default
-``notify.preview.rule_preview``).
+``notify.admin.preview.rule_preview``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .forms import RuleForm, SignalBindingForm, model_field_map
 from .models import AuditEntry, ConfigRevision, Rule, SignalBinding
 from .portability import KINDS, serialize
 
-DEFAULT_PREVIEW_VIEW = "notify.preview.rule_preview"
+DEFAULT_PREVIEW_VIEW = "notify.admin.preview.rule_preview"
 PRE = "white-space: pre-wrap; max-height: 24em; overflow: auto; margin: 0; max-width: 60em"
 
 

@@ -21,7 +21,7 @@ therefore applies in every running process at its next configuration check
   (a reverse ``clear()`` is not reported).
 
 Events are stored by ``NOTIFY["BINDING_TRIGGER"]`` (a dotted path, default
-``notify.events.trigger``: the rules app never imports the pipeline) inside
+``notify.intake.trigger.trigger``: the rules app never imports the pipeline) inside
 the transaction of the change and fanned out after it commits.
 
 What sends no Django signal makes no event: ``QuerySet.update()``,
@@ -57,7 +57,7 @@ from django.utils.module_loading import import_string
 log = logging.getLogger("rules.bindings")
 
 # Field names (or snake_case parts of them) that hold secrets; also used by
-# ``notify.events.snapshot`` (the core app imports it from here).
+# ``notify.fanout.payload.snapshot`` (the core app imports it from here).
 SENSITIVE = re.compile(
     r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|otp|pin|hash|salt|private_key|credentials?)(_|$)",
     re.IGNORECASE,
@@ -69,7 +69,7 @@ EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
 EXCLUDED_APPS = frozenset({"notify", "rules", "contenttypes", "sessions", "admin", "anymail"})
 EXCLUDED_MODELS = frozenset({"auth.permission"})
 
-DEFAULT_TRIGGER = "notify.events.trigger"
+DEFAULT_TRIGGER = "notify.intake.trigger.trigger"
 _BEFORE = "_rules_binding_before"  # instance attribute: the row before an update
 _DELETED = "_rules_binding_deleted"  # instance attribute: delete payloads, by binding id
 _CLEARED = "_rules_binding_cleared"  # instance attribute: ids before an m2m clear

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# The skip reasons (``notify.preferences``) that mean "this channel cannot reach them".
+# The skip reasons (``notify.preferences.decide``) that mean "this channel cannot reach them".
 UNREACHABLE = frozenset({"no_address", "unverified_address", "suppressed"})
 NOT_NEEDED = "fallback_not_needed"
 SKIPPED = "skipped"

@@ -39,11 +39,11 @@ class CompiledRule:
     channels: tuple[str, ...]
     message: str
     priority: int = 0
-    # When its deliveries are due (see notify.reminders.send_time).
+    # When its deliveries are due (see notify.fanout.send_time.send_time).
     delay: timedelta | None = None
     send_at_path: str = ""
     send_at_offset: timedelta | None = None
-    # Ops controls (applied at fan-out by notify.rule_policies).
+    # Ops controls (applied at fan-out by notify.fanout.policies).
     exclude_actor: bool = True
     stop_processing: bool = False
     dry_run: bool = False

@@ -46,7 +46,7 @@ class Rule(models.Model):
     ``topic:<name>``.
 
     The ops controls (``rules.throttle``, ``rules.windows``, ``rules.dedup``,
-    ``rules.fallback``) are applied at fan-out by ``notify.rule_policies``.
+    ``rules.fallback``) are applied at fan-out by ``notify.fanout.policies``.
     """
 
     class ThrottleScope(models.TextChoices):

@@ -3,7 +3,7 @@
 Pure: counts in, decisions out. The counting (notifications written for the
 user by the rule, or in the category, since ``window_start``, leaving out the
 ones that were themselves throttled) is done at the database edge, one query
-per fan-out chunk (``notify.rule_policies``).
+per fan-out chunk (``notify.fanout.policies``).
 
 The window slides: a notification written at ``t`` counts while
 ``now - t < window``, so at ``t + window`` exactly it no longer does.

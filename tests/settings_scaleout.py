@@ -1,6 +1,6 @@
 """Settings for the worker, scheduler and server processes the scale-out tests start.
 
-``notify.settings`` (DATABASE_URL, NOTIFY_BROKER_URL, NOTIFY_CELERY_QUEUE from
+``notify.project.settings`` (DATABASE_URL, NOTIFY_BROKER_URL, NOTIFY_CELERY_QUEUE from
 the environment as usual) plus:
 
 * a ``counting`` channel posting to ``NOTIFY_TEST_PROVIDER_URL`` (the counting
@@ -14,8 +14,8 @@ the environment as usual) plus:
 import json
 import os
 
-from notify.settings import *  # noqa: F403
-from notify.settings import NOTIFY
+from notify.project.settings import *  # noqa: F403
+from notify.project.settings import NOTIFY
 
 NOTIFY = {
     **NOTIFY,

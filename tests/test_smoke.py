@@ -1,7 +1,7 @@
 from channels.base import Status
 from notify import trigger
 from notify.models import Delivery, Notification
-from notify.worker import run_until_idle
+from notify.runtime.worker import run_until_idle
 
 
 def test_event_to_inbox_and_sandbox_email(make_user, make_rule, django_capture_on_commit_callbacks):

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import notify
-from notify.inbox import inbox
+from notify.inbox.store import inbox
 from notify.models import (
     ChannelPreference,
     ContactPoint,

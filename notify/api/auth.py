@@ -13,9 +13,8 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from notify.api.errors import ApiError, View
 from notify.models import ApiKey
-
-from .errors import ApiError, View
 
 TOKEN_PREFIX = "nfy_"  # noqa: S105 (a format marker, not a secret)
 # Writing last_used_at on every request would turn each read into a write.

@@ -22,13 +22,13 @@ from django.views.decorators.csrf import csrf_exempt
 from pydantic import ValidationError as PydanticValidationError
 
 from notify import conf
-from notify.events import IdempotencyKeyReused, request_fingerprint, to_json, trigger
+from notify.api.auth import api_key_required
+from notify.api.errors import ApiError, api_view, field_error, from_pydantic, invalid
+from notify.api.schemas import EventIn, json_size, read_json_body
+from notify.fanout.payload import to_json
+from notify.intake.scheduled import EventNotFound, NotCancellable, cancel
+from notify.intake.trigger import IdempotencyKeyReused, request_fingerprint, trigger
 from notify.models import Delivery, Event, Notification
-from notify.reminders import EventNotFound, NotCancellable, cancel
-
-from .auth import api_key_required
-from .errors import ApiError, api_view, field_error, from_pydantic, invalid
-from .schemas import EventIn, json_size, read_json_body
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX = 255

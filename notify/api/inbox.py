@@ -1,6 +1,6 @@
 """The logged-in user's in-app inbox over JSON (session auth, CSRF on POSTs).
 
-Every query goes through ``notify.inbox``, which filters by the user first, so
+Every query goes through ``notify.inbox.store``, which filters by the user first, so
 an id that belongs to someone else is simply not found.
 """
 
@@ -12,12 +12,11 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from pydantic import ValidationError as PydanticValidationError
 
-from notify import inbox as store
+from notify.api.auth import login_required_json
+from notify.api.errors import ApiError, api_view, from_pydantic
+from notify.api.schemas import InboxQuery
+from notify.inbox import store
 from notify.models import Notification
-
-from .auth import login_required_json
-from .errors import ApiError, api_view, from_pydantic
-from .schemas import InboxQuery
 
 
 def item_json(item: Notification) -> dict[str, Any]:
@@ -61,7 +60,7 @@ def page_url(request: HttpRequest, page: int) -> str:
 @login_required_json
 def inbox_list(request: HttpRequest) -> JsonResponse:
     """One page of the inbox, newest first, with the unread count for the badge.
-    Unread items of one group come as one entry (see ``notify.inbox``)."""
+    Unread items of one group come as one entry (see ``notify.inbox.store``)."""
     try:
         query = InboxQuery.model_validate(request.GET.dict())
     except PydanticValidationError as exc:

@@ -13,10 +13,9 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from notify.api.errors import api_view
+from notify.api.schemas import EventIn, InboxQuery
 from notify.pages.prefs_schema import json_schemas as preference_schemas
-
-from .errors import api_view
-from .schemas import EventIn, InboxQuery
 
 PREFIX = "/api/v1"
 REF = "#/components/schemas/{model}"

@@ -15,10 +15,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from notify.api.errors import ApiError, View, api_view, invalid
+from notify.api.schemas import read_json_body
 from notify.pages import prefs
-
-from .errors import ApiError, View, api_view, invalid
-from .schemas import read_json_body
 
 
 def session_required(view: View) -> View:

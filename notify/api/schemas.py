@@ -19,9 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 from pydantic_core import PydanticCustomError
 
 from notify import conf
-from notify.events import validate_event_type
-
-from .errors import ApiError, field_error
+from notify.api.errors import ApiError, field_error
+from notify.intake.trigger import validate_event_type
 
 MAX_ID = 2**63 - 1  # the database's integer range: larger ids cannot exist
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]

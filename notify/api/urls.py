@@ -1,9 +1,9 @@
-"""The API's URLs, included by ``notify/urls.py`` under ``api/v1/`` (namespace
+"""The API's URLs, included by ``notify/project/urls.py`` under ``api/v1/`` (namespace
 ``api``). The catch-all comes last so unknown API URLs answer in JSON too."""
 
 from django.urls import path, re_path
 
-from . import errors, events, inbox, openapi, preferences
+from notify.api import errors, events, inbox, openapi, preferences
 
 app_name = "api"
 

@@ -1,8 +1,8 @@
 """The core app's models: events in, preferences, the outbox, templates."""
 
-from .events import ApiKey, Event
-from .outbox import Delivery, DeliveryAttempt, Digest, Notification, ProviderEvent
-from .preferences import (
+from notify.models.events import ApiKey, Event
+from notify.models.outbox import Delivery, DeliveryAttempt, Digest, Notification, ProviderEvent
+from notify.models.preferences import (
     Category,
     CategoryPreference,
     ChannelPreference,
@@ -10,9 +10,9 @@ from .preferences import (
     DeliveryMode,
     UserSettings,
 )
-from .subscriptions import Subscription
-from .suppression import Suppression
-from .templates import MessageTemplate
+from notify.models.subscriptions import Subscription
+from notify.models.suppression import Suppression
+from notify.models.templates import MessageTemplate
 
 __all__ = [
     "ApiKey",

@@ -160,7 +160,7 @@ class ContactPoint(models.Model):
         if not self.address:
             return  # the field's own "required" error says it
         if self.kind == self.Kind.PHONE:
-            from notify.phone import normalise_phone
+            from notify.models.phone import normalise_phone
 
             try:
                 self.address = normalise_phone(self.address)

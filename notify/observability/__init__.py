@@ -4,4 +4,4 @@ Prometheus (``metrics``), readiness (``health``), structured and redacted logs
 (``logging``), system checks (``checks``), and the benchmark that measures
 them on a million seeded deliveries (``bench``, ``seed``)."""
 
-from . import checks  # noqa: F401 - registers the system checks
+from notify.observability import checks  # noqa: F401 - registers the system checks

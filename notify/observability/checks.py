@@ -6,12 +6,12 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import conf
+from notify import conf
 
 
 @checks.register()
 def check_event_middleware(app_configs=None, **kwargs):
-    from ..event_middleware import build_chain
+    from notify.fanout.middleware import build_chain
 
     config = conf.get("EVENT_MIDDLEWARE")
     if not isinstance(config, list | tuple):
@@ -28,7 +28,7 @@ def check_event_middleware(app_configs=None, **kwargs):
         return [
             checks.Error(
                 str(exc),
-                hint="See notify/event_middleware.py for the processor contract.",
+                hint="See notify/fanout/middleware.py for the processor contract.",
                 id="notify.E201",
             )
         ]
@@ -37,7 +37,7 @@ def check_event_middleware(app_configs=None, **kwargs):
 
 @checks.register()
 def check_metrics_access(app_configs=None, **kwargs):
-    from .metrics import allowed_networks
+    from notify.observability.metrics import allowed_networks
 
     errors = []
     entries = conf.get("METRICS_ALLOWED_IPS") or []

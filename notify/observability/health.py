@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from django.db import connections
 from django.utils import timezone
 
-from .. import conf
+from notify import conf
 
 BROKER_PORTS = {"amqp": 5672, "amqps": 5671, "pyamqp": 5672, "redis": 6379, "rediss": 6380}
 BROKER_TIMEOUT = 2.0
@@ -95,7 +95,7 @@ class Leader:
 
 def scheduler_leader() -> Leader:
     """Whether some process holds the scheduler's leader lock, and which."""
-    from ..leader import ADVISORY_KEY
+    from notify.runtime.leader import ADVISORY_KEY
 
     if connections["default"].vendor == "postgresql":
         sql = (
@@ -151,9 +151,8 @@ class OutboxLag:
 def outbox_lag(now: datetime | None = None) -> OutboxLag:
     """How much due work waits, and for how long the oldest has waited."""
     from channels.base import Status
-
-    from ..models import Delivery, Event
-    from .queries import adapt, fetch, table
+    from notify.models import Delivery, Event
+    from notify.observability.queries import adapt, fetch, table
 
     now = now or timezone.now()
     stamp = adapt(now)

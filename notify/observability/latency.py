@@ -24,8 +24,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..models import Delivery, Event, Notification
-from .queries import ACCEPTED, Period, adapt, fetch, id_edges, placeholders, postgres, table
+from notify.models import Delivery, Event, Notification
+from notify.observability.queries import (
+    ACCEPTED,
+    Period,
+    adapt,
+    fetch,
+    id_edges,
+    placeholders,
+    postgres,
+    table,
+)
 
 LATENCY_SAMPLE = 20_000
 PERCENTILES = (0.5, 0.95, 0.99)

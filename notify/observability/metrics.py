@@ -30,10 +30,10 @@ from django.utils.crypto import constant_time_compare
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
-from .. import conf
-from . import queries
-from .latency import latency_histogram
-from .queries import fetch, table
+from notify import conf
+from notify.observability import queries
+from notify.observability.latency import latency_histogram
+from notify.observability.queries import fetch, table
 
 # Seconds from event received to provider acceptance.
 LATENCY_BOUNDS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -76,7 +76,7 @@ def delivery_metrics() -> Iterator[Metric]:
 
 
 def event_metrics() -> Iterator[Metric]:
-    from ..models import Category, Event, Notification
+    from notify.models import Category, Event, Notification
 
     events = GaugeMetricFamily(
         "notify_events", "Events in the database by source and state.", labels=["source", "status"]
@@ -98,7 +98,7 @@ def event_metrics() -> Iterator[Metric]:
 
 
 def digest_metrics() -> Iterator[Metric]:
-    from ..models import Digest
+    from notify.models import Digest
 
     digests = GaugeMetricFamily(
         "notify_digests",
@@ -138,7 +138,7 @@ def latency_metrics() -> Iterator[Metric]:
 
 
 def readiness_metrics() -> Iterator[Metric]:
-    from .health import outbox_lag, scheduler_leader
+    from notify.observability.health import outbox_lag, scheduler_leader
 
     lag = outbox_lag()
     due = GaugeMetricFamily("notify_outbox_due", "Work due now and not yet taken.", labels=["kind"])

@@ -22,7 +22,7 @@ So the large counts are index range counts, never a scan that reads columns:
   **failures** the failed / dead / bounced part of ``delivery_stats_idx``.
 * **Latency** (event received to provider acceptance): ``latency.py``.
 
-``python -m notify.observability.bench`` measures every query on a million
+``python -m bench.observability`` measures every query on a million
 deliveries (``BENCHMARKS.md``, "Dashboard").
 """
 
@@ -38,8 +38,7 @@ from django.db import connection
 from django.utils import timezone
 
 from channels.base import Status
-
-from ..models import Delivery, Digest, Event, Notification
+from notify.models import Delivery, Digest, Event, Notification
 
 # Deliveries the provider accepted (the latency's end point).
 ACCEPTED = (Status.SENT, Status.DELIVERED, Status.BOUNCED)

@@ -2,7 +2,7 @@
 address is checked and stored, and how it is shown.
 
 An address is stored normalised (a phone number in E.164 through
-``notify.phone``, an email address with its domain lower-cased), so that a
+``notify.models.phone``, an email address with its domain lower-cased), so that a
 suppression and a contact point for the same address always match.
 """
 
@@ -21,7 +21,7 @@ from django.core.validators import URLValidator, validate_email
 from channels.base import ChannelConfigurationError
 from notify import conf
 from notify.models import ContactPoint
-from notify.phone import normalise_phone
+from notify.models.phone import normalise_phone
 from notify.registry import describe
 
 Kind = ContactPoint.Kind

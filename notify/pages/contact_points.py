@@ -1,6 +1,6 @@
 """Contact points: add, verify, make primary, remove. Plain functions, no views.
 
-An address is used only once it is verified (``notify.preferences.decide``
+An address is used only once it is verified (``notify.preferences.decide.decide``
 skips unverified ones), and each kind is verified by proving it receives what
 is sent to it:
 
@@ -41,10 +41,9 @@ from django.utils import timezone
 from channels.base import ChannelConfigurationError, ChannelError, OutgoingMessage
 from notify import conf
 from notify.models import ContactPoint
+from notify.pages import ratelimit
+from notify.pages.addresses import LABELS, addable_kinds, channel_for, display, normalise
 from notify.registry import build_channel
-
-from . import ratelimit
-from .addresses import LABELS, addable_kinds, channel_for, display, normalise
 
 log = logging.getLogger("notify.pages")
 

@@ -14,12 +14,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from notify.models import ContactPoint
-
-from . import contact_points
-from .addresses import LABELS, display
-from .contact_points import BadLink, ContactError
-from .forms import sentence
-from .settings import page_url, render_page
+from notify.pages import contact_points
+from notify.pages.addresses import LABELS, display
+from notify.pages.contact_points import BadLink, ContactError
+from notify.pages.forms import sentence
+from notify.pages.settings import page_url, render_page
 
 
 def own_point(request: HttpRequest, point_id: int) -> ContactPoint:

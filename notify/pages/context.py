@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
-from notify import inbox as store
+from notify.inbox import store
 
 
 def unread_count(request: HttpRequest) -> dict:

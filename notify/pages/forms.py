@@ -16,7 +16,7 @@ from typing import Any
 
 from django.http import QueryDict
 
-from .prefs import SCALARS, Preferences
+from notify.pages.prefs import SCALARS, Preferences
 
 FIELD_LABELS = {
     "timezone": "Time zone",

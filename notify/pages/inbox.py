@@ -4,10 +4,10 @@ Everything works without JavaScript: the page lists the user's entries newest
 first, twenty a page (``?page=``), and every change is a plain form POST with a
 CSRF token that redirects back (303). ``inbox.js`` enhances it: the same POSTs
 over ``fetch`` (answered in JSON with the re-rendered entry) and the live feed
-(``/inbox/events``, see ``notify.live``), which pushes each new entry as the
+(``/inbox/events``, see ``notify.inbox.live``), which pushes each new entry as the
 HTML the page itself would render.
 
-Every item is looked up through ``notify.inbox``, which starts from the
+Every item is looked up through ``notify.inbox.store``, which starts from the
 session user's id: another user's id is a 404 and changes nothing.
 """
 
@@ -36,8 +36,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from notify import inbox as store
-from notify import live
+from notify.inbox import live, store
 from notify.models import Notification, UserSettings
 
 PAGE_SIZE = 20
@@ -239,7 +238,7 @@ def live_payloads(request: HttpRequest, user_id: int, zone: tzinfo):
 
 @require_GET
 async def inbox_events(request: HttpRequest) -> HttpResponse:
-    """Server-sent events for the session user's inbox (``notify.live``)."""
+    """Server-sent events for the session user's inbox (``notify.inbox.live``)."""
     user = await request.auser()
     if not user.is_authenticated:
         return HttpResponse(

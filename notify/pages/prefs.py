@@ -6,7 +6,7 @@ module, so a value is accepted or refused with the same message in both.
 anything, in one transaction: bad input changes nothing.
 
 What a missing row means is not decided here: ``read`` asks
-``notify.preferences`` (``category_mode``, ``channel_enabled``), the functions
+``notify.preferences.decide`` (``category_mode``, ``channel_enabled``), the functions
 fan-out and dispatch use, so the grid shows what will really happen.
 
 The data, as the API's JSON and as the settings form is parsed into::
@@ -39,7 +39,6 @@ from django.utils import timezone
 
 from channels.base import ChannelConfigurationError
 from notify import conf
-from notify.directory import category_info, load_preferences
 from notify.models import (
     Category,
     CategoryPreference,
@@ -48,7 +47,8 @@ from notify.models import (
     UserSettings,
 )
 from notify.models.preferences import validate_timezone
-from notify.preferences import CategoryInfo, UserPrefs, category_mode, channel_enabled
+from notify.preferences.decide import CategoryInfo, UserPrefs, category_mode, channel_enabled
+from notify.preferences.directory import category_info, load_preferences
 from notify.registry import describe
 
 # The hidden system category of "send me a test" (see ``sendtest``).

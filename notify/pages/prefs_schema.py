@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .prefs import FIELDS, MODES
+from notify.pages.prefs import FIELDS, MODES
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ channel:
 2. fan-out's own functions decide and write the rows: ``load_preferences`` +
    ``plan_chunk`` (the user's address, verification, suppression and pause
    apply as to any notification) + ``write_fanout_chunk``;
-3. the one delivery is claimed by id and sent by ``notify.dispatch.deliver``,
+3. the one delivery is claimed by id and sent by ``notify.delivery.send.deliver``,
    the function the workers run, which renders the ``notify_test`` message and
    records the attempt. If the provider answers "try later", the workers retry
    it like any other delivery.
@@ -34,12 +34,14 @@ from django.utils import timezone
 
 from channels.base import Status
 from notify import conf
-from notify.directory import category_info, load_preferences
-from notify.dispatch import deliver
+from notify.delivery.send import deliver
+from notify.fanout.pipeline import plan_chunk
 from notify.models import Category, Delivery, Event
-from notify.outbox import write_fanout_chunk
-from notify.pipeline import plan_chunk
-from notify.preferences import (
+from notify.outbox.rows import write_fanout_chunk
+from notify.pages import ratelimit
+from notify.pages.addresses import readable
+from notify.pages.prefs import TEST_CATEGORY_KEY, channel_label
+from notify.preferences.decide import (
     INACTIVE,
     NO_ADDRESS,
     OPTED_OUT,
@@ -47,13 +49,10 @@ from notify.preferences import (
     SUPPRESSED,
     UNVERIFIED,
 )
-from notify.quiet_hours import QUIET_HOURS
+from notify.preferences.directory import category_info, load_preferences
+from notify.preferences.quiet_hours import QUIET_HOURS
 from notify.registry import describe
 from rules.models import Rule
-
-from . import ratelimit
-from .addresses import readable
-from .prefs import TEST_CATEGORY_KEY, channel_label
 
 TEST_EVENT = "notify.test"
 TEST_MESSAGE = "notify_test"

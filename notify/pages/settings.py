@@ -29,9 +29,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from channels.base import ChannelConfigurationError
 from notify import conf
 from notify.models import ContactPoint, DeliveryMode, Suppression
-
-from . import addresses, contact_points, sendtest
-from .forms import (
+from notify.pages import addresses, contact_points, sendtest
+from notify.pages.forms import (
     cell_input,
     error_label,
     errors_by_input,
@@ -40,7 +39,7 @@ from .forms import (
     preferences_from_post,
     sentence,
 )
-from .prefs import WEEKDAYS, Preferences, as_data, channel_label, read, save, validate
+from notify.pages.prefs import WEEKDAYS, Preferences, as_data, channel_label, read, save, validate
 
 log = logging.getLogger("notify.pages")
 

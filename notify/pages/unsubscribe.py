@@ -24,7 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from notify import conf
-from notify import unsubscribe as links
+from notify.preferences import one_click as links
 
 SETTINGS_URL = "/settings/notifications/"
 

@@ -1,9 +1,9 @@
 """``/settings/notifications/``: the settings page, its contact points and test
-sends (namespace ``notify-settings``), included by ``notify/urls.py``."""
+sends (namespace ``notify-settings``), included by ``notify/project/urls.py``."""
 
 from django.urls import path
 
-from . import contacts, settings
+from notify.pages import contacts, settings
 
 app_name = "notify-settings"
 

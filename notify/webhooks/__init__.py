@@ -1,1 +1,1 @@
-"""Provider webhooks: delivery reports in, ``notify.status.apply_status`` out."""
+"""Provider webhooks: delivery reports in, ``notify.outbox.status_reports.apply_status`` out."""

@@ -4,12 +4,12 @@ Anymail's view (routed in ``notify.webhooks.urls``) checks the HTTP basic auth
 of ``ANYMAIL["WEBHOOK_SECRET"]`` — a forged or missing credential is a 400 and
 nothing runs — then parses the ESP's payload into a normalised
 ``AnymailTrackingEvent`` and sends the ``tracking`` signal. This module
-receives it and turns it into a :class:`notify.status.StatusReport`:
+receives it and turns it into a :class:`notify.outbox.status_reports.StatusReport`:
 
 * the event type maps to a report type in :data:`REPORT_FOR` (opens, clicks and
   other engagement events are not delivery statuses and are ignored);
 * hard bounces and complaints suppress the address (:func:`suppression_for`);
-* :func:`notify.status.apply_status` records the report, moves the delivery
+* :func:`notify.outbox.status_reports.apply_status` records the report, moves the delivery
   whose ``provider_message_id`` is the ESP's message id, and suppresses.
 
 An exception here makes the view answer 500, so the ESP retries later;
@@ -27,9 +27,9 @@ from django.conf import settings
 from django.core import checks
 from django.dispatch import receiver
 
-from .. import status
-from ..models import Suppression
-from ..status import StatusReport, apply_status
+from notify.models import Suppression
+from notify.outbox import status_reports as status
+from notify.outbox.status_reports import StatusReport, apply_status
 
 log = logging.getLogger("notify.webhooks.anymail")
 

@@ -4,7 +4,7 @@
     Twilio posts each status change of a message we sent (``StatusCallback``):
     ``MessageSid``, ``MessageStatus`` and, when it went wrong, ``ErrorCode``.
     The status is mapped through ``TwilioSmsChannel.STATUS_MAP`` and applied
-    with ``notify.status.apply_status``; an undelivered or failed message with
+    with ``notify.outbox.status_reports.apply_status``; an undelivered or failed message with
     error 21610 (the recipient had replied STOP) also suppresses the number.
 
 ``POST /webhooks/twilio/inbound``
@@ -40,13 +40,12 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import ChannelConfigurationError
 from channels.sms import TwilioSmsChannel
-
-from .. import conf
-from ..models import Suppression
-from ..phone import normalise_phone
-from ..registry import channel_class
-from ..status import StatusReport, apply_status
-from ..suppressions import lift, suppress
+from notify import conf
+from notify.models import Suppression
+from notify.models.phone import normalise_phone
+from notify.outbox.status_reports import StatusReport, apply_status
+from notify.preferences.suppressions import lift, suppress
+from notify.registry import channel_class
 
 log = logging.getLogger("notify.webhooks.twilio")
 

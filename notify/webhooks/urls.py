@@ -1,7 +1,7 @@
 from anymail.webhooks.postmark import PostmarkTrackingWebhookView
 from django.urls import path
 
-from . import twilio
+from notify.webhooks import twilio
 
 urlpatterns = [
     # Postmark's delivery, bounce and spam-complaint webhooks (basic auth:

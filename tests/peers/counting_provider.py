@@ -37,8 +37,7 @@ import pytest
 
 from channels.base import OutgoingMessage
 from channels.http import HttpWebhookChannel
-
-from .http import HttpPeer, Reply, Request, running
+from tests.peers.http import HttpPeer, Reply, Request, running
 
 
 @dataclass(frozen=True)

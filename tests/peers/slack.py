@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from .http import HttpPeer, Reply, Request, running
+from tests.peers.http import HttpPeer, Reply, Request, running
 
 BOT_TOKEN = "xoxb-test-0000-notify"
 BOT_USER = "U0BOT0001"

@@ -44,8 +44,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from channels.segments import count_segments
-
-from .http import HttpPeer, Reply, Request, running
+from tests.peers.http import HttpPeer, Reply, Request, running
 
 ACCOUNT_SID = "AC" + "0f" * 16
 AUTH_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"

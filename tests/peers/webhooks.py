@@ -35,8 +35,7 @@ from typing import Any
 import pytest
 
 from channels.webhook import verify_signature
-
-from .http import HttpPeer, Reply, Request, running
+from tests.peers.http import HttpPeer, Reply, Request, running
 
 
 @dataclass(frozen=True)

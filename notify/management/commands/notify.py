@@ -82,7 +82,7 @@ class Command(BaseCommand):
         sub.add_parser("ops-group", help="create or reset the 'ops' permission group")
 
         bench = sub.add_parser("bench", help="run the benchmark workloads")
-        from notify import bench as bench_module
+        import bench as bench_module
 
         bench_module.add_arguments(bench)
 
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         return getattr(self, f"do_{action.replace('-', '_')}")(options)
 
     def do_trigger(self, options):
-        from notify.events import trigger
+        from notify.intake.trigger import trigger
 
         try:
             payload = json.loads(options["payload"])
@@ -139,7 +139,7 @@ class Command(BaseCommand):
             self.stdout.write(f"API key '{options['name']}' revoked")
 
     def do_worker(self, options):
-        from notify.worker import WorkerPool
+        from notify.runtime.worker import WorkerPool
 
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
@@ -148,7 +148,7 @@ class Command(BaseCommand):
         pool.stop()
 
     def do_scheduler(self, options):
-        from notify.scheduler import SchedulerService
+        from notify.scheduling.scheduler import SchedulerService
 
         for name in ("tick", "standby_interval"):
             if options.get(name) is not None and options[name] <= 0:
@@ -164,7 +164,7 @@ class Command(BaseCommand):
         self.stdout.write("scheduler stopped")
 
     def do_run(self, options):
-        from notify.server import serve
+        from notify.project.server import serve
 
         self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
         serve(
@@ -175,7 +175,7 @@ class Command(BaseCommand):
         )
 
     def do_demo(self, options):
-        from notify.demo import load_demo
+        from notify.dev.demo import load_demo
 
         load_demo(self.stdout)
 
@@ -224,7 +224,7 @@ class Command(BaseCommand):
             raise CommandError("missing permissions (run migrate first): " + ", ".join(missing))
 
     def do_bench(self, options):
-        from notify import bench
+        import bench
 
         return_code = bench.main(options, self.stdout)
         if return_code:

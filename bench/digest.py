@@ -1,0 +1,184 @@
+"""Digests: N users with items waiting, every digest built and sent in one call.
+
+Setup seeds N users (``--emails``) in five time zones, all on daily digests,
+and points ``MAILERS["default"]`` at a local SMTP server (its own process, see
+``smtp_peer``). Each run fans out five events to all of them (untimed: two
+categories, so digests group), makes the items due (they waited since the day
+before), then times ``build_and_send_due_digests()`` from one thread: find the
+due periods, create the rows and claim the items, decide again, render each
+item's title and the digest, send, record on the rows and the items.
+
+The baseline, in the same run: N emails with the content of one of the
+digests, built and sent through one open SMTP connection, with no database and
+no rendering.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import connections
+from django.utils import timezone
+
+from bench.delivery import baseline_send
+from bench.fanout import seed_users
+from bench.measure import Stopwatch, count_queries, phase_timers
+from bench.registry import Context, Figure, Workload, register
+from bench.smtp_peer import SmtpPeer
+from channels.base import Status
+from channels.email import EmailChannel
+from notify.fanout.pipeline import process_event
+from notify.models import Category, Delivery, Digest, Event, UserSettings
+from notify.scheduling.digests import send as digest_delivery
+from rules.index import rule_index
+from rules.models import Rule
+
+GROUP = "bench-digest"
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
+EVENTS = (  # (event type, payload): three orders and two comments per user per run
+    ("bench.digest_order", {"order_id": "G-1", "url": "https://shop.example.com/orders/G-1"}),
+    ("bench.digest_order", {"order_id": "G-2"}),
+    ("bench.digest_order", {"order_id": "G-3"}),
+    ("bench.digest_comment", {"title": "the roadmap", "comment": "+1"}),
+    ("bench.digest_comment", {"title": "the launch", "comment": "Ship it"}),
+)
+
+
+def setup(ctx: Context) -> dict[str, Any]:
+    ctx.say(f"digest: seeding {ctx.emails:,} digest users, starting a local SMTP server")
+    orders = Category.objects.create(key="bench-digest-orders", name="Orders", default_mode="daily")
+    comments = Category.objects.create(
+        key="bench-digest-comments", name="Comments", default_mode="daily"
+    )
+    ids = seed_users("digest", ctx.emails, {GROUP: ctx.emails})
+    Group.objects.get(name=GROUP).user_set.filter(email="").update(email="fallback@example.com")
+    UserSettings.objects.bulk_create(
+        [
+            UserSettings(user_id=pk, timezone=ZONES[i % len(ZONES)], digest_hour=i % 24)
+            for i, pk in enumerate(ids)
+        ],
+        batch_size=5000,
+    )
+    for category, event_type, message in (
+        (orders, "bench.digest_order", "order_shipped"),
+        (comments, "bench.digest_comment", "comment_posted"),
+    ):
+        Rule.objects.create(
+            name=f"bench {event_type}",
+            event_type=event_type,
+            category=category,
+            recipients=[f"group:{GROUP}"],
+            channels=["email"],
+            message=message,
+        )
+    rule_index.clear()
+    connections.close_all()  # the peer is forked: it must not inherit a connection
+    peer = SmtpPeer()
+    peer.start()
+    previous = getattr(settings, "MAILERS", None)
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": peer.port, "timeout": 30},
+        }
+    }
+    return {"peer": peer, "previous_mailers": previous}
+
+
+def teardown(state: dict[str, Any]) -> None:
+    state["peer"].stop()
+    if state["previous_mailers"] is not None:
+        settings.MAILERS = state["previous_mailers"]
+
+
+PHASES = [
+    (digest_delivery, "build_due_digests", "build"),
+    (digest_delivery, "send_due_digests", "send"),
+    (digest_delivery, "build_digest_message", "render"),
+    (EmailChannel, "send", "smtp"),
+    (digest_delivery, "record_digest", "record"),
+]
+
+
+def new_items() -> tuple[list[int], int]:
+    """Five events fanned out (untimed), their items made due: waiting since yesterday."""
+    event_ids = []
+    for event_type, payload in EVENTS:
+        event = Event.objects.create(type=event_type, payload=payload)
+        process_event(event.pk)
+        event_ids.append(event.pk)
+    items = Delivery.objects.filter(
+        notification__event_id__in=event_ids, status=Status.DIGEST, digest__isnull=True
+    )
+    count = items.update(updated_at=timezone.now() - timedelta(days=2))
+    return event_ids, count
+
+
+def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
+    peer: SmtpPeer = state["peer"]
+    event_ids, items = new_items()
+    ctx.say(f"digest run {ctx.run_number}: {items:,} items waiting for {ctx.emails:,} users")
+    received_before = peer.messages
+    with phase_timers(PHASES) as phases, count_queries() as queries, Stopwatch() as watch:
+        stats = digest_delivery.build_and_send_due_digests()
+    received = peer.wait_for(received_before + stats.sent) - received_before
+    sent = Digest.objects.filter(status=Status.SENT).count()
+    if not (stats.sent == sent == received == ctx.emails and stats.items == items):
+        raise RuntimeError(
+            f"digest workload: {ctx.emails} users, {items} items; built {stats.built} "
+            f"with {stats.items} items, {sent} marked sent, {received} received"
+        )
+    sample = Digest.objects.filter(status=Status.SENT).values_list("sent", flat=True).first()
+    baseline = baseline_send(sent, sample)
+    if peer.wait_for(received_before + 2 * sent) - received_before != 2 * sent:
+        raise RuntimeError("digest baseline: the SMTP server did not receive every email")
+    # Keep the database the same size for the next run.
+    Digest.objects.all().delete()
+    Event.objects.filter(pk__in=event_ids).delete()
+    figures = {
+        "users": ctx.emails,
+        "items": items,
+        "digests": sent,
+        "seconds": watch.seconds,
+        "digests_per_s": sent / watch.seconds,
+        "items_per_s": items / watch.seconds,
+        "queries": queries.count,
+        "queries_per_digest": queries.count / sent,
+        "phases": phases,
+        "baseline": baseline,
+        "ratio": watch.seconds / baseline["seconds"],
+    }
+    ctx.say(
+        f"digest run {ctx.run_number}: {figures['digests_per_s']:,.0f} digests/s "
+        f"({figures['items_per_s']:,.0f} items/s), baseline {baseline['emails_per_s']:,.0f} emails/s"
+    )
+    return figures
+
+
+register(
+    Workload(
+        name="digest",
+        title="Digests: N users with 5 waiting items each, every digest built and sent",
+        setup=setup,
+        teardown=teardown,
+        run=run,
+        figures=(
+            Figure("digests (users)", "digests"),
+            Figure("items", "items"),
+            Figure("time", "seconds", "s", baseline="baseline.seconds"),
+            Figure("  in build_due_digests (rows + claims)", "phases.build", "s"),
+            Figure("  in send_due_digests", "phases.send", "s"),
+            Figure("    build_digest_message (render)", "phases.render", "s"),
+            Figure("    EmailChannel.send", "phases.smtp", "s"),
+            Figure("    record_digest", "phases.record", "s"),
+            Figure("digests/s", "digests_per_s", baseline="baseline.emails_per_s"),
+            Figure("items/s", "items_per_s"),
+            Figure("queries", "queries"),
+            Figure("queries per digest", "queries_per_digest"),
+            Figure("time / baseline time", "ratio", "x"),
+        ),
+    )
+)

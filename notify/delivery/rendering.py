@@ -1,0 +1,265 @@
+"""Message templates: find, compile once per process, render in the sandbox.
+
+A message is a folder ``templates/<message>/`` with one file per part
+(``email.subject``, ``email.txt``, ``email.html``, ``sms``, ``chat``,
+``inapp``) and optional locale folders (``templates/<message>/fr/sms``). Ops
+override any part in admin (``MessageTemplate``). Lookup for locale ``pt-br``:
+``pt-br``, then ``pt``, then the default, each first in admin, then on disk.
+
+Rendering produces the channel's parts only; HTML parts are autoescaped,
+everything else is plain text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template
+from jinja2.exceptions import TemplateError
+
+from notify import conf
+from rules.models import ConfigRevision
+from rules.sandbox import BoundedSandbox
+
+# The names a message template may use; the dispatcher provides all of them.
+CONTEXT_NAMES = (
+    "payload",
+    "event",
+    "actor",
+    "recipient",
+    "category",
+    "notification",
+    "site_url",
+    "settings_url",
+    "inbox_url",
+    "unsubscribe_url",
+)
+
+PARTS_BY_FORMAT: dict[str, tuple[tuple[str, bool], ...]] = {
+    # (part, required)
+    "email": (("email.subject", True), ("email.txt", True), ("email.html", False)),
+    "sms": (("sms", True),),
+    "chat": (("chat", True),),
+    "inapp": (("inapp", True),),
+}
+ALL_PARTS = ("email.subject", "email.txt", "email.html", "sms", "chat", "inapp")
+
+
+class MessageTemplateMissing(TemplateError):
+    """The message, or a required part of it, does not exist."""
+
+
+class RenderError(TemplateError):
+    """A template failed to render; the message says which part and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedParts:
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"subject": self.subject, "text": self.text, "html": self.html}
+
+
+def locale_candidates(locale: str, default: str) -> list[str]:
+    """``pt-BR`` -> ``["pt-br", "pt", ""]``; the empty string is the default files."""
+    out: list[str] = []
+    for candidate in (locale, locale.split("-")[0] if locale else "", default):
+        candidate = (candidate or "").lower().replace("_", "-")
+        if candidate and candidate not in out:
+            out.append(candidate)
+    out.append("")
+    return out
+
+
+def make_environments() -> tuple[BoundedSandbox, BoundedSandbox]:
+    limits = {"max_output": conf.get("RENDER_MAX_OUTPUT"), "timeout": conf.get("RENDER_TIMEOUT")}
+    return BoundedSandbox(autoescape=False, **limits), BoundedSandbox(autoescape=True, **limits)
+
+
+class TemplateStore:
+    """Sources from admin overrides and files, compiled templates cached per process.
+
+    The overrides table is small, so it is read whole and kept until the
+    "templates" revision moves.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._checked_at = 0.0
+        self._overrides: dict[tuple[str, str, str], str] = {}
+        self._compiled: dict[tuple[str, str, str], Template | None] = {}
+        self._text_env, self._html_env = make_environments()
+
+    def env_for(self, part: str) -> BoundedSandbox:
+        return self._html_env if part.endswith(".html") else self._text_env
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < conf.get("CONFIG_CHECK_INTERVAL"):
+            return
+        from notify.models import MessageTemplate
+
+        with self._lock:
+            revision = ConfigRevision.current("templates")
+            self._checked_at = time.monotonic()
+            if revision != self._revision or force:
+                rows = MessageTemplate.objects.values_list("message", "part", "locale", "body")
+                self._overrides = {(m, p, loc.lower()): body for m, p, loc, body in rows}
+                self._compiled = {}
+                self._text_env, self._html_env = make_environments()
+                self._revision = revision
+
+    def source(self, message: str, part: str, locale: str) -> str | None:
+        """The source for exactly this locale ("" = default), or None."""
+        override = self._overrides.get((message, part, locale))
+        if override is not None:
+            return override
+        for directory in conf.get("TEMPLATE_DIRS"):
+            path = (
+                Path(directory) / message / locale / part
+                if locale
+                else Path(directory) / message / part
+            )
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+        return None
+
+    def get(self, message: str, part: str, locale: str) -> Template | None:
+        self.refresh()
+        default = conf.get("DEFAULT_LOCALE")
+        for candidate in locale_candidates(locale, default):
+            key = (message, part, candidate)
+            if key in self._compiled:
+                template = self._compiled[key]
+                if template is not None:
+                    return template
+                continue
+            source = self.source(message, part, candidate)
+            if source is None:
+                self._compiled[key] = None
+                continue
+            env = self.env_for(part)
+            try:
+                env.check_source(source, CONTEXT_NAMES)
+                template = env.from_string(source)
+            except TemplateError as exc:
+                raise RenderError(f"{message}/{part}: {exc}") from exc
+            except RecursionError as exc:
+                raise RenderError(f"{message}/{part}: nested too deeply") from exc
+            self._compiled[key] = template
+            return template
+        return None
+
+    def exists(self, message: str) -> bool:
+        self.refresh()
+        if any(m == message for m, _, _ in self._overrides):
+            return True
+        return any(is_message_dir(Path(d) / message) for d in conf.get("TEMPLATE_DIRS"))
+
+    def render(
+        self, message: str, message_format: str, context: dict[str, Any], locale: str = ""
+    ) -> RenderedParts:
+        """Render the parts ``message_format`` needs; raise a TemplateError."""
+        parts = PARTS_BY_FORMAT.get(message_format)
+        if parts is None:
+            raise MessageTemplateMissing(f"unknown message format '{message_format}'")
+        out: dict[str, str] = {}
+        for part, required in parts:
+            template = self.get(message, part, locale)
+            if template is None:
+                if required:
+                    raise MessageTemplateMissing(f"message '{message}' has no '{part}' part")
+                continue
+            env = self.env_for(part)
+            try:
+                out[part] = env.render_bounded(template, context)
+            except TemplateError as exc:
+                raise RenderError(f"{message}/{part}: {exc}") from exc
+            except Exception as exc:  # untrusted code: any failure is a render error
+                raise RenderError(f"{message}/{part}: {type(exc).__name__}: {exc}") from exc
+        return shape(message_format, out)
+
+
+def shape(message_format: str, parts: dict[str, str]) -> RenderedParts:
+    """Turn rendered parts into subject/text/html for the channel."""
+    if message_format == "email":
+        subject = " ".join(parts["email.subject"].split())  # one line, no header injection
+        return RenderedParts(
+            subject=subject,
+            text=parts["email.txt"].strip() + "\n",
+            html=parts.get("email.html", ""),
+        )
+    if message_format == "inapp":
+        title, _, body = parts["inapp"].strip().partition("\n")
+        return RenderedParts(subject=title.strip(), text=body.strip())
+    key = "sms" if message_format == "sms" else "chat"
+    return RenderedParts(text=parts[key].strip())
+
+
+def validate_template_source(
+    part: str, source: str, sample_payload: dict[str, Any] | None = None
+) -> str:
+    """Check and trial-render ops-written source; return the preview or raise
+    ``TemplateError`` with a message fit for a form error."""
+    text_env, html_env = make_environments()
+    env = html_env if part.endswith(".html") else text_env
+    env.check_source(source, CONTEXT_NAMES)
+    template = env.from_string(source)
+    try:
+        return env.render_bounded(template, sample_context(sample_payload or {}))
+    except TemplateError:
+        raise
+    except Exception as exc:
+        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
+    """A render context with placeholder values around ``payload``."""
+    site = conf.get("SITE_URL").rstrip("/")
+    return {
+        "payload": payload,
+        "event": {"id": 0, "type": "sample.event", "received_at": "2026-01-01T00:00:00Z"},
+        "actor": {"id": 0, "username": "actor", "name": "Sample Actor", "is_staff": False},
+        "recipient": {
+            "id": 0,
+            "username": "recipient",
+            "first_name": "Sam",
+            "last_name": "Sample",
+            "name": "Sam Sample",
+        },
+        "category": {"key": "sample", "name": "Sample"},
+        "notification": {"id": 0},
+        "site_url": site,
+        "settings_url": f"{site}/settings/notifications/",
+        "inbox_url": f"{site}/inbox/",
+        "unsubscribe_url": f"{site}/unsubscribe/sample/",
+    }
+
+
+def is_message_dir(path: Path) -> bool:
+    """A message folder holds at least one template part (``pages/`` does not)."""
+    return path.is_dir() and any((path / part).is_file() for part in ALL_PARTS)
+
+
+def messages_available() -> Iterable[str]:
+    names: set[str] = set()
+    for directory in conf.get("TEMPLATE_DIRS"):
+        base = Path(directory)
+        if base.is_dir():
+            names.update(p.name for p in base.iterdir() if is_message_dir(p))
+    from notify.models import MessageTemplate
+
+    names.update(MessageTemplate.objects.values_list("message", flat=True).distinct())
+    return sorted(names)
+
+
+template_store = TemplateStore()

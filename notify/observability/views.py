@@ -1,0 +1,59 @@
+"""Small pages: health, readiness, metrics and the sandbox outbox."""
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from channels import sandbox
+from notify import conf
+
+
+def healthz(request):
+    """The process is up and serving requests."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_safe
+def readyz(request):
+    """Ready for work: the database, the broker (if any), a scheduler leader and
+    an outbox that keeps up. 503 names each failing check
+    (``notify.observability.health``)."""
+    from notify.observability.health import readiness
+
+    ready, body = readiness()
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+@never_cache
+@require_safe
+def metrics(request):
+    """Prometheus metrics, counted in the database at scrape time, for the bearer
+    token ``METRICS_TOKEN`` or an address in ``METRICS_ALLOWED_IPS``
+    (``notify.observability.metrics``)."""
+    from notify.observability.metrics import may_scrape, render
+
+    if not may_scrape(
+        request.headers.get("Authorization", ""), request.META.get("REMOTE_ADDR", "")
+    ):
+        if conf.get("METRICS_TOKEN"):
+            response = HttpResponse("A valid bearer token is required.\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="notify metrics"'
+            return response
+        return HttpResponse(
+            "Not allowed from this address: set NOTIFY['METRICS_TOKEN'] or "
+            "NOTIFY['METRICS_ALLOWED_IPS'].\n",
+            status=403,
+        )
+    data, content_type = render()
+    return HttpResponse(data, content_type=content_type)
+
+
+def sandbox_outbox(request):
+    """What the sandbox providers would have sent (only when the sandbox is on)."""
+    if not conf.get("SANDBOX"):
+        raise Http404("The sandbox is off.")
+    records = sandbox.read(limit=200, directory=conf.get("SANDBOX_DIR"))
+    return render(request, "dev_outbox.html", {"records": records, "debug": settings.DEBUG})

@@ -1,0 +1,45 @@
+"""``notify run``: the embedded default in one process.
+
+A real ASGI server (uvicorn, which also serves the live inbox's long-lived
+connections), the in-process worker pool and the scheduler, started together
+and stopped together on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from notify.runtime.worker import WorkerPool
+from notify.scheduling.scheduler import SchedulerService
+
+log = logging.getLogger("notify.project.server")
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, *, workers: bool = True, scheduler: bool = True
+) -> None:
+    pool = WorkerPool() if workers else None
+    service = SchedulerService() if scheduler else None
+    if pool:
+        pool.start()
+    if service:
+        service.start()
+    config = uvicorn.Config(
+        "notify.project.asgi:application",
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    try:
+        uvicorn.Server(config).run()  # returns on SIGINT / SIGTERM
+    finally:
+        if pool:
+            pool.stop()
+        if service:
+            service.stop()
+        log.info("stopped")

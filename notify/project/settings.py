@@ -1,0 +1,322 @@
+"""Settings for the notify service.
+
+Everything is read from environment variables with embedded defaults, so that
+``make run`` works on a fresh machine (SQLite in ``var/``, sandbox providers)
+and production is configured without editing this file. See the README,
+"Configuration", for the list.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+VAR_DIR = Path(os.environ.get("NOTIFY_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    # The embedded default keeps a generated key in var/ so sessions and signed
+    # links survive restarts; production sets DJANGO_SECRET_KEY.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        import secrets
+
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "anymail",
+    "notify",
+    "rules",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "notify.project.urls"
+# JSON under /api/, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "notify.api.errors.csrf_failure"
+WSGI_APPLICATION = "notify.project.wsgi.application"
+ASGI_APPLICATION = "notify.project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates" / "pages"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "notify.pages.context.unread_count",
+            ],
+        },
+    },
+]
+
+# SQLite (WAL) in var/ unless DATABASE_URL says otherwise.
+SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
+# CONN_MAX_AGE (NOTIFY_DB_CONN_MAX_AGE, seconds) is 0 by default: under ASGI
+# (uvicorn, `notify run`) Django runs each request in a thread of its own, so a
+# persistent connection per thread piles up until PostgreSQL refuses clients
+# ("too many clients already", measured at 200 requests/s). Worker processes
+# (`celery -A notify worker`, `notify worker`) keep their threads and may set
+# 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
+# outlives a database restart.
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{SQLITE_PATH}",
+        conn_max_age=int(os.environ.get("NOTIFY_DB_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # IMMEDIATE takes the write lock at BEGIN, so a transaction never fails
+        # half-way when it upgrades from read to write under concurrency.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": (
+            "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;"
+            "PRAGMA busy_timeout=20000;PRAGMA cache_size=-64000;PRAGMA temp_store=MEMORY"
+        ),
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# What every worker shares: circuit breakers and send-rate counters
+# (channels.failover, channels.ratelimit). Redis when NOTIFY_REDIS_URL is set
+# (several processes); the embedded default is one process, so local memory.
+if os.environ.get("NOTIFY_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["NOTIFY_REDIS_URL"],
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "notify",
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# Users sign in on the project's own page (the admin keeps its own login) and
+# land on their notification settings.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/settings/notifications/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# Email goes through Django's MAILERS. The embedded default records to the
+# sandbox; set NOTIFY_EMAIL_BACKEND to django.core.mail.backends.smtp.EmailBackend
+# or an anymail ESP backend (anymail.backends.postmark.EmailBackend, ...) and
+# NOTIFY_EMAIL_OPTIONS to the backend's options as JSON, e.g.
+# {"host": "smtp.example.com", "port": 587, "use_tls": true} or {"server_token": "..."}.
+EMAIL_BACKEND_PATH = os.environ.get("NOTIFY_EMAIL_BACKEND", "channels.sandbox.SandboxEmailBackend")
+SANDBOX = env_bool("NOTIFY_SANDBOX", "NOTIFY_EMAIL_BACKEND" not in os.environ)
+MAILERS = {
+    "default": {
+        "BACKEND": EMAIL_BACKEND_PATH,
+        "OPTIONS": json.loads(os.environ.get("NOTIFY_EMAIL_OPTIONS", "{}")),
+    }
+}
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "notify@example.com")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ANYMAIL = {
+    key.removeprefix("ANYMAIL_"): value
+    for key, value in os.environ.items()
+    if key.startswith("ANYMAIL_")
+}
+# ESP tracking webhooks (/webhooks/anymail/<esp>/tracking/) require HTTP basic auth
+# "user:password" (comma-separate several while rotating).
+if os.environ.get("NOTIFY_WEBHOOK_BASIC_AUTH"):
+    ANYMAIL["WEBHOOK_SECRET"] = env_list("NOTIFY_WEBHOOK_BASIC_AUTH")
+
+# SMS goes through Twilio when TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM
+# are set (TWILIO_STATUS_CALLBACK defaults to NOTIFY_SITE_URL + /webhooks/twilio/status;
+# TWILIO_MAX_SEGMENTS, TWILIO_TIMEOUT); otherwise the sandbox records it.
+if all(os.environ.get(name) for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")):
+    SMS_CHANNEL = {
+        "BACKEND": "channels.sms.TwilioSmsChannel",
+        "OPTIONS": {
+            "ACCOUNT_SID": os.environ["TWILIO_ACCOUNT_SID"],
+            "AUTH_TOKEN": os.environ["TWILIO_AUTH_TOKEN"],
+            "FROM": os.environ["TWILIO_FROM"],
+            "STATUS_CALLBACK": os.environ.get("TWILIO_STATUS_CALLBACK")
+            or (
+                os.environ["NOTIFY_SITE_URL"].rstrip("/") + "/webhooks/twilio/status"
+                if os.environ.get("NOTIFY_SITE_URL")
+                else ""
+            ),
+            "MAX_SEGMENTS": int(os.environ.get("TWILIO_MAX_SEGMENTS", "10")),
+            "TIMEOUT": float(os.environ.get("TWILIO_TIMEOUT", "10")),
+        },
+    }
+else:
+    SMS_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "phone", "FORMAT": "sms"},
+    }
+
+# Chat goes to Slack (direct messages through the Web API) when SLACK_BOT_TOKEN is
+# set, and signed JSON webhooks are sent when NOTIFY_WEBHOOK_SECRET is set;
+# otherwise the sandbox records them. Teams, Discord, Slack incoming webhooks and
+# Apprise are channels too (channels.chat, channels.apprise): add an alias for them.
+if os.environ.get("SLACK_BOT_TOKEN"):
+    CHAT_CHANNEL = {
+        "BACKEND": "channels.chat.SlackChannel",
+        "OPTIONS": {"BOT_TOKEN": os.environ["SLACK_BOT_TOKEN"]},
+    }
+else:
+    CHAT_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "slack", "FORMAT": "chat"},
+    }
+if os.environ.get("NOTIFY_WEBHOOK_SECRET"):
+    WEBHOOK_CHANNEL = {
+        "BACKEND": "channels.webhook.SignedWebhookChannel",
+        "OPTIONS": {"SECRET": os.environ["NOTIFY_WEBHOOK_SECRET"]},
+    }
+else:
+    WEBHOOK_CHANNEL = {
+        "BACKEND": "channels.sandbox.SandboxChannel",
+        "OPTIONS": {"ADDRESS_KIND": "webhook", "FORMAT": "chat"},
+    }
+
+NOTIFY = {
+    "CHANNELS": {
+        "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "default"}},
+        "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
+        "sms": SMS_CHANNEL,
+        "chat": CHAT_CHANNEL,
+        "webhook": WEBHOOK_CHANNEL,
+    },
+    "DEFAULT_CHANNELS": ["email", "inapp"],
+    "SANDBOX": SANDBOX,
+    "SANDBOX_DIR": str(VAR_DIR / "sandbox"),
+    "TEMPLATE_DIRS": [str(BASE_DIR / "templates")],
+    "SITE_URL": os.environ.get("NOTIFY_SITE_URL", "http://127.0.0.1:8000"),
+    "WORKER_THREADS": int(os.environ.get("NOTIFY_WORKER_THREADS", "2")),
+    "EAGER": env_bool("NOTIFY_EAGER", False),
+    "SCHEDULER_LOCK_FILE": str(VAR_DIR / "scheduler.lock"),
+    # Scale-out: with NOTIFY_BROKER_URL (amqp://guest:guest@127.0.0.1:5672// or
+    # redis://127.0.0.1:6379/0) fan-out and deliveries go to Celery workers
+    # (`celery -A notify worker -Q $NOTIFY_CELERY_QUEUE`); README, "Scaling out".
+    "BROKER_URL": os.environ.get("NOTIFY_BROKER_URL") or None,
+    "CELERY_QUEUE": os.environ.get("NOTIFY_CELERY_QUEUE", "notify"),
+}
+
+# Email failover: NOTIFY_EMAIL_FALLBACK_BACKEND (and _OPTIONS, JSON) add a second
+# mailer that takes a message when the first fails transiently; a circuit breaker
+# per provider skips one that keeps failing (state in CACHES). NOTIFY_EMAIL_RATE_LIMIT
+# ("10/s", "600/m") caps sends across all workers. See channels/failover.py.
+if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
+    MAILERS["fallback"] = {
+        "BACKEND": os.environ["NOTIFY_EMAIL_FALLBACK_BACKEND"],
+        "OPTIONS": json.loads(os.environ.get("NOTIFY_EMAIL_FALLBACK_OPTIONS", "{}")),
+    }
+    NOTIFY["CHANNELS"]["email"] = {
+        "BACKEND": "channels.failover.FailoverChannel",
+        "OPTIONS": {
+            "PROVIDERS": [
+                {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": mailer}}
+                for mailer in ("default", "fallback")
+            ],
+            "FAILURE_THRESHOLD": int(os.environ.get("NOTIFY_FAILOVER_THRESHOLD", "5")),
+            "COOL_DOWN": float(os.environ.get("NOTIFY_FAILOVER_COOL_DOWN", "60")),
+        },
+    }
+if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
+    NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
+
+# Operating it (README, "Operating it"): /metrics answers the bearer token
+# NOTIFY_METRICS_TOKEN or the addresses in NOTIFY_METRICS_ALLOWED_IPS; /readyz
+# fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
+NOTIFY["METRICS_TOKEN"] = os.environ.get("NOTIFY_METRICS_TOKEN") or None
+NOTIFY["METRICS_ALLOWED_IPS"] = env_list("NOTIFY_METRICS_ALLOWED_IPS", "127.0.0.1")
+NOTIFY["READINESS_MAX_OUTBOX_LAG"] = float(os.environ.get("NOTIFY_READINESS_MAX_OUTBOX_LAG", "300"))
+
+# Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
+# record is redacted as it is made (notify.logs.configure): no
+# address, phone number, token or secret reaches any handler, at any level.
+LOG_FORMAT = os.environ.get("NOTIFY_LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f"NOTIFY_LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
+LOGGING_CONFIG = "notify.logs.configure"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "notify.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": os.environ.get("NOTIFY_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # SQL parameters and request bodies hold addresses and message text: these
+        # loggers stay at WARNING whatever NOTIFY_LOG_LEVEL says.
+        "django.db.backends": {"level": "WARNING"},
+        "slack_sdk": {"level": "WARNING"},
+        "twilio": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "apprise": {"level": "WARNING"},
+        "mail.log": {"level": "WARNING"},
+    },
+}

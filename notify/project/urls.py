@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from notify.observability import views
+from notify.pages import inbox as inbox_pages
+from notify.pages import unsubscribe as unsubscribe_pages
+
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
+    path("dev/outbox/", views.sandbox_outbox, name="sandbox-outbox"),
+    path("inbox/", inbox_pages.inbox_page, name="inbox"),
+    path("inbox/events", inbox_pages.inbox_events, name="inbox-events"),
+    path("inbox/read-all", inbox_pages.mark_all_read, name="inbox-read-all"),
+    path("inbox/<int:item_id>/read", inbox_pages.mark_read, name="inbox-read"),
+    path("inbox/<int:item_id>/unread", inbox_pages.mark_unread, name="inbox-unread"),
+    path("unsubscribe/<str:token>/", unsubscribe_pages.unsubscribe, name="unsubscribe"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("settings/notifications/", include("notify.pages.urls")),
+    path("api/v1/", include("notify.api.urls")),
+    path("webhooks/", include("notify.webhooks.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,34 @@
+"""``notify bench --workload api``: a tiny run against a real ``notify run``."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from bench import main
+from bench.load import percentile
+
+pytestmark = pytest.mark.slow
+
+
+def test_api_workload_reports_latency_beside_the_healthz_baseline():
+    out = io.StringIO()
+    options = {"emails": 100, "runs": 1, "json": True, "database": "sqlite", "workload": ["api"]}
+    assert main(options, out) == 0
+    api = json.loads(out.getvalue())["workloads"]["api"]
+    median = api["median"]
+    assert median["requests"] == 100 and median["errors"] == 0
+    assert median["statuses"] == {"202": 100}
+    assert 0 < median["p50_ms"] <= median["p99_ms"] <= median["max_ms"]
+    assert api["baseline"]["requests"] == 100 and api["baseline"]["p99_ms"] > 0
+    assert api["ratio"] > 0
+
+
+def test_percentile_is_the_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 0.50) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7.0

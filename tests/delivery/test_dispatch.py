@@ -1,0 +1,339 @@
+"""Dispatch: claims, outcomes and every attempt on the record, against the SMTP peer.
+
+Broken templates fail one delivery and never the worker; transient errors end
+``dead`` after the last attempt; a crashed worker's claim expires and is
+claimed again; a stale claim writes nothing; preferences decide again at send
+time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from channels.base import Status
+from notify import trigger
+from notify.delivery.rendering import template_store
+from notify.fanout.pipeline import process_event
+from notify.models import (
+    Category,
+    ChannelPreference,
+    Delivery,
+    DeliveryAttempt,
+    Event,
+)
+from notify.outbox.rows import Outcome, claim_due_deliveries, record_outcomes, retry_now
+from notify.runtime.worker import run_until_idle
+
+GOOD = {
+    "email.subject": "Notice for {{ recipient.first_name }}",
+    "email.txt": "Hello {{ recipient.first_name }}.",
+}
+BROKEN = {
+    "syntax": {**GOOD, "email.subject": "Notice {% if payload.order_id %} unterminated"},
+    "undefined": {**GOOD, "email.txt": "Total: {{ payload.order.total }}"},
+    "runtime": {**GOOD, "email.txt": "{{ 1 // payload.zero }}"},
+}
+
+
+@pytest.fixture
+def template_dir(db, settings, tmp_path):
+    directory = tmp_path / "templates"
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "TEMPLATE_DIRS": [str(directory), *settings.NOTIFY["TEMPLATE_DIRS"]],
+    }
+    template_store.refresh(force=True)
+    yield directory
+    template_store.refresh(force=True)
+
+
+def write_message(directory: Path, name: str, parts: dict[str, str]) -> None:
+    folder = directory / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, source in parts.items():
+        (folder / part).write_text(source, encoding="utf-8")
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", first_name="Alice")
+
+
+def shipped(*recipients, **payload) -> Event:
+    return trigger("order.shipped", {"order_id": "A1", **payload}, recipients=list(recipients))
+
+
+def fan_out_now(event: Event) -> None:
+    """Fan out at once and mark the event processed, as a worker would."""
+    assert process_event(event.pk) is not None
+
+
+def make_due() -> None:
+    Delivery.objects.filter(status=Status.PENDING).update(next_attempt_at=timezone.now())
+
+
+# -- broken templates ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_broken_template_fails_its_delivery_and_the_worker_goes_on(
+    broken, smtp_mailer, template_dir, make_user, make_rule, alice
+):
+    bob = make_user("bob", first_name="Bob")
+    write_message(template_dir, "notice", BROKEN[broken])
+    # Rules run by priority: the broken one first, so its deliveries come first too.
+    make_rule(name="broken", message="notice", channels=["email"], priority=10)
+    make_rule(name="fine", message="order_shipped", channels=["email", "inapp"])
+    event = shipped(alice, bob, zero=0)
+
+    run_until_idle()
+
+    rows = Delivery.objects.filter(notification__event=event).select_related("notification__rule")
+    by_rule = {(d.notification.rule.name, d.notification.user_id, d.channel): d for d in rows}
+    for user in (alice, bob):
+        failed = by_rule[("broken", user.pk, "email")]
+        assert failed.status == Status.FAILED
+        assert failed.error_code == "template"
+        assert "notice/" in failed.error_message
+        assert failed.attempts == 1
+        [attempt] = failed.attempt_log.all()
+        assert attempt.outcome == DeliveryAttempt.Outcome.PERMANENT
+        assert attempt.error_code == "template"
+        assert by_rule[("fine", user.pk, "email")].status == Status.SENT
+        assert by_rule[("fine", user.pk, "inapp")].status == Status.SENT
+    assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == [
+        "alice@example.com",
+        "bob@example.com",
+    ]
+    assert {m.subject for m in smtp_mailer.messages} == {"Your order A1 has shipped"}
+
+    make_due()
+    assert run_until_idle() == 0  # a template failure is permanent
+
+
+# -- transient errors until the last attempt ---------------------------------------------
+
+
+def test_transient_errors_until_max_attempts_end_dead(settings, smtp_mailer, make_rule, alice):
+    settings.NOTIFY = {**settings.NOTIFY, "MAX_ATTEMPTS": 3}
+    make_rule(channels=["email"])
+    smtp_mailer.defer_next(3, 451)
+    shipped(alice)
+
+    statuses = []
+    for _ in range(3):
+        run_until_idle()
+        statuses.append(Delivery.objects.get().status)
+        make_due()
+
+    assert statuses == [Status.PENDING, Status.PENDING, Status.DEAD]
+    delivery = Delivery.objects.get()
+    assert delivery.attempts == 3
+    assert delivery.error_code == "451"
+    attempts = list(delivery.attempt_log.all())
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert {a.outcome for a in attempts} == {DeliveryAttempt.Outcome.TRANSIENT}
+    assert attempts[-1].retry_at is None
+    assert all(a.retry_at is not None for a in attempts[:-1])
+    assert smtp_mailer.messages == []
+
+    Delivery.objects.update(next_attempt_at=timezone.now() - timedelta(days=1))
+    assert run_until_idle() == 0  # dead stays dead...
+
+    assert retry_now([delivery.pk]) == 1  # ...until ops retry it from admin
+    run_until_idle()
+    delivery.refresh_from_db()
+    assert delivery.status == Status.SENT
+    assert len(smtp_mailer.messages) == 1
+
+
+# -- one provider session per batch ------------------------------------------------------
+
+
+def test_a_batch_of_emails_shares_one_smtp_session(smtp_mailer, make_rule, make_user):
+    users = [make_user(f"reader{i}") for i in range(6)]
+    make_rule(channels=["email"])
+    shipped(*users)
+
+    run_until_idle()
+
+    assert Delivery.objects.filter(status=Status.SENT).count() == 6
+    assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
+    assert smtp_mailer.sessions == 1
+
+
+def test_a_rejected_recipient_does_not_spoil_the_batch(smtp_mailer, make_rule, make_user):
+    users = [make_user(f"reader{i}") for i in range(4)]
+    smtp_mailer.reject(users[1].email, 550)
+    smtp_mailer.defer_next(1, 451)  # the first message of the batch is deferred
+    make_rule(channels=["email"])
+    shipped(*users)
+
+    run_until_idle()
+
+    status = {
+        d.notification.user.username: (d.status, d.error_code)
+        for d in Delivery.objects.select_related("notification__user")
+    }
+    assert status == {
+        "reader0": (Status.PENDING, "451"),
+        "reader1": (Status.FAILED, "550"),
+        "reader2": (Status.SENT, ""),
+        "reader3": (Status.SENT, ""),
+    }
+
+
+def test_refusals_in_a_batch_keep_the_smtp_session(smtp_mailer, make_rule, make_user):
+    users = [make_user(f"reader{i}") for i in range(4)]
+    smtp_mailer.reject(users[1].email, 550)
+    smtp_mailer.defer_next(1, 451)
+    make_rule(channels=["email"])
+    shipped(*users)
+
+    run_until_idle()
+
+    assert len(smtp_mailer.messages) == 2
+    assert smtp_mailer.sessions == 1
+
+
+# -- claims ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fanned_out(smtp_mailer, make_rule, alice):
+    """One email delivery for Alice, written by fan-out, not yet claimed."""
+    make_rule(channels=["email"])
+    fan_out_now(shipped(alice))
+    return Delivery.objects.get()
+
+
+def test_expired_claim_is_claimed_again_and_sent(smtp_mailer, fanned_out):
+    ids, _token = claim_due_deliveries(limit=10, ttl=60)
+    assert ids == [fanned_out.pk]
+    # The worker holding the claim is alive: nobody else takes it.
+    assert run_until_idle() == 0
+    # It died: once the claim expires, another worker takes over.
+    Delivery.objects.filter(pk=fanned_out.pk).update(
+        claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+
+    run_until_idle()
+
+    delivery = Delivery.objects.get()
+    assert delivery.status == Status.SENT
+    assert delivery.attempts == 2
+    assert delivery.claimed_until is None
+    [attempt] = delivery.attempt_log.all()
+    assert (attempt.number, attempt.outcome) == (2, DeliveryAttempt.Outcome.SENT)
+    assert len(smtp_mailer.messages) == 1
+
+
+def test_outcome_is_not_written_when_the_claim_is_no_longer_ours(smtp_mailer, fanned_out):
+    from notify.delivery.send import deliver
+
+    ids, stale = claim_due_deliveries(limit=10, ttl=60)
+    Delivery.objects.filter(pk__in=ids).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    ids_again, current = claim_due_deliveries(limit=10, ttl=60)
+    assert ids_again == ids and current != stale
+
+    now = timezone.now()
+    outcome = Outcome(
+        delivery_id=fanned_out.pk,
+        status=Status.SENT,
+        attempt=1,
+        started_at=now,
+        finished_at=now,
+        provider="smtp",
+        message_id="<stale@example.com>",
+    )
+    assert record_outcomes([outcome], stale) == 0
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.claimed_until) == (Status.SENDING, current)
+    assert delivery.provider_message_id == ""
+    assert not DeliveryAttempt.objects.exists()
+
+    # The stale worker's batch sends nothing; the current claim's batch sends once.
+    assert deliver(ids, stale).recorded == 0
+    assert smtp_mailer.messages == []
+    stats = deliver(ids_again, current)
+    assert (stats.sent, stats.recorded) == (1, 1)
+    assert len(smtp_mailer.messages) == 1
+    assert Delivery.objects.get().status == Status.SENT
+
+
+# -- preferences, again ----------------------------------------------------------------------
+
+
+def opt_out_of_email(user, category):
+    ChannelPreference.objects.create(user=user, category=category, channel="email", enabled=False)
+
+
+def deactivate(user, category):
+    user.is_active = False
+    user.save()
+
+
+def drop_address(user, category):
+    user.email = ""
+    user.save()
+
+
+@pytest.mark.parametrize(
+    ("change", "email_reason", "inapp_status"),
+    [
+        (opt_out_of_email, "opted_out", Status.SENT),
+        (deactivate, "inactive_user", Status.SKIPPED),
+        (drop_address, "no_address", Status.SENT),
+    ],
+    ids=["opted-out", "deactivated", "address-removed"],
+)
+def test_preferences_are_checked_again_at_send_time(
+    change, email_reason, inapp_status, smtp_mailer, make_rule, alice, category
+):
+    make_rule(channels=["email", "inapp"])
+    event = shipped(alice)
+    fan_out_now(event)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Status.PENDING}
+
+    change(alice, category)
+    run_until_idle()
+
+    email = Delivery.objects.get(channel="email")
+    assert email.status == Status.SKIPPED
+    assert email.skip_reason == email_reason
+    [attempt] = email.attempt_log.all()
+    assert attempt.outcome == DeliveryAttempt.Outcome.SKIPPED
+    assert attempt.sent == {}
+    assert smtp_mailer.messages == []
+    assert Delivery.objects.get(channel="inapp").status == inapp_status
+
+
+def test_critical_category_at_send_time_ignores_a_late_opt_out(
+    smtp_mailer, make_rule, alice, category
+):
+    security = Category.objects.create(key="security", name="Security", critical=True)
+    make_rule(category=security, channels=["email"])
+    fan_out_now(shipped(alice))
+    opt_out_of_email(alice, security)
+
+    run_until_idle()
+
+    assert Delivery.objects.get().status == Status.SENT
+    assert len(smtp_mailer.messages) == 1
+
+
+def test_channel_removed_from_config_fails_with_a_config_error(smtp_mailer, make_rule, alice):
+    make_rule(channels=["email"])
+    fan_out_now(shipped(alice))
+    Delivery.objects.update(channel="pager")
+
+    run_until_idle()
+
+    delivery = Delivery.objects.get()
+    assert delivery.status == Status.FAILED
+    assert delivery.error_code == "config"
+    assert "pager" in delivery.error_message
