@@ -28,12 +28,12 @@ from bench.fanout import seed_users
 from bench.measure import Stopwatch, count_queries, phase_timers, profile_call
 from bench.registry import Context, Figure, Workload, register
 from bench.smtp_peer import SmtpPeer
-from channels.base import Status
 from channels.email import EmailChannel
 from notify import conf
 from notify.delivery import send as dispatch
 from notify.fanout.pipeline import process_event
 from notify.models import Category, Delivery, DeliveryAttempt, Event
+from notify.models.status import Status
 from notify.runtime import worker
 from notify.runtime.worker import run_until_idle
 from rules.index import rule_index

@@ -28,10 +28,10 @@ from bench.fanout import seed_users
 from bench.measure import Stopwatch, count_queries, phase_timers
 from bench.registry import Context, Figure, Workload, register
 from bench.smtp_peer import SmtpPeer
-from channels.base import Status
 from channels.email import EmailChannel
 from notify.fanout.pipeline import process_event
 from notify.models import Category, Delivery, Digest, Event, UserSettings
+from notify.models.status import Status
 from notify.scheduling.digests import send as digest_delivery
 from rules.index import rule_index
 from rules.models import Rule

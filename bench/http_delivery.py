@@ -35,9 +35,9 @@ from django.utils import timezone
 from bench.http_peer import HttpPeer
 from bench.processes import bench_env, celery_worker, notify_worker
 from bench.registry import Context
-from channels.base import Status
 from notify.fanout.pipeline import process_event
 from notify.models import Category, Delivery, Event
+from notify.models.status import Status
 from rules.index import rule_index
 from rules.models import Rule
 

@@ -31,7 +31,7 @@ THROTTLED = "throttled"
 DIGEST, DROP = "digest", "drop"
 SCOPE_RULE, SCOPE_CATEGORY = "rule", "category"
 
-# Delivery statuses (``channels.base.Status``; rules does not import channels).
+# Delivery statuses (``notify.models.status.Status``; rules does not import channels).
 PENDING, SKIPPED, HELD_FOR_DIGEST = "pending", "skipped", "digest"
 
 

@@ -30,8 +30,8 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.models import Count
 
-from channels.base import Status
 from notify.models import Delivery, DeliveryAttempt
+from notify.models.status import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = os.environ.get("NOTIFY_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -1,6 +1,6 @@
-from channels.base import Status
 from notify import trigger
 from notify.models import Delivery, Notification
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 
 

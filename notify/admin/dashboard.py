@@ -31,7 +31,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from channels.base import Status
+from notify.models.status import Status
 from notify.observability import latency, queries
 from notify.observability.charts import (
     STATUS_COLOURS,

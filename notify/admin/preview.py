@@ -32,7 +32,6 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from channels.base import Status
 from notify.delivery.send import build_message
 from notify.fanout.payload import to_json
 from notify.fanout.pipeline import EXPLICIT, condition_context, plan_chunk, rule_channels
@@ -40,6 +39,7 @@ from notify.fanout.policies import RulePolicy
 from notify.fanout.send_time import SendAtError, send_time
 from notify.intake.trigger import validate_event_type
 from notify.models import Category, Delivery, Event, Notification
+from notify.models.status import Status
 from notify.preferences.decide import decide
 from notify.preferences.directory import DatabaseDirectory, category_info, load_preferences
 from notify.registry import describe

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 from django.apps import apps
 from django.core.exceptions import ValidationError
 
-from channels.base import Status
 from notify.fanout.payload import snapshot
 from notify.models import Event
+from notify.models.status import Status
 from rules.conditions import CompiledCondition, ConditionError, compile_condition
 
 # Skip reason of a delivery cancelled because its object is gone.

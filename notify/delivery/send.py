@@ -31,7 +31,6 @@ from channels.base import (
     ChannelError,
     OutgoingMessage,
     SendResult,
-    Status,
     Suppressed,
     TransientError,
 )
@@ -42,6 +41,7 @@ from notify.delivery.retry import RetryPolicy
 from notify.fanout.pipeline import actor_context, condition_context, event_context
 from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
+from notify.models.status import Status
 from notify.outbox.rows import Outcome, record_outcomes
 from notify.preferences.decide import SEND, decide
 from notify.preferences.directory import category_info, load_preferences
@@ -260,7 +260,7 @@ def _deliver_one(
     return _done(
         delivery,
         started,
-        result.status,
+        Status.SENT,
         Attempt.SENT,
         provider=result.provider,
         message_id=result.message_id,

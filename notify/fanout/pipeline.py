@@ -28,13 +28,13 @@ from typing import Any
 
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
 from notify.fanout.middleware import EventMiddlewareError, apply_event_middleware
 from notify.fanout.policies import RulePolicy
 from notify.fanout.send_time import SendAtError, send_time
 from notify.logs import log_context
 from notify.models import Category, Event
+from notify.models.status import Status
 from notify.outbox.rows import PlannedDelivery, PlannedNotification, write_fanout_chunk
 from notify.preferences.decide import SEND, SKIP, CategoryInfo, UserPrefs, decide
 from notify.preferences.directory import DatabaseDirectory, category_info, load_preferences

@@ -31,8 +31,8 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from channels.base import Status
 from notify.models import Delivery, DeliveryAttempt, Notification
+from notify.models.status import Status
 from notify.outbox.rows import PlannedNotification
 from notify.preferences.decide import CategoryInfo, UserPrefs, decide
 from notify.preferences.directory import users_filter

@@ -12,9 +12,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from channels.base import Status
 from notify.intake.trigger import trigger
 from notify.models import Delivery, Event
+from notify.models.status import Status
 
 # Skip reason of deliveries cancelled by ``notify.cancel``.
 CANCELLED_BY_CALLER = "cancelled by the caller"

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from channels.base import Status
+from notify.models.status import Status
 
 
 class Notification(models.Model):

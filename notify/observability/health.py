@@ -150,8 +150,8 @@ class OutboxLag:
 
 def outbox_lag(now: datetime | None = None) -> OutboxLag:
     """How much due work waits, and for how long the oldest has waited."""
-    from channels.base import Status
     from notify.models import Delivery, Event
+    from notify.models.status import Status
     from notify.observability.queries import adapt, fetch, table
 
     now = now or timezone.now()

@@ -37,8 +37,8 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from channels.base import Status
 from notify.models import Delivery, Digest, Event, Notification
+from notify.models.status import Status
 
 # Deliveries the provider accepted (the latency's end point).
 ACCEPTED = (Status.SENT, Status.DELIVERED, Status.BOUNCED)

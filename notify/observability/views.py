@@ -1,12 +1,9 @@
-"""Small pages: health, readiness, metrics and the sandbox outbox."""
+"""Small pages for operators and their tools: health, readiness, metrics."""
 
-from django.conf import settings
-from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from channels import sandbox
 from notify import conf
 
 
@@ -49,11 +46,3 @@ def metrics(request):
         )
     data, content_type = render()
     return HttpResponse(data, content_type=content_type)
-
-
-def sandbox_outbox(request):
-    """What the sandbox providers would have sent (only when the sandbox is on)."""
-    if not conf.get("SANDBOX"):
-        raise Http404("The sandbox is off.")
-    records = sandbox.read(limit=200, directory=conf.get("SANDBOX_DIR"))
-    return render(request, "dev_outbox.html", {"records": records, "debug": settings.DEBUG})

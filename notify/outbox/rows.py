@@ -22,9 +22,9 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
 from notify.models import Delivery, DeliveryAttempt, Event, Notification
+from notify.models.status import Status
 
 
 class PlannedDelivery(NamedTuple):

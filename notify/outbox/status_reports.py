@@ -13,8 +13,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from channels.base import Status
 from notify.models import Delivery, ProviderEvent
+from notify.models.status import Status
 from notify.preferences.suppressions import suppress
 
 # Normalised report types, mapped by each provider from its own codes.

@@ -32,11 +32,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import plan_chunk
 from notify.models import Category, Delivery, Event
+from notify.models.status import Status
 from notify.outbox.rows import write_fanout_chunk
 from notify.pages import ratelimit
 from notify.pages.addresses import readable
@@ -76,7 +76,7 @@ SKIP_TEXT = {
 @dataclass(frozen=True, slots=True)
 class TestResult:
     channel: str
-    status: str  # a channels.base.Status
+    status: str  # a notify.models.status.Status
     text: str  # for people: "sent to ann@example.com", "skipped: ..."
     at: datetime
     ok: bool

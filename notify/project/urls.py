@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from notify.dev import sandbox_outbox
 from notify.observability import views
 from notify.pages import inbox as inbox_pages
 from notify.pages import unsubscribe as unsubscribe_pages
@@ -10,7 +11,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
-    path("dev/outbox/", views.sandbox_outbox, name="sandbox-outbox"),
+    path("dev/outbox/", sandbox_outbox.sandbox_outbox, name="sandbox-outbox"),
     path("inbox/", inbox_pages.inbox_page, name="inbox"),
     path("inbox/events", inbox_pages.inbox_events, name="inbox-events"),
     path("inbox/read-all", inbox_pages.mark_all_read, name="inbox-read-all"),

@@ -43,9 +43,9 @@ from operator import itemgetter
 from django.db.models import F, Q
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
 from notify.models import Delivery, Event
+from notify.models.status import Status
 from notify.runtime.handoff import BrokerUnavailable, get_dispatcher, uses_broker
 
 log = logging.getLogger("notify.runtime.relay")

@@ -29,12 +29,12 @@ from datetime import datetime, timedelta
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
 from notify.celery import app
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.models import Delivery
+from notify.models.status import Status
 from notify.outbox.rows import claim_due_deliveries, claim_events
 from notify.runtime.handoff import BrokerUnavailable, get_dispatcher
 

@@ -32,8 +32,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from channels.base import Status
 from notify import conf
+from notify.models.status import Status
 from notify.runtime.leader import leader_lock
 
 log = logging.getLogger("notify.scheduling.scheduler")

@@ -16,7 +16,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from channels.base import Status
 from notify import conf
 from notify.models import (
     ApiKey,
@@ -33,6 +32,7 @@ from notify.models import (
     Suppression,
     UserSettings,
 )
+from notify.models.status import Status
 from rules.index import rule_index
 from rules.models import ConfigRevision, Rule
 

@@ -18,9 +18,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bench.seed import seed
-from channels.base import Status
 from notify.admin.dashboard import parse_period
 from notify.models import Delivery, Digest, Event, Notification
+from notify.models.status import Status
 from notify.observability import latency, queries
 from notify.observability.queries import Period
 from tests.browser import ARTIFACTS

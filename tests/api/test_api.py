@@ -17,10 +17,10 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from channels.base import Status
 from notify.api import urls as api_urls
 from notify.intake import trigger as events
 from notify.models import ApiKey, Event
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 
 EVENTS = "/api/v1/events"

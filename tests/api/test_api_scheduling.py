@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 import time_machine
 
-from channels.base import Status
 from notify.models import ApiKey, Delivery, Event
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 from tests.api.test_api import ORDER, get_event, post_event
 

@@ -17,7 +17,6 @@ from channels.base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
-    Status,
     TransientError,
 )
 from channels.chat import (
@@ -29,6 +28,7 @@ from channels.chat import (
 )
 from notify import trigger
 from notify.models import ContactPoint, Delivery, DeliveryAttempt
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 from tests.channel_contract import ChannelContract, Received, outgoing
 from tests.peers.slack import BOT_TOKEN, SlackPeer

@@ -19,13 +19,13 @@ from channels.base import (
     OutgoingMessage,
     PermanentError,
     SendResult,
-    Status,
     Suppressed,
     TransientError,
 )
 from channels.sms import TwilioSmsChannel
 from notify import trigger
 from notify.models import ContactPoint, Delivery, DeliveryAttempt, Suppression
+from notify.models.status import Status
 from notify.outbox import status_reports as report
 from notify.preferences.suppressions import is_suppressed
 from notify.runtime.worker import run_until_idle

@@ -20,17 +20,13 @@ from datetime import UTC, datetime
 import pytest
 from django.core.cache import caches
 
-from channels.base import (
-    ChannelConfigurationError,
-    InvalidRecipient,
-    Status,
-    TransientError,
-)
+from channels.base import ChannelConfigurationError, InvalidRecipient, TransientError
 from channels.email import EmailChannel
 from channels.failover import CircuitBreaker, FailoverChannel
 from channels.ratelimit import Rate, RateLimited, RateLimiter, parse_rate
 from notify import trigger
 from notify.models import Delivery
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 from tests.channel_contract import outgoing
 from tests.peers.esp import free_port

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from channels.base import Status
 from notify import trigger
 from notify.delivery.rendering import template_store
 from notify.fanout.pipeline import process_event
@@ -25,6 +24,7 @@ from notify.models import (
     DeliveryAttempt,
     Event,
 )
+from notify.models.status import Status
 from notify.outbox.rows import Outcome, claim_due_deliveries, record_outcomes, retry_now
 from notify.runtime.worker import run_until_idle
 

@@ -17,7 +17,6 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils import timezone
 
-from channels.base import Status
 from notify import emit_on, trigger
 from notify.delivery.rendering import template_store
 from notify.delivery.retry import RetryPolicy
@@ -33,6 +32,7 @@ from notify.models import (
     Event,
     Notification,
 )
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 from rules.models import Rule
 

@@ -16,7 +16,6 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from channels.base import Status
 from notify import trigger
 from notify.fanout.pipeline import fan_out
 from notify.models import (
@@ -26,6 +25,7 @@ from notify.models import (
     DeliveryMode,
     Notification,
 )
+from notify.models.status import Status
 from rules.index import rule_index
 from rules.recipients import PAGE_SIZE
 

@@ -12,10 +12,10 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 import notify
-from channels.base import Status
 from notify.fanout.pipeline import fan_out, process_event
 from notify.intake.trigger import trigger
 from notify.models import ContactPoint, Delivery, DeliveryAttempt, Event, Notification
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 from rules.models import DedupRecord
 

@@ -11,12 +11,12 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
 import notify
-from channels.base import Status
 from notify.delivery.rendering import template_store
 from notify.fanout.pipeline import process_event
 from notify.intake.model_signals import emit_on
 from notify.intake.scheduled import EventNotFound, NotCancellable
 from notify.models import Delivery, DeliveryAttempt, Event, UserSettings
+from notify.models.status import Status
 from notify.runtime.worker import run_until_idle
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)

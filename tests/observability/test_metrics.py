@@ -13,9 +13,9 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels.base import Status
 from notify import trigger
 from notify.models import Category, CategoryPreference, Delivery, DeliveryMode, Event
+from notify.models.status import Status
 from notify.observability.checks import check_metrics_access
 from notify.observability.metrics import address_allowed, may_scrape
 from notify.runtime.worker import run_until_idle

@@ -19,9 +19,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from channels.base import Status
 from notify.inbox.store import inbox, unread_count
 from notify.models import Category, Delivery, Event, Notification
+from notify.models.status import Status
 from notify.outbox.rows import claim_due_deliveries
 from notify.runtime import relay
 from rules.models import Rule

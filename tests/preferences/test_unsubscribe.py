@@ -14,11 +14,11 @@ from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from channels.base import Status
 from notify import trigger
 from notify.delivery.send import build_message, render_context
 from notify.fanout.pipeline import fan_out
 from notify.models import Category, ChannelPreference, Delivery
+from notify.models.status import Status
 from notify.preferences.one_click import (
     MAX_AGE,
     SALT,

@@ -18,10 +18,10 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 import notify
-from channels.base import Status
 from notify import celery as notify_celery
 from notify.fanout.pipeline import process_event
 from notify.models import Category, Delivery, DeliveryAttempt, Event
+from notify.models.status import Status
 from notify.outbox.rows import claim_due_deliveries
 from notify.runtime import handoff as dispatchers
 from notify.runtime import relay

@@ -30,9 +30,9 @@ import pytest
 from django.db import connection
 
 import notify
-from channels.base import Status
 from notify import celery as notify_celery
 from notify.models import Category, Delivery, Event
+from notify.models.status import Status
 from rules.models import Rule
 from tests.peers.counting_provider import CountingProvider
 from tests.peers.http import running

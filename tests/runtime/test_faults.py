@@ -27,10 +27,10 @@ import pytest
 from django.db import connection
 
 import notify
-from channels.base import Status
 from notify import celery as notify_celery
 from notify.delivery.retry import RetryPolicy
 from notify.models import ApiKey, Category, Delivery, DeliveryAttempt, Event
+from notify.models.status import Status
 from rules.models import Rule
 from tests.peers.counting_provider import CountingProvider, Faults
 from tests.peers.http import running

@@ -13,7 +13,6 @@ import pytest
 import time_machine
 from django.db import connection
 
-from channels.base import Status
 from notify import trigger
 from notify.fanout.pipeline import process_event
 from notify.models import (
@@ -24,6 +23,7 @@ from notify.models import (
     Digest,
     UserSettings,
 )
+from notify.models.status import Status
 from notify.preferences.localtime import zone
 from notify.scheduling.digests.build import create_and_claim
 from notify.scheduling.digests.periods import latest_due

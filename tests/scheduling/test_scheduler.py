@@ -20,7 +20,6 @@ from django.db import connection
 from django.utils import timezone
 
 import notify
-from channels.base import Status
 from notify.models import (
     CategoryPreference,
     Delivery,
@@ -28,6 +27,7 @@ from notify.models import (
     Event,
     UserSettings,
 )
+from notify.models.status import Status
 from notify.scheduling.scheduler import JOBS, SchedulerService, purge_old_records
 
 ROOT = Path(__file__).resolve().parents[2]

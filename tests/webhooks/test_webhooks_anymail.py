@@ -18,9 +18,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from channels.base import Status
 from notify import trigger
 from notify.models import Delivery, ProviderEvent, Suppression
+from notify.models.status import Status
 from notify.preferences.suppressions import is_suppressed
 from notify.runtime.worker import run_until_idle
 

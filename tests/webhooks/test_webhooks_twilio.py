@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from channels.base import Status
 from notify import trigger
 from notify.models import ContactPoint, Delivery, ProviderEvent, Suppression
+from notify.models.status import Status
 from notify.preferences.suppressions import is_suppressed, suppress
 from notify.runtime.worker import run_until_idle
 from tests.peers.twilio import (

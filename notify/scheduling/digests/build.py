@@ -19,8 +19,8 @@ from datetime import datetime
 from django.db import IntegrityError, transaction
 from django.db.models import Min
 
-from channels.base import Status
 from notify.models import Delivery, Digest
+from notify.models.status import Status
 from notify.preferences.decide import DAILY, WEEKLY
 from notify.scheduling.digests.periods import DuePeriod, latest_due
 

@@ -39,19 +39,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from channels.base import (
-    Channel,
-    ChannelConfigurationError,
-    ChannelError,
-    Status,
-    TransientError,
-)
+from channels.base import Channel, ChannelConfigurationError, ChannelError, TransientError
 from notify import conf
 from notify.delivery.cancel import CancelCheck
 from notify.delivery.retry import RetryPolicy
 from notify.delivery.send import suppress_refused
 from notify.fanout.pipeline import condition_context
 from notify.models import Delivery, DeliveryAttempt, Digest
+from notify.models.status import Status
 from notify.outbox.rows import _skip_locked
 from notify.preferences.decide import SKIP, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
@@ -279,7 +274,7 @@ def send_one(
         failed.next_at = timezone.now() + timedelta(seconds=delay)
         return failed
     return DigestOutcome(
-        result.status,
+        Status.SENT,
         keep,
         dropped,
         provider=result.provider,

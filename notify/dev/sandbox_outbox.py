@@ -1,0 +1,16 @@
+"""``/dev/outbox/``: what the sandbox providers would have sent."""
+
+from django.conf import settings
+from django.http import Http404
+from django.shortcuts import render
+
+from channels import sandbox
+from notify import conf
+
+
+def sandbox_outbox(request):
+    """What the sandbox providers would have sent (only when the sandbox is on)."""
+    if not conf.get("SANDBOX"):
+        raise Http404("The sandbox is off.")
+    records = sandbox.read(limit=200, directory=conf.get("SANDBOX_DIR"))
+    return render(request, "dev_outbox.html", {"records": records, "debug": settings.DEBUG})
