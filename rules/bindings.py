@@ -9,16 +9,18 @@ like the rule index) whether the sender is bound. A binding saved in admin
 therefore applies in every running process at its next configuration check
 (``NOTIFY["CONFIG_CHECK_INTERVAL"]``), without a restart.
 
-* **created / updated**: ``post_save``. For bound models only, ``pre_save``
-  reads the row as it is in the database, so an update's payload says what
-  changed (``changed``: every changed field's name; ``changes``: old and new
-  values of the allow-listed ones) and "only when these fields changed" can
-  be honoured.
-* **deleted**: the payload is taken in ``pre_delete``, while the row and its
-  relations exist; the event is triggered in ``post_delete``.
-* **m2m_changed**: ``post_add``, ``post_remove`` and ``post_clear`` (the
-  cleared ids are read in ``pre_clear``), from either side of the relation
-  (a reverse ``clear()`` is not reported).
+Created, updated and deleted go through ``rules.model_events``, the receiver
+machinery, payload shape and failure policy ``notify.emit_on`` shares: the
+payload is ``{"model", "pk", "object": {allow-listed fields}}``, an update adds
+``changed`` and ``changes``, and "only when these fields changed" is honoured
+from the row read in ``pre_save``; a delete's payload is taken in
+``pre_delete``. **A failed event store fails the change** (``EventNotStored``
+out of ``save()``/``delete()``; the change's transaction rolls back).
+
+* **m2m_changed** (bindings only): ``post_add``, ``post_remove`` and
+  ``post_clear`` (the cleared ids are read in ``pre_clear``), from either
+  side of the relation (a reverse ``clear()`` is not reported); the payload
+  adds ``m2m`` (``field``, ``action``, ``pks``).
 
 Events are stored by ``NOTIFY["BINDING_TRIGGER"]`` (a dotted path, default
 ``notify.intake.trigger.trigger``: the rules app never imports the pipeline) inside
@@ -36,13 +38,10 @@ index is built, for a row edited in the database directly.
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,17 +50,24 @@ from django.apps import apps as global_apps
 from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+from django.db.models.signals import m2m_changed
 from django.utils.module_loading import import_string
+
+from .model_events import (
+    SENSITIVE,  # noqa: F401  (re-exported: the secret-field rule)
+    Change,
+    ModelEvent,
+    ModelEventReceivers,
+    ModelEventSource,
+    change_payload,
+    is_sensitive,
+    json_value,
+    object_ref,
+    store_events,
+)
 
 log = logging.getLogger("rules.bindings")
 
-# Field names (or snake_case parts of them) that hold secrets; also used by
-# ``notify.fanout.payload.snapshot`` (the core app imports it from here).
-SENSITIVE = re.compile(
-    r"(^|_)(pass|password|passwd|passphrase|secret|token|api_?key|otp|pin|hash|salt|private_key|credentials?)(_|$)",
-    re.IGNORECASE,
-)
 EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
 
 # Apps whose models are never bound: the service's own tables (an event about
@@ -70,13 +76,7 @@ EXCLUDED_APPS = frozenset({"notify", "rules", "contenttypes", "sessions", "admin
 EXCLUDED_MODELS = frozenset({"auth.permission"})
 
 DEFAULT_TRIGGER = "notify.intake.trigger.trigger"
-_BEFORE = "_rules_binding_before"  # instance attribute: the row before an update
-_DELETED = "_rules_binding_deleted"  # instance attribute: delete payloads, by binding id
 _CLEARED = "_rules_binding_cleared"  # instance attribute: ids before an m2m clear
-
-
-def is_sensitive(name: str) -> bool:
-    return bool(SENSITIVE.search(name))
 
 
 def is_bindable(model: type[models.Model]) -> bool:
@@ -279,77 +279,7 @@ class BindingIndexCache:
 binding_index = BindingIndexCache()
 
 
-# -- payloads ---------------------------------------------------------------------------------
-
-
-def json_value(value: Any) -> Any:
-    """A value the event's JSON can hold (dates, decimals and UUIDs are turned
-    into strings by the trigger; anything else becomes its ``str``)."""
-    if value is None or isinstance(
-        value,
-        str | int | float | bool | datetime.date | datetime.time | decimal.Decimal | uuid.UUID,
-    ):
-        return value
-    if isinstance(value, list | tuple):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    return str(value)
-
-
-def _fields(model: type[models.Model], names: Iterable[str]) -> list[models.Field]:
-    out = []
-    for name in names:
-        try:
-            f = model._meta.get_field(name)
-        except FieldDoesNotExist:  # the model changed since the binding was saved
-            log.warning("%s has no field %r any more", model._meta.label_lower, name)
-            continue
-        if getattr(f, "concrete", False) and not f.many_to_many:
-            out.append(f)
-    return out
-
-
-def object_values(instance: models.Model, names: Iterable[str]) -> dict[str, Any]:
-    """The allow-listed fields of ``instance`` (foreign keys as ids, by field name)."""
-    return {
-        f.name: json_value(f.value_from_object(instance))
-        for f in _fields(type(instance), names)
-        if not is_sensitive(f.name)
-    }
-
-
-def database_row(instance: models.Model, using: str) -> dict[str, Any] | None:
-    """The instance's row as stored, by field name (``None``: not stored yet)."""
-    model = type(instance)
-    concrete = model._meta.concrete_fields
-    row = (
-        model._base_manager.using(using)
-        .filter(pk=instance.pk)
-        .values(*(f.attname for f in concrete))
-        .first()
-    )
-    if row is None:
-        return None
-    return {f.name: row[f.attname] for f in concrete}
-
-
-def _normalised(f: models.Field, value: Any) -> Any:
-    try:
-        return f.to_python(value)
-    except Exception:
-        return value
-
-
-def changed_fields(instance: models.Model, before: dict[str, Any]) -> list[str]:
-    """The concrete fields whose value differs from ``before`` (the stored row)."""
-    changed = []
-    for f in type(instance)._meta.concrete_fields:
-        if f.name not in before:
-            continue
-        if _normalised(f, f.value_from_object(instance)) != _normalised(f, before[f.name]):
-            changed.append(f.name)
-    return changed
+# -- events ----------------------------------------------------------------------------------
 
 
 def actor_of(instance: models.Model, binding: CompiledBinding) -> Any:
@@ -364,42 +294,6 @@ def actor_of(instance: models.Model, binding: CompiledBinding) -> Any:
     return getattr(instance, f.attname, None)
 
 
-def object_ref(instance: models.Model) -> str:
-    return f"{instance._meta.label_lower}:{instance.pk}"
-
-
-def fire(binding: CompiledBinding, instance: models.Model, payload: dict[str, Any]) -> None:
-    """Store the event; an error is logged, never raised into the app's save."""
-    trigger = import_string(getattr(settings, "NOTIFY", {}).get("BINDING_TRIGGER", DEFAULT_TRIGGER))
-    try:
-        trigger(
-            binding.event_type,
-            payload,
-            actor=actor_of(instance, binding),
-            source="signal",
-            object_ref=object_ref(instance),
-        )
-    except Exception:
-        log.exception(
-            "signal binding %s (%s %s -> %s) could not store its event",
-            binding.id,
-            binding.model,
-            binding.signal,
-            binding.event_type,
-        )
-
-
-def base_payload(instance: models.Model, binding: CompiledBinding) -> dict[str, Any]:
-    return {
-        "model": instance._meta.label_lower,
-        "pk": json_value(instance.pk),
-        "object": object_values(instance, binding.payload_fields),
-    }
-
-
-# -- the receivers ---------------------------------------------------------------------------
-
-
 def _bound(sender: Any, signal: str) -> list[CompiledBinding]:
     meta = getattr(sender, "_meta", None)
     # Historical models (migrations) are not the app's models: never bound.
@@ -412,58 +306,52 @@ def _bound(sender: Any, signal: str) -> list[CompiledBinding]:
         return []
 
 
-def on_pre_save(
-    sender: Any, instance: models.Model, raw: bool = False, using: str = "default", **kw: Any
-) -> None:
-    if raw or instance._state.adding or instance.pk is None:
-        return
-    if not _bound(sender, "updated"):
-        return
-    setattr(instance, _BEFORE, database_row(instance, using))
+def binding_event(
+    binding: CompiledBinding, instance: models.Model, payload: dict[str, Any]
+) -> ModelEvent:
+    return ModelEvent(
+        event_type=binding.event_type,
+        payload=payload,
+        object_ref=object_ref(instance),
+        actor=actor_of(instance, binding),
+        origin=(
+            f"signal binding {binding.id} ({binding.model} {binding.signal} -> "
+            f"{binding.event_type})"
+        ),
+    )
 
 
-def on_post_save(
-    sender: Any, instance: models.Model, created: bool, raw: bool = False, **kw: Any
-) -> None:
-    before = instance.__dict__.pop(_BEFORE, None)
-    if raw:
-        return
-    if created:
-        for binding in _bound(sender, "created"):
-            fire(binding, instance, base_payload(instance, binding))
-        return
-    bindings = _bound(sender, "updated")
-    if not bindings:
-        return
-    changed = changed_fields(instance, before) if before is not None else None
-    for binding in bindings:
-        if binding.changed_fields and changed is not None:
-            if not binding.changed_fields.intersection(changed):
-                continue
-        payload = base_payload(instance, binding)
-        payload["changed"] = changed
-        payload["changes"] = {
-            name: {"old": json_value(before[name]), "new": payload["object"][name]}
-            for name in (changed or ())
-            if name in payload["object"]
-        }
-        fire(binding, instance, payload)
+class BindingEvents(ModelEventSource):
+    """The active bindings, as a source of ``rules.model_events``."""
+
+    def wants(self, sender: type[models.Model], kind: str) -> bool:
+        return bool(_bound(sender, kind))
+
+    def events(
+        self, sender: type[models.Model], instance: models.Model, kind: str, change: Change | None
+    ) -> list[ModelEvent]:
+        out = []
+        for binding in _bound(sender, kind):
+            if change is not None and binding.changed_fields and change.changed is not None:
+                if not binding.changed_fields.intersection(change.changed):
+                    continue
+            payload = change_payload(instance, binding.payload_fields, change)
+            out.append(binding_event(binding, instance, payload))
+        return out
+
+    def store(self, event: ModelEvent) -> None:
+        path = getattr(settings, "NOTIFY", {}).get("BINDING_TRIGGER", DEFAULT_TRIGGER)
+        import_string(path)(
+            event.event_type,
+            event.payload,
+            actor=event.actor,
+            source="signal",
+            object_ref=event.object_ref,
+        )
 
 
-def on_pre_delete(sender: Any, instance: models.Model, **kw: Any) -> None:
-    bindings = _bound(sender, "deleted")
-    if bindings:
-        setattr(instance, _DELETED, {b.id: base_payload(instance, b) for b in bindings})
-
-
-def on_post_delete(sender: Any, instance: models.Model, **kw: Any) -> None:
-    payloads = instance.__dict__.pop(_DELETED, None)
-    if payloads is None:
-        return
-    for binding in _bound(sender, "deleted"):
-        payload = payloads.get(binding.id)
-        if payload is not None:  # bound between pre_delete and post_delete: skip
-            fire(binding, instance, payload)
+binding_events = BindingEvents()
+receivers = ModelEventReceivers(binding_events, "rules.bindings")
 
 
 def _m2m_field(model: type[models.Model], through: Any) -> models.Field | None:
@@ -510,17 +398,19 @@ def on_m2m_changed(
         return
     if owners is None:
         owners = list(owner_model._base_manager.filter(pk__in=pk_set).order_by("pk"))
+    events = []
     for binding in bindings:
         if binding.changed_fields and f.name not in binding.changed_fields:
             continue
         for owner in owners:
-            payload = base_payload(owner, binding)
+            payload = change_payload(owner, binding.payload_fields)
             payload["m2m"] = {
                 "field": f.name,
                 "action": M2M_ACTIONS[action],
                 "pks": sorted(json_value(list(related or ())), key=str),
             }
-            fire(binding, owner, payload)
+            events.append(binding_event(binding, owner, payload))
+    store_events(binding_events, events)
 
 
 def connect_receivers() -> None:
@@ -529,14 +419,5 @@ def connect_receivers() -> None:
     Saves and m2m changes are received for every model. Delete receivers are
     connected per bindable model: a delete receiver for every model would
     stop Django from deleting anything fast (cascades would load each row)."""
-    post_save.connect(on_post_save, dispatch_uid="rules.bindings.post_save")
-    pre_save.connect(on_pre_save, dispatch_uid="rules.bindings.pre_save")
+    receivers.connect(save_senders=[None], delete_senders=bindable_models())
     m2m_changed.connect(on_m2m_changed, dispatch_uid="rules.bindings.m2m_changed")
-    for model in bindable_models():
-        label = model._meta.label_lower
-        pre_delete.connect(
-            on_pre_delete, sender=model, dispatch_uid=f"rules.bindings.pre_delete:{label}"
-        )
-        post_delete.connect(
-            on_post_delete, sender=model, dispatch_uid=f"rules.bindings.post_delete:{label}"
-        )

@@ -1,5 +1,11 @@
-"""The JSON shape of what events carry: payloads as stored, and model rows as
-signal events and cancel conditions see them (secrets never included)."""
+"""The JSON shape of what events carry: payloads as stored, and model rows
+(secrets never included).
+
+Events from model changes (``emit_on`` and signal bindings) and cancel
+conditions see a row as ``current_object`` does, by field name under the
+payload's ``object`` (``rules.model_events.change_payload``); ``snapshot`` is
+the row as ``EnrichWithObject`` puts it into a payload (foreign keys by
+attribute name, e.g. ``customer_id``)."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from rules import bindings
+from rules import model_events
 
 
 def to_json(value: Any) -> Any:
@@ -26,7 +32,13 @@ def to_json(value: Any) -> Any:
         raise ValidationError(f"payload cannot be stored as JSON: {exc}") from exc
 
 
-SENSITIVE = bindings.SENSITIVE
+SENSITIVE = model_events.SENSITIVE
+
+
+def current_object(instance: models.Model) -> dict[str, Any]:
+    """The row as an event's ``payload.object`` holds it (every field but
+    secrets, by field name, foreign keys as ids), JSON-safe."""
+    return to_json(model_events.object_values(instance))
 
 
 def snapshot(instance: models.Model, fields: Iterable[str] | None = None) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""Model changes in: ``emit_on(Model, created=..., updated=..., deleted=...)``."""
+"""Model changes in: ``emit_on(Model, created=..., updated=..., deleted=...)``.
+
+The receivers, the payload shape and the failure policy are the ones admin
+signal bindings use: ``rules.model_events`` (it lives in ``rules/`` because the
+bindings do and ``rules`` never imports ``notify``); this module only says
+which changes of one model become which events, and stores them with
+``notify.intake.trigger.trigger``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,73 @@ from typing import Any
 
 from django.db import models
 
-from notify.fanout.payload import snapshot
-from notify.intake.trigger import trigger
+from notify.intake.trigger import trigger, validate_event_type
 from notify.models import Event
+from rules.model_events import (
+    CREATED,
+    DELETED,
+    UPDATED,
+    Change,
+    ModelEvent,
+    ModelEventReceivers,
+    ModelEventSource,
+    change_payload,
+    object_ref,
+)
+
+
+class EmitOn(ModelEventSource):
+    """The events of one ``emit_on`` call: one model, an event type per kind."""
+
+    def __init__(
+        self,
+        model: type[models.Model],
+        event_types: dict[str, str | None],
+        fields: Iterable[str] | None,
+        payload: Callable[[models.Model], dict[str, Any]] | None,
+        actor: Callable[[models.Model], Any] | None,
+        recipients: Callable[[models.Model], Iterable[Any]] | None,
+    ):
+        self.model = model
+        self.event_types = event_types
+        self.fields = list(fields) if fields is not None else None
+        self.payload = payload
+        self.actor = actor
+        self.recipients = recipients
+
+    def wants(self, sender: type[models.Model], kind: str) -> bool:
+        return sender is self.model and self.event_types.get(kind) is not None
+
+    def events(
+        self, sender: type[models.Model], instance: models.Model, kind: str, change: Change | None
+    ) -> list[ModelEvent]:
+        data = (
+            self.payload(instance)
+            if self.payload is not None
+            else change_payload(instance, self.fields, change)
+        )
+        event_type = self.event_types[kind]
+        assert event_type is not None  # (wants() said so)
+        return [
+            ModelEvent(
+                event_type=event_type,
+                payload=data,
+                object_ref=object_ref(instance),
+                actor=self.actor(instance) if self.actor else None,
+                recipients=tuple(self.recipients(instance)) if self.recipients else (),
+                origin=f"emit_on({self.model._meta.label_lower})",
+            )
+        ]
+
+    def store(self, event: ModelEvent) -> None:
+        trigger(
+            event.event_type,
+            event.payload,
+            actor=event.actor,
+            recipients=event.recipients,
+            source=Event.Source.SIGNAL,
+            object_ref=event.object_ref,
+        )
 
 
 def emit_on(
@@ -28,75 +99,29 @@ def emit_on(
     ``emit_on(Order, created="order.created", updated="order.updated",
     deleted="order.deleted", recipients=lambda o: [o.customer])``
 
+    The payload is the one signal bindings make (``rules.model_events``):
+    ``{"model": "shop.order", "pk": 7, "object": {...}}`` with ``fields`` (by
+    field name; default every field but secrets) under ``object``; an update
+    adds ``changed`` and ``changes``. A ``payload`` callable replaces it.
+
     The event is stored in the transaction of the change (wrap the change in
     ``transaction.atomic()`` or use ``ATOMIC_REQUESTS``) and fanned out only
-    after it commits; a rolled-back change sends nothing. A delete's payload is
-    taken in ``pre_delete``, while the row and its relations still exist.
-    ``QuerySet.update()``, ``bulk_create`` and raw SQL send no signals, so they
-    make no events.
+    after it commits; a rolled-back change sends nothing. **A failed event
+    store fails the change**: ``save()``/``delete()`` raise
+    ``rules.model_events.EventNotStored`` and the transaction rolls back. A
+    delete's payload is taken in ``pre_delete``, while the row and its
+    relations still exist. ``QuerySet.update()``, ``bulk_create`` and raw SQL
+    send no signals, so they make no events.
     """
-    from django.db.models.signals import post_delete, post_save, pre_delete
-
-    make_payload = payload or (lambda instance: snapshot(instance, fields))
+    event_types = {CREATED: created, UPDATED: updated, DELETED: deleted}
+    for event_type in event_types.values():
+        if event_type is not None:
+            validate_event_type(event_type)
     label = model._meta.label_lower
-    uid = f"notify.emit_on:{label}:{created}:{updated}:{deleted}"
-    pending: dict[tuple[str, Any], tuple[dict[str, Any], Any, list[Any]]] = {}
-
-    def ref(instance: models.Model) -> str:
-        return f"{label}:{instance.pk}"
-
-    def extras(instance: models.Model) -> tuple[Any, list[Any]]:
-        return (
-            actor(instance) if actor else None,
-            list(recipients(instance)) if recipients else [],
-        )
-
-    def on_save(
-        sender: Any, instance: models.Model, created: bool, raw: bool = False, **kwargs: Any
-    ) -> None:
-        event_type = created_type if created else updated
-        if raw or event_type is None:
-            return
-        who, to = extras(instance)
-        trigger(
-            event_type,
-            make_payload(instance),
-            actor=who,
-            recipients=to,
-            source=Event.Source.SIGNAL,
-            object_ref=ref(instance),
-        )
-
-    def before_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
-        pending[(kwargs.get("using") or "default", instance.pk)] = (
-            make_payload(instance),
-            *extras(instance),
-        )
-
-    def on_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
-        key = (kwargs.get("using") or "default", instance.pk)
-        data, who, to = pending.pop(key, (make_payload(instance), None, []))
-        trigger(
-            deleted,
-            data,
-            actor=who,
-            recipients=to,
-            source=Event.Source.SIGNAL,
-            object_ref=f"{label}:{key[1]}",
-        )
-
-    created_type = created
-    if created or updated:
-        post_save.connect(on_save, sender=model, dispatch_uid=uid + ":save", weak=False)
-    if deleted:
-        pre_delete.connect(
-            before_delete, sender=model, dispatch_uid=uid + ":pre_delete", weak=False
-        )
-        post_delete.connect(on_delete, sender=model, dispatch_uid=uid + ":delete", weak=False)
-
-    def disconnect() -> None:
-        post_save.disconnect(sender=model, dispatch_uid=uid + ":save")
-        pre_delete.disconnect(sender=model, dispatch_uid=uid + ":pre_delete")
-        post_delete.disconnect(sender=model, dispatch_uid=uid + ":delete")
-
-    return disconnect
+    source = EmitOn(model, event_types, fields, payload, actor, recipients)
+    receivers = ModelEventReceivers(source, f"notify.emit_on:{label}:{created}:{updated}:{deleted}")
+    receivers.connect(
+        save_senders=[model] if created or updated else [],
+        delete_senders=[model] if deleted else [],
+    )
+    return receivers.disconnect

@@ -155,9 +155,3 @@ def event_committed(event_id: int) -> None:
     from notify.runtime.handoff import get_dispatcher
 
     get_dispatcher().event_committed(event_id)
-
-
-# -- model signals ------------------------------------------------------------------
-
-# The secret-field rule lives with the signal bindings (notify may import
-# rules, not the reverse): one definition for both ways of snapshotting a row.

@@ -39,20 +39,20 @@ from rules.models import Rule
 User = get_user_model()
 
 TEMPLATES = {
-    "email.subject": "Account {{ payload.username }} was deactivated\n",
+    "email.subject": "Account {{ payload.object.username }} was deactivated\n",
     "email.txt": (
         "Hi {{ recipient.first_name or recipient.name }},\n\n"
-        "The account {{ payload.username }} ({{ payload.first_name }}) was deactivated.\n\n"
+        "The account {{ payload.object.username }} ({{ payload.object.first_name }}) was deactivated.\n\n"
         "Manage your notifications: {{ settings_url }}\n"
     ),
     "email.html": (
         "<p>Hi {{ recipient.first_name or recipient.name }},</p>\n"
-        "<p>The account <strong>{{ payload.username }}</strong> "
-        "({{ payload.first_name }}) was deactivated.</p>\n"
+        "<p>The account <strong>{{ payload.object.username }}</strong> "
+        "({{ payload.object.first_name }}) was deactivated.</p>\n"
     ),
     "inapp": (
-        "Account {{ payload.username }} deactivated\n"
-        "{{ payload.first_name }} can no longer sign in."
+        "Account {{ payload.object.username }} deactivated\n"
+        "{{ payload.object.first_name }} can no longer sign in."
     ),
 }
 
@@ -98,7 +98,7 @@ def security_team(make_user):
     Rule.objects.create(
         name="account deactivated",
         event_type="user.updated",
-        condition="not payload.is_active",
+        condition="not payload.object.is_active",
         category=security,
         recipients=["explicit"],
         channels=["email", "inapp"],
@@ -174,7 +174,13 @@ def test_model_save_to_smtp_and_inbox(
     assert event.type == "user.updated"
     assert event.source == Event.Source.SIGNAL
     assert event.object_ref == f"auth.user:{mallory.pk}"
-    assert event.payload == {"username": "mallory", "first_name": "Mallory <b>", "is_active": False}
+    assert event.payload == {
+        "model": "auth.user",
+        "pk": mallory.pk,
+        "object": {"username": "mallory", "first_name": "Mallory <b>", "is_active": False},
+        "changed": ["is_active"],
+        "changes": {"is_active": {"old": True, "new": False}},
+    }
     assert event.status == Event.State.PROCESSED
 
     # Alice: one email at the SMTP server, rendered, to her verified contact point.

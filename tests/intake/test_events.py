@@ -82,19 +82,35 @@ def test_emit_on_save_and_delete_inside_the_changing_transaction():
         events = list(
             Event.objects.order_by("pk").values_list("type", "payload", "object_ref", "source")
         )
+        ref = f"auth.group:{group_id}"
         assert events == [
-            ("group.created", {"id": group_id, "name": "Ops"}, f"auth.group:{group_id}", "signal"),
+            (
+                "group.created",
+                {"model": "auth.group", "pk": group_id, "object": {"id": group_id, "name": "Ops"}},
+                ref,
+                "signal",
+            ),
             (
                 "group.updated",
-                {"id": group_id, "name": "Operations"},
-                f"auth.group:{group_id}",
+                {
+                    "model": "auth.group",
+                    "pk": group_id,
+                    "object": {"id": group_id, "name": "Operations"},
+                    "changed": ["name"],
+                    "changes": {"name": {"old": "Ops", "new": "Operations"}},
+                },
+                ref,
                 "signal",
             ),
             # the delete's payload was taken before the row was gone
             (
                 "group.deleted",
-                {"id": group_id, "name": "Operations"},
-                f"auth.group:{group_id}",
+                {
+                    "model": "auth.group",
+                    "pk": group_id,
+                    "object": {"id": group_id, "name": "Operations"},
+                },
+                ref,
                 "signal",
             ),
         ]

@@ -121,9 +121,9 @@ def team_events(db, settings, tmp_path):
     """Groups make "team.created" events; a "team_reminder" message for them."""
     folder = tmp_path / "templates" / "team_reminder"
     folder.mkdir(parents=True)
-    (folder / "email.subject").write_text("Reminder: {{ payload.name }}")
-    (folder / "email.txt").write_text("Team {{ payload.name }} is waiting for you.")
-    (folder / "inapp").write_text("Reminder: {{ payload.name }}")
+    (folder / "email.subject").write_text("Reminder: {{ payload.object.name }}")
+    (folder / "email.txt").write_text("Team {{ payload.object.name }} is waiting for you.")
+    (folder / "inapp").write_text("Reminder: {{ payload.object.name }}")
     settings.NOTIFY = {
         **settings.NOTIFY,
         "TEMPLATE_DIRS": [str(tmp_path / "templates"), *settings.NOTIFY["TEMPLATE_DIRS"]],
@@ -143,7 +143,7 @@ def test_a_reminder_whose_cancel_condition_became_true_is_not_sent(
         recipients=[f"users:{alice.pk}"],
         message="team_reminder",
         delay=timedelta(days=1),
-        cancel_condition="payload.name.startswith('archived')",
+        cancel_condition="payload.object.name.startswith('archived')",
     )
     team = Group.objects.create(name="Launch")
     run_until_idle()
@@ -157,9 +157,9 @@ def test_a_reminder_whose_cancel_condition_became_true_is_not_sent(
     assert not smtp_mailer.messages
     for delivery in deliveries(event).values():
         assert delivery.status == Status.CANCELLED
-        assert delivery.skip_reason == "cancel condition true: payload.name.startswith('ar"
+        assert delivery.skip_reason == "cancel condition true: payload.object.name.startsw"
         assert delivery.error_message == (
-            "cancel condition true: payload.name.startswith('archived')"
+            "cancel condition true: payload.object.name.startswith('archived')"
         )
         [attempt] = delivery.attempt_log.all()
         assert attempt.outcome == DeliveryAttempt.Outcome.SKIPPED
@@ -174,7 +174,7 @@ def test_a_reminder_whose_cancel_condition_is_false_is_sent(
         message="team_reminder",
         channels=["email"],
         delay=timedelta(hours=1),
-        cancel_condition="payload.name.startswith('archived')",
+        cancel_condition="payload.object.name.startswith('archived')",
     )
     Group.objects.create(name="Launch")
     run_until_idle()
@@ -192,7 +192,7 @@ def test_a_reminder_about_a_deleted_object_is_cancelled(
         message="team_reminder",
         channels=["email"],
         delay=timedelta(hours=1),
-        cancel_condition="payload.name == 'never'",
+        cancel_condition="payload.object.name == 'never'",
     )
     team = Group.objects.create(name="Launch")
     run_until_idle()
