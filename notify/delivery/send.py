@@ -42,7 +42,7 @@ from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.rows import Outcome, record_outcomes
-from notify.preferences.decide import SEND, decide
+from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
 from notify.registry import build_channel, describe
@@ -157,21 +157,17 @@ def _deliver_one(
     """Decide again, render and send one claimed delivery (steps 2 to 4)."""
     started = timezone.now()
     target = Target(delivery.pk, delivery.attempts, address_kind)
-    notification = delivery.notification
-    user_prefs = prefs.get(notification.user_id)
+    user_prefs = prefs.get(delivery.notification.user_id)
     if is_dry_run(delivery):
         return dry_run_outcome(delivery, (address_kind, message_format), user_prefs)
-    if user_prefs is None:
-        return done(target, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason="user_deleted")
-    cancelled = _cancel_condition(delivery, cancels or CancelCheck(), started)
-    if cancelled is not None:
-        return cancelled
-    category = category_info(notification.category)
-    decision = decide(category, delivery.channel, address_kind, user_prefs, started)
+    decision = decide_again(delivery, target, address_kind, user_prefs, cancels, started)
+    if isinstance(decision, Outcome):
+        return decision
     if decision.action != SEND:
         # Preferences changed since fan-out (digest holds are released by the scheduler).
-        status = Status.DIGEST if decision.action == "digest" else Status.SKIPPED
-        return done(target, started, status, Attempt.SKIPPED, skip_reason=decision.reason)
+        return done(target, started, Status.DIGEST, Attempt.SKIPPED, skip_reason=decision.reason)
+    assert user_prefs is not None  # decide_again skips a deleted user
+    category = category_info(delivery.notification.category)
     if user_prefs.quiet_start is not None and applies_to(address_kind, category.critical):
         quiet_end = quiet_until(
             started, user_prefs.quiet_start, user_prefs.quiet_end, user_prefs.timezone
@@ -217,8 +213,32 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
     return held
 
 
+def decide_again(
+    delivery: Delivery,
+    target: Target,
+    address_kind: str | None,
+    prefs: UserPrefs | None,
+    cancels: CancelCheck | None,
+    started: datetime,
+) -> Outcome | Decision:
+    """Step 2 for a single delivery or a digest's item: the outcome of one that
+    must not go out now (user deleted, a reminder's cancel condition, opted out
+    or suppressed since fan-out), else the current decision (send, or digest)
+    with the address to send to. Preferences decide twice (DESIGN.md, 4)."""
+    if prefs is None:
+        return done(target, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason="user_deleted")
+    cancelled = _cancel_condition(delivery, target, cancels or CancelCheck(), started)
+    if cancelled is not None:
+        return cancelled
+    category = category_info(delivery.notification.category)
+    decision = decide(category, delivery.channel, address_kind, prefs, started)
+    if decision.action == SKIP:
+        return done(target, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason=decision.reason)
+    return decision
+
+
 def _cancel_condition(
-    delivery: Delivery, cancels: CancelCheck, started: datetime
+    delivery: Delivery, target: Target, cancels: CancelCheck, started: datetime
 ) -> Outcome | None:
     """The outcome of a reminder whose cancel condition holds (or cannot be
     evaluated) against the current data; ``None`` to go on sending."""
@@ -233,7 +253,7 @@ def _cancel_condition(
         return None
     if verdict.status == Status.CANCELLED:
         return done(
-            Target(delivery.pk, delivery.attempts),
+            target,
             started,
             Status.CANCELLED,
             Attempt.SKIPPED,
@@ -241,7 +261,7 @@ def _cancel_condition(
             error_message=verdict.message,
         )
     return done(
-        Target(delivery.pk, delivery.attempts),
+        target,
         started,
         Status.FAILED,
         Attempt.PERMANENT,
