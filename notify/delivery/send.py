@@ -7,8 +7,11 @@ in tests. For a batch of claimed delivery ids:
 2. decide again with the current preferences and addresses; cancel a reminder
    whose cancel condition now holds; hold a message that would reach someone
    during their quiet hours until they end (not an attempt);
-3. render each message in the recipient's locale (templates compiled once);
-4. send through one open channel instance per channel alias;
+   a dry-run delivery is rendered and kept, not sent (``notify.delivery.dry_run``);
+3. render each message in the recipient's locale (``notify.delivery.message``,
+   templates compiled once);
+4. send through one open channel instance per channel alias: the send step
+   digests use too (``notify.delivery.outcomes.send_one``);
 5. write every outcome and attempt while the claim is still ours.
 """
 
@@ -18,36 +21,30 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import NamedTuple
 
 from django.db.models import F
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from channels.base import (
-    Channel,
-    ChannelConfigurationError,
-    ChannelError,
-    OutgoingMessage,
-    SendResult,
-    Suppressed,
-    TransientError,
-)
-from notify import conf
+from channels.base import Channel, ChannelConfigurationError
 from notify.delivery.cancel import CancelCheck
-from notify.delivery.rendering import template_store
+from notify.delivery.dry_run import dry_run_outcome, is_dry_run
+from notify.delivery.message import build_message
+from notify.delivery.message import recipient_context as recipient_context  # re-exported
+from notify.delivery.message import render_context as render_context  # re-exported
+from notify.delivery.outcomes import Target, config_failure, done, send_one, template_failure
+from notify.delivery.outcomes import suppress_refused as suppress_refused  # re-exported
 from notify.delivery.retry import RetryPolicy
-from notify.fanout.pipeline import actor_context, condition_context, event_context
+from notify.fanout.pipeline import condition_context
 from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.rows import Outcome, record_outcomes
-from notify.preferences.decide import SEND, decide
+from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
-from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
-from notify.preferences.suppressions import suppress
 from notify.registry import build_channel, describe
 
 log = logging.getLogger("notify.delivery.send")
@@ -64,69 +61,6 @@ class DispatchStats:
     recorded: int = 0
     held: int = 0  # back to pending until the recipient's quiet hours end
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def recipient_context(user: Any) -> dict[str, Any]:
-    return {
-        "id": user.pk,
-        "username": user.get_username(),
-        "first_name": getattr(user, "first_name", ""),
-        "last_name": getattr(user, "last_name", ""),
-        "name": user.get_full_name() or user.get_username(),
-    }
-
-
-def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
-    notification = delivery.notification
-    event = notification.event
-    site = conf.get("SITE_URL").rstrip("/")
-    return {
-        "payload": event.payload,
-        "event": event_context(event),
-        "actor": actor_context(event.actor),
-        "recipient": recipient_context(notification.user),
-        "category": {"key": notification.category.key, "name": notification.category.name},
-        "notification": {"id": notification.pk},
-        "site_url": site,
-        "settings_url": f"{site}/settings/notifications/",
-        "inbox_url": f"{site}/inbox/",
-        "unsubscribe_url": unsubscribe,
-    }
-
-
-def unsubscribe_link(delivery: Delivery, message_format: str) -> str:
-    """The signed one-click link for an email of a non-critical category ("" otherwise)."""
-    notification = delivery.notification
-    if message_format != "email" or notification.category.critical:
-        return ""
-    return unsubscribe_url(
-        UnsubscribeScope(notification.user_id, notification.category.key, delivery.channel)
-    )
-
-
-def build_message(
-    delivery: Delivery, message_format: str, address: str, locale: str
-) -> OutgoingMessage:
-    """Render one delivery into what its channel sends. Raises TemplateError."""
-    notification = delivery.notification
-    rule = notification.rule
-    if rule is None:
-        raise TemplateError("the rule that made this notification was deleted")
-    unsubscribe = unsubscribe_link(delivery, message_format)
-    context = render_context(delivery, unsubscribe)
-    parts = template_store.render(rule.message, message_format, context, locale)
-    payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
-    url = payload.get("url") if isinstance(payload.get("url"), str) else ""
-    return OutgoingMessage(
-        delivery_id=delivery.pk,
-        channel=delivery.channel,
-        to=address,
-        subject=parts.subject,
-        text=parts.text,
-        html=parts.html,
-        headers=email_headers(unsubscribe) if unsubscribe else {},
-        extra={"notification_id": notification.pk, "user_id": notification.user_id, "url": url},
-    )
 
 
 def deliver(
@@ -170,8 +104,14 @@ def deliver(
         by_channel[delivery.channel].append(delivery)
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
+            reason = f"channel '{alias}' is not configured"
             for delivery in batch:
-                outcomes.append(_failure(delivery, f"channel '{alias}' is not configured", now))
+                if is_dry_run(delivery):
+                    prefs_of = prefs.get(delivery.notification.user_id)
+                    outcomes.append(dry_run_outcome(delivery, None, prefs_of, reason))
+                else:
+                    target = Target(delivery.pk, delivery.attempts)
+                    outcomes.append(config_failure(target, now or timezone.now(), reason))
             continue
         address_kind, message_format = kinds[alias]
         channel = build_channel(alias)
@@ -214,20 +154,20 @@ def _deliver_one(
     policy: RetryPolicy,
     cancels: CancelCheck | None = None,
 ) -> Outcome | Hold:
+    """Decide again, render and send one claimed delivery (steps 2 to 4)."""
     started = timezone.now()
-    notification = delivery.notification
-    user_prefs = prefs.get(notification.user_id)
-    if user_prefs is None:
-        return _done(delivery, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason="user_deleted")
-    cancelled = _cancel_condition(delivery, cancels or CancelCheck(), started)
-    if cancelled is not None:
-        return cancelled
-    category = category_info(notification.category)
-    decision = decide(category, delivery.channel, address_kind, user_prefs, started)
+    target = Target(delivery.pk, delivery.attempts, address_kind)
+    user_prefs = prefs.get(delivery.notification.user_id)
+    if is_dry_run(delivery):
+        return dry_run_outcome(delivery, (address_kind, message_format), user_prefs)
+    decision = decide_again(delivery, target, address_kind, user_prefs, cancels, started)
+    if isinstance(decision, Outcome):
+        return decision
     if decision.action != SEND:
         # Preferences changed since fan-out (digest holds are released by the scheduler).
-        status = Status.DIGEST if decision.action == "digest" else Status.SKIPPED
-        return _done(delivery, started, status, Attempt.SKIPPED, skip_reason=decision.reason)
+        return done(target, started, Status.DIGEST, Attempt.SKIPPED, skip_reason=decision.reason)
+    assert user_prefs is not None  # decide_again skips a deleted user
+    category = category_info(delivery.notification.category)
     if user_prefs.quiet_start is not None and applies_to(address_kind, category.critical):
         quiet_end = quiet_until(
             started, user_prefs.quiet_start, user_prefs.quiet_end, user_prefs.timezone
@@ -237,115 +177,8 @@ def _deliver_one(
     try:
         message = build_message(delivery, message_format, decision.address, user_prefs.locale)
     except TemplateError as exc:
-        # Ops-written templates can be broken; that fails this delivery, never the worker.
-        return _done(
-            delivery,
-            started,
-            Status.FAILED,
-            Attempt.PERMANENT,
-            error_code="template",
-            error_message=str(exc),
-        )
-    try:
-        result: SendResult = channel.send(message)
-    except ChannelError as exc:
-        return _error(delivery, started, exc, policy, message, address_kind)
-    except ChannelConfigurationError:
-        raise
-    except Exception as exc:  # a bug or an unexpected library error: retry, and say what it was
-        log.exception("unexpected error sending delivery %s", delivery.pk)
-        return _error(
-            delivery, started, TransientError(f"{type(exc).__name__}: {exc}"), policy, message
-        )
-    return _done(
-        delivery,
-        started,
-        Status.SENT,
-        Attempt.SENT,
-        provider=result.provider,
-        message_id=result.message_id,
-        sent=message.as_record(),
-        response=result.response,
-    )
-
-
-def _done(
-    delivery: Delivery, started: datetime, status: str, attempt_outcome: str, **fields: Any
-) -> Outcome:
-    return Outcome(
-        delivery_id=delivery.pk,
-        status=status,
-        attempt=delivery.attempts,
-        started_at=started,
-        finished_at=timezone.now(),
-        attempt_outcome=attempt_outcome,
-        **fields,
-    )
-
-
-def suppress_refused(exc: ChannelError, address_kind: str | None, address: str) -> None:
-    """Suppress an address the provider refuses for good (shared with digests)."""
-    if isinstance(exc, Suppressed) and address_kind and address:
-        # The provider refuses the address for good (SMS STOP, ...): nothing may
-        # be sent to it again until it is lifted.
-        suppress(
-            kind=address_kind,
-            address=address,
-            reason="sms_stop" if exc.code == "21610" else "invalid",
-            source=exc.provider,
-            detail=str(exc),
-        )
-
-
-def _error(
-    delivery: Delivery,
-    started: datetime,
-    exc: ChannelError,
-    policy: RetryPolicy,
-    message: OutgoingMessage,
-    address_kind: str | None = None,
-) -> Outcome:
-    suppress_refused(exc, address_kind, message.to)
-    fields = {
-        "provider": exc.provider,
-        "error_code": exc.code,
-        "error_message": exc.message,
-        "sent": message.as_record(),
-        "response": _jsonable(exc.response),
-    }
-    if not exc.retryable:
-        return _done(delivery, started, Status.FAILED, Attempt.PERMANENT, **fields)
-    if policy.exhausted(delivery.attempts):
-        return _done(delivery, started, Status.DEAD, Attempt.TRANSIENT, **fields)
-    delay = policy.delay(delivery.attempts, getattr(exc, "retry_after", None))
-    return _done(
-        delivery,
-        started,
-        Status.PENDING,
-        Attempt.TRANSIENT,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        **fields,
-    )
-
-
-def _failure(delivery: Delivery, reason: str, now: datetime | None) -> Outcome:
-    started = now or timezone.now()
-    return _done(
-        delivery,
-        started,
-        Status.FAILED,
-        Attempt.PERMANENT,
-        error_code="config",
-        error_message=reason,
-    )
-
-
-def _jsonable(value: Any) -> dict:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    return {"detail": str(value)[:2000]}
+        return template_failure(target, started, exc)
+    return send_one(channel, target, message, policy, started)
 
 
 # -- reminders and quiet hours ---------------------------------------------------------
@@ -380,8 +213,32 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
     return held
 
 
+def decide_again(
+    delivery: Delivery,
+    target: Target,
+    address_kind: str | None,
+    prefs: UserPrefs | None,
+    cancels: CancelCheck | None,
+    started: datetime,
+) -> Outcome | Decision:
+    """Step 2 for a single delivery or a digest's item: the outcome of one that
+    must not go out now (user deleted, a reminder's cancel condition, opted out
+    or suppressed since fan-out), else the current decision (send, or digest)
+    with the address to send to. Preferences decide twice (DESIGN.md, 4)."""
+    if prefs is None:
+        return done(target, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason="user_deleted")
+    cancelled = _cancel_condition(delivery, target, cancels or CancelCheck(), started)
+    if cancelled is not None:
+        return cancelled
+    category = category_info(delivery.notification.category)
+    decision = decide(category, delivery.channel, address_kind, prefs, started)
+    if decision.action == SKIP:
+        return done(target, started, Status.SKIPPED, Attempt.SKIPPED, skip_reason=decision.reason)
+    return decision
+
+
 def _cancel_condition(
-    delivery: Delivery, cancels: CancelCheck, started: datetime
+    delivery: Delivery, target: Target, cancels: CancelCheck, started: datetime
 ) -> Outcome | None:
     """The outcome of a reminder whose cancel condition holds (or cannot be
     evaluated) against the current data; ``None`` to go on sending."""
@@ -395,16 +252,16 @@ def _cancel_condition(
     if verdict is None:
         return None
     if verdict.status == Status.CANCELLED:
-        return _done(
-            delivery,
+        return done(
+            target,
             started,
             Status.CANCELLED,
             Attempt.SKIPPED,
             skip_reason=verdict.skip_reason,
             error_message=verdict.message,
         )
-    return _done(
-        delivery,
+    return done(
+        target,
         started,
         Status.FAILED,
         Attempt.PERMANENT,

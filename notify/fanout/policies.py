@@ -11,9 +11,11 @@ matched rule:
    it opens (``hold_reason`` ``outside_active_window``);
 3. ``adjust``, per chunk: fallback channels, then throttling (one counting
    query per chunk, only for throttled rules), then the dry run;
-4. ``written``, per chunk of a dry-run rule: what would have been sent is
-   rendered and kept with each delivery (a ``DeliveryAttempt`` with outcome
-   skipped), nothing is sent.
+4. ``written``, per chunk of a dry-run rule: the deliveries whose text is to
+   be kept become references for the delivery stage (pending, ``skip_reason``
+   ``dry_run``); the worker renders them as it would send them and records a
+   skipped attempt instead of calling the channel (``notify.delivery.dry_run``).
+   Fan-out itself renders nothing.
 
 The admin preview (``notify.admin.preview``) runs the same steps with
 ``record=False``: the deduplication key is read, not claimed, and nothing is
@@ -22,7 +24,6 @@ written.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,10 +32,10 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from notify.models import Delivery, DeliveryAttempt, Notification
+from notify.models import Delivery, Notification
 from notify.models.status import Status
 from notify.outbox.rows import PlannedNotification
-from notify.preferences.decide import CategoryInfo, UserPrefs, decide
+from notify.preferences.decide import CategoryInfo
 from notify.preferences.directory import users_filter
 from rules import dedup
 from rules.conditions import ConditionError
@@ -43,11 +44,9 @@ from rules.index import CompiledRule
 from rules.throttle import SCOPE_RULE, THROTTLED, over_limit, throttle_deliveries, window_start
 from rules.windows import OUTSIDE_ACTIVE_WINDOW, next_open
 
-log = logging.getLogger("notify.rules")
-
 DRY_RUN = "dry_run"
-# Rendered and kept per (event, rule) of a dry-run rule; the rest are recorded
-# as skipped without their text.
+# Rendered (by the worker) and kept per (event, rule) of a dry-run rule; the
+# rest are recorded as skipped without their text.
 DRY_RUN_RENDER_LIMIT = 100
 
 
@@ -57,7 +56,7 @@ class RulePolicy:
     skip: str = ""  # why the rule writes nothing for this event
     note: str = ""  # worth recording, not stopping (a key that could not be evaluated)
     duplicate_of: int | None = None  # the event that holds the deduplication key
-    rendered: int = 0  # dry-run messages kept so far
+    rendered: int = 0  # dry-run deliveries handed to the worker to render so far
 
     @classmethod
     def start(
@@ -133,31 +132,33 @@ class RulePolicy:
             out = [p._replace(deliveries=tuple(dry(d) for d in p.deliveries)) for p in out]
         return out
 
-    def written(self, event: Any, user_ids: Sequence[int], prefs: dict[int, UserPrefs]) -> int:
-        """Keep what a dry-run rule would have sent for these users; return how many."""
+    def written(self, event: Any, user_ids: Sequence[int], prefs: object = None) -> int:
+        """Hand the deliveries of a dry-run rule for these users (up to the
+        render limit) to the delivery stage, which renders what they would have
+        sent and keeps it; return how many. Only references cross: the rows
+        turn pending, still marked ``dry_run``, and due now. (``prefs`` is not
+        read: the worker decides with the preferences of send time.)"""
         if not self.rule.dry_run or self.rendered >= DRY_RUN_RENDER_LIMIT:
             return 0
         limit = DRY_RUN_RENDER_LIMIT - self.rendered
-        deliveries = list(
+        ids = list(
             Delivery.objects.filter(
                 notification__event_id=event.pk,
                 notification__rule_id=self.rule.id,
                 notification__user_id__in=list(user_ids),
+                status=Status.SKIPPED,
                 skip_reason=DRY_RUN,
                 attempt_log__isnull=True,
             )
-            .select_related(
-                "notification__event__actor",
-                "notification__rule",
-                "notification__user",
-                "notification__category",
-            )
-            .order_by("pk")[:limit]
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
         )
-        attempts = [dry_run_attempt(d, prefs.get(d.notification.user_id)) for d in deliveries]
-        DeliveryAttempt.objects.bulk_create(attempts)
-        self.rendered += len(attempts)
-        return len(attempts)
+        now = timezone.now()
+        handed = Delivery.objects.filter(pk__in=ids).update(
+            status=Status.PENDING, next_attempt_at=now, updated_at=now
+        )
+        self.rendered += handed
+        return handed
 
 
 def dry(delivery: Any) -> Any:
@@ -193,39 +194,4 @@ def throttle_counts(
     query = query.exclude(deliveries__skip_reason=THROTTLED)
     return dict(
         query.order_by().values("user_id").annotate(n=Count("id")).values_list("user_id", "n")
-    )
-
-
-def dry_run_attempt(delivery: Delivery, prefs: UserPrefs | None) -> DeliveryAttempt:
-    """Render ``delivery`` as dispatch would and keep it as a skipped attempt."""
-    from jinja2.exceptions import TemplateError
-
-    from notify.delivery.send import build_message
-    from notify.preferences.directory import category_info
-    from notify.registry import describe
-
-    now = timezone.now()
-    fields: dict[str, Any] = {}
-    try:
-        address_kind, message_format = describe(delivery.channel)
-        address, locale = "", ""
-        if prefs is not None:
-            locale = prefs.locale
-            category = category_info(delivery.notification.category)
-            address = decide(category, delivery.channel, address_kind, prefs, now).address
-        message = build_message(delivery, message_format, address, locale)
-        fields["sent"] = message.as_record()
-    except TemplateError as exc:
-        fields["error_code"], fields["error_message"] = "template", str(exc)[:2000]
-    except Exception as exc:  # a misconfigured channel: say so, never fail the fan-out
-        log.warning("dry run of delivery %s not rendered: %s", delivery.pk, exc)
-        fields["error_code"], fields["error_message"] = "config", str(exc)[:2000]
-    return DeliveryAttempt(
-        delivery_id=delivery.pk,
-        number=1,
-        started_at=now,
-        finished_at=timezone.now(),
-        provider=DRY_RUN,
-        outcome=DeliveryAttempt.Outcome.SKIPPED,
-        **fields,
     )

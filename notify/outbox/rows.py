@@ -260,6 +260,26 @@ class Outcome:
     sent: dict | None = None
     response: dict | None = None
 
+    def attempt_row(
+        self, delivery_id: int | None = None, number: int | None = None, **sent: object
+    ) -> DeliveryAttempt:
+        """The attempt on the record for this outcome: the one way a send is
+        written down, for a single delivery and for each item of a digest (which
+        passes the item's id and number, and ``digest=`` its id into ``sent``)."""
+        return DeliveryAttempt(
+            delivery_id=self.delivery_id if delivery_id is None else delivery_id,
+            number=self.attempt if number is None else number,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            provider=self.provider[:50],
+            outcome=self.attempt_outcome,
+            error_code=self.error_code[:50],
+            error_message=self.error_message[:2000],
+            retry_at=self.next_attempt_at if self.status == Status.PENDING else None,
+            sent={**(self.sent or {}), **sent},
+            response=self.response or {},
+        )
+
 
 def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
     """Write outcomes for deliveries still claimed with ``token``; return how many."""
@@ -305,24 +325,7 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
         if rows:
             with connection.cursor() as cursor:
                 cursor.executemany(update, rows)
-        DeliveryAttempt.objects.bulk_create(
-            [
-                DeliveryAttempt(
-                    delivery_id=o.delivery_id,
-                    number=o.attempt,
-                    started_at=o.started_at,
-                    finished_at=o.finished_at,
-                    provider=o.provider,
-                    outcome=o.attempt_outcome,
-                    error_code=o.error_code[:50],
-                    error_message=o.error_message[:2000],
-                    retry_at=o.next_attempt_at if o.status == Status.PENDING else None,
-                    sent=o.sent or {},
-                    response=o.response or {},
-                )
-                for o in (by_id[i] for i in ours)
-            ]
-        )
+        DeliveryAttempt.objects.bulk_create([by_id[i].attempt_row() for i in ours])
     return len(ours)
 
 

@@ -113,6 +113,7 @@ def test_preview_shows_dry_run_inactive_and_duplicates_without_claiming(make_rul
     inactive = make_rule(name="Off", is_active=False)
     first = trigger("order.shipped", {"order_id": "C-1"}, recipients=[alice])
     process_event(first.pk)
+    run_until_idle()  # the worker renders a dry run
     assert DeliveryAttempt.objects.filter(provider="dry_run").count() == 2  # email and in-app kept
     second = trigger("order.shipped", {"order_id": "C-1"}, recipients=[alice])
     before = list(DedupRecord.objects.values_list("event_id", flat=True))

@@ -17,12 +17,16 @@ was down catches up when it returns.
    retry time. Each item is decided again (opted out since, suppressed,
    cancel condition) and rendered to a title; the digest template renders
    them grouped by category (``notify.scheduling.digests.message``); the message goes
-   through the channel like any other. During the user's quiet hours the row
-   waits until they end.
+   through the send step single deliveries use (``notify.delivery.outcomes``:
+   the same channel call, error mapping and retry policy; items are decided
+   again by ``notify.delivery.send.decide_again``). During the user's quiet
+   hours the row waits until they end.
 3. **Record.** The outcome goes on the row (status, provider, message id,
-   attempts, error) and on its items (sent, failed or dead, each with an
-   attempt on the record pointing at the digest); a transient error leaves the
-   items claimed and the row pending until the retry policy's next time.
+   attempts, error) and on its items (sent, failed or dead), each item with
+   the attempt a single send would have recorded (``Outcome.attempt_row``,
+   plus ``sent["digest"]``); a transient error leaves the items claimed, with
+   a transient attempt each, and the row pending until the retry policy's
+   next time.
 """
 
 from __future__ import annotations
@@ -39,24 +43,24 @@ from django.db.models import F, Q
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from channels.base import Channel, ChannelConfigurationError, ChannelError, TransientError
+from channels.base import Channel, ChannelConfigurationError
 from notify import conf
 from notify.delivery.cancel import CancelCheck
+from notify.delivery.outcomes import Target, config_failure, template_failure
+from notify.delivery.outcomes import send_one as send_message
 from notify.delivery.retry import RetryPolicy
-from notify.delivery.send import suppress_refused
-from notify.fanout.pipeline import condition_context
+from notify.delivery.send import decide_again
 from notify.models import Delivery, DeliveryAttempt, Digest
 from notify.models.status import Status
-from notify.outbox.rows import _skip_locked
-from notify.preferences.decide import SKIP, UserPrefs, decide
-from notify.preferences.directory import category_info, load_preferences
+from notify.outbox.rows import Outcome, _skip_locked
+from notify.preferences.decide import UserPrefs
+from notify.preferences.directory import load_preferences
 from notify.preferences.quiet_hours import applies_to, quiet_until
 from notify.registry import build_channel, describe
 from notify.scheduling.digests.build import build_due_digests
 from notify.scheduling.digests.message import build_digest_message
 
 log = logging.getLogger("notify.scheduling.digests.periods")
-Attempt = DeliveryAttempt.Outcome
 
 HELD = "held"  # an outcome only: the row waits for the end of quiet hours
 
@@ -119,17 +123,15 @@ def send_due_digests(now: datetime, stats: DigestStats | None = None) -> DigestS
 
 @dataclass(slots=True)
 class DigestOutcome:
+    """What happened to one claimed digest: ``result`` is the send step's outcome
+    for its message (``None`` when nothing was sent: skipped or held)."""
+
     status: str  # SENT, SKIPPED, FAILED, DEAD, PENDING (retry) or HELD
-    sent_items: list[Delivery] = field(default_factory=list)
-    # (item, status, skip reason, detail): dropped from the digest before sending
-    dropped: list[tuple[Delivery, str, str, str]] = field(default_factory=list)
-    provider: str = ""
-    message_id: str = ""
-    error_code: str = ""
-    error_message: str = ""
-    sent: dict[str, Any] | None = None
-    next_at: datetime | None = None  # retry time or end of quiet hours
-    started_at: datetime | None = None
+    sent_items: list[Delivery] = field(default_factory=list)  # what the message carried
+    dropped: list[tuple[Delivery, Outcome]] = field(default_factory=list)  # decided out
+    result: Outcome | None = None
+    note: str = ""  # why nothing was sent, for the row
+    next_at: datetime | None = None  # end of quiet hours (HELD)
 
 
 def send_digests(
@@ -172,10 +174,9 @@ def send_digests(
         for alias, batch in by_channel.items():
             if kinds[alias] is None:
                 reason = f"channel '{alias}' is not configured"
-                done += [
-                    (d, DigestOutcome(Status.FAILED, error_code="config", error_message=reason))
-                    for d in batch
-                ]
+                for d in batch:
+                    failure = config_failure(_target(d, None), timezone.now(), reason)
+                    done.append((d, DigestOutcome(Status.FAILED, result=failure)))
                 continue
             address_kind, message_format = kinds[alias]
             channel = build_channel(alias)
@@ -202,6 +203,10 @@ def send_digests(
                 record_digest(digest, items[digest.pk], outcome, token, claimed[digest.pk], stats)
 
 
+def _target(digest: Digest, address_kind: str | None) -> Target:
+    return Target(digest.pk, digest.attempts, address_kind, label="digest")
+
+
 def send_one(
     digest: Digest,
     items: list[Delivery],
@@ -212,76 +217,37 @@ def send_one(
     policy: RetryPolicy,
     cancels: CancelCheck,
 ) -> DigestOutcome:
+    """Decide each item again, render the digest and send it through the send
+    step single deliveries use; nothing is written here (``record_digest``)."""
     started = timezone.now()
-    if prefs is None:
-        return DigestOutcome(
-            Status.SKIPPED,
-            dropped=[(i, Status.SKIPPED, "user_deleted", "") for i in items],
-            error_message="user deleted",
-            started_at=started,
-        )
-    # Decide again, item by item: preferences and data may have changed.
     keep, dropped, address = [], [], ""
     for item in items:
-        rule = item.notification.rule
-        verdict = None
-        if rule is not None and rule.cancel_condition.strip():
-            event = item.notification.event
-            verdict = cancels.verdict(rule.cancel_condition, event, condition_context(event))
-        if verdict is not None:
-            dropped.append((item, verdict.status, verdict.skip_reason, verdict.message))
-            continue
-        category = category_info(item.notification.category)
-        decision = decide(category, digest.channel, address_kind, prefs, started)
-        if decision.action == SKIP:
-            dropped.append((item, Status.SKIPPED, decision.reason, ""))
+        # Each item is decided as a single send would be, as its next attempt.
+        item_target = Target(item.pk, item.attempts + 1, address_kind)
+        decision = decide_again(item, item_target, address_kind, prefs, cancels, started)
+        if isinstance(decision, Outcome):
+            dropped.append((item, decision))
             continue
         keep.append(item)
         address = decision.address
+    if prefs is None:
+        return DigestOutcome(Status.SKIPPED, dropped=dropped, note="user deleted")
     if not keep:
-        reason = dropped[0][2] if dropped else "no items"
-        return DigestOutcome(
-            Status.SKIPPED, dropped=dropped, error_message=reason, started_at=started
-        )
+        first = dropped[0][1] if dropped else None
+        note = (first.skip_reason or first.error_code) if first else "no items"
+        return DigestOutcome(Status.SKIPPED, dropped=dropped, note=note)
     if applies_to(address_kind) and prefs.quiet_start is not None:
         quiet_end = quiet_until(started, prefs.quiet_start, prefs.quiet_end, prefs.timezone)
         if quiet_end is not None:
-            return DigestOutcome(HELD, dropped=dropped, next_at=quiet_end, started_at=started)
-    failed = DigestOutcome(Status.FAILED, keep, dropped, started_at=started)
+            return DigestOutcome(HELD, dropped=dropped, next_at=quiet_end)
+    target = _target(digest, address_kind)
     try:
         message = build_digest_message(digest, keep, address, message_format, prefs.locale)
     except TemplateError as exc:
-        failed.error_code, failed.error_message = "template", str(exc)
-        return failed
-    failed.sent = message.as_record()
-    try:
-        result = channel.send(message)
-    except ChannelConfigurationError:
-        raise
-    except Exception as exc:
-        if not isinstance(exc, ChannelError):  # a bug or an unexpected library error: retry
-            log.exception("unexpected error sending digest %s", digest.pk)
-            exc = TransientError(f"{type(exc).__name__}: {exc}")
-        failed.provider, failed.error_code, failed.error_message = exc.provider, exc.code, str(exc)
-        suppress_refused(exc, address_kind, message.to)
-        if not exc.retryable:
-            return failed
-        if policy.exhausted(digest.attempts):
-            failed.status = Status.DEAD
-            return failed
-        failed.status = Status.PENDING
-        delay = policy.delay(digest.attempts, getattr(exc, "retry_after", None))
-        failed.next_at = timezone.now() + timedelta(seconds=delay)
-        return failed
-    return DigestOutcome(
-        Status.SENT,
-        keep,
-        dropped,
-        provider=result.provider,
-        message_id=result.message_id,
-        sent=message.as_record(),
-        started_at=started,
-    )
+        result = template_failure(target, started, exc)
+    else:
+        result = send_message(channel, target, message, policy, started)
+    return DigestOutcome(result.status, keep, dropped, result=result)
 
 
 # -- 3. record -----------------------------------------------------------------------------
@@ -295,63 +261,46 @@ def record_digest(
     due_before: datetime,
     stats: DigestStats,
 ) -> bool:
-    """Write the outcome on the row and its items while the claim is ours."""
-    finished = timezone.now()
-    started = outcome.started_at or finished
-    error = f"[{outcome.error_code}] {outcome.error_message}" if outcome.error_code else ""
-    fields: dict[str, Any] = {"error_message": (error or outcome.error_message)[:2000]}
+    """Write the outcome on the row and its items while the claim is ours.
+
+    The digest-only bookkeeping: the row, and closing its items; each item's
+    attempt is the one a single send with the same outcome records."""
+    result = outcome.result
+    error = outcome.note
+    if result is not None:
+        error = f"[{result.error_code}] {result.error_message}" if result.error_code else ""
+        error = error or result.error_message
+    fields: dict[str, Any] = {"error_message": error[:2000]}
+    provider = result.provider[:50] if result is not None else ""
     if outcome.status == HELD:
         fields.update(status=Status.PENDING, due_at=outcome.next_at, attempts=F("attempts") - 1)
     elif outcome.status == Status.PENDING:
-        fields.update(status=Status.PENDING, due_at=outcome.next_at, provider=outcome.provider)
+        assert result is not None
+        fields.update(status=Status.PENDING, due_at=result.next_attempt_at, provider=provider)
     else:
-        fields.update(status=outcome.status, due_at=due_before, provider=outcome.provider)
-    if outcome.status in (Status.SENT, Status.DELIVERED):
+        fields.update(status=outcome.status, due_at=due_before, provider=provider)
+    if result is not None and result.status == Status.SENT:
         fields.update(
-            provider_message_id=outcome.message_id[:255],
-            sent=outcome.sent or {},
-            sent_at=finished,
+            provider_message_id=result.message_id[:255],
+            sent=result.sent or {},
+            sent_at=result.finished_at,
             item_count=len(outcome.sent_items),
         )
-    elif outcome.sent is not None:
-        fields["sent"] = outcome.sent
+    elif result is not None and result.sent is not None:
+        fields["sent"] = result.sent
     with transaction.atomic():
         if not Digest.objects.filter(pk=digest.pk, status=Status.SENDING, due_at=token).update(
             **fields
         ):
             return False  # the claim expired and someone else has it now
         attempts: list[DeliveryAttempt] = []
-        for item, status, reason, detail in outcome.dropped:
-            failed = status == Status.FAILED  # a cancel condition that cannot be evaluated
-            _close_items(
-                digest,
-                [item],
-                finished,
-                status=status,
-                skip_reason="" if failed else reason[:50],
-                error_code=reason[:50] if failed else "",
-                error_message=detail[:2000],
-            )
-            result = Attempt.PERMANENT if failed else Attempt.SKIPPED
-            attempts.append(_attempt(item, started, finished, result, detail or reason))
-        if outcome.status in (Status.SENT, Status.DELIVERED, Status.FAILED, Status.DEAD):
-            sent = outcome.status in (Status.SENT, Status.DELIVERED)
-            _close_items(
-                digest,
-                outcome.sent_items,
-                finished,
-                status=outcome.status,
-                provider=outcome.provider,
-                provider_message_id=outcome.message_id[:255],
-                error_code=outcome.error_code[:50],
-                error_message=outcome.error_message[:2000],
-                sent_at=finished if sent else None,
-            )
-            result = Attempt.SENT if sent else Attempt.PERMANENT
-            if outcome.status == Status.DEAD:
-                result = Attempt.TRANSIENT
+        for item, dropped in outcome.dropped:
+            _close_items(digest, [item], dropped)
+            attempts.append(dropped.attempt_row(digest=digest.pk))
+        if result is not None and outcome.sent_items:
+            _close_items(digest, outcome.sent_items, result)
             attempts += [
-                _attempt(item, started, finished, result, outcome.error_message, outcome.provider)
+                result.attempt_row(item.pk, item.attempts + 1, digest=digest.pk)
                 for item in outcome.sent_items
             ]
         DeliveryAttempt.objects.bulk_create(attempts)
@@ -362,32 +311,28 @@ def record_digest(
     return True
 
 
-def _close_items(
-    digest: Digest, items: Iterable[Delivery], finished: datetime, **fields: Any
-) -> int:
+def _close_items(digest: Digest, items: Iterable[Delivery], outcome: Outcome) -> int:
+    """Write ``outcome`` on items still waiting in ``digest``, as
+    ``record_outcomes`` does on a single delivery; an item stays in the digest
+    (status ``digest``) while the digest is retried, and keeps its
+    ``skip_reason`` (the frequency it waited for) unless decided out."""
     ids = [i.pk for i in items]
     if not ids:
         return 0
-    return Delivery.objects.filter(pk__in=ids, digest=digest, status=Status.DIGEST).update(
-        attempts=F("attempts") + 1, next_attempt_at=finished, updated_at=finished, **fields
+    retry = outcome.status == Status.PENDING
+    sent = outcome.status == Status.SENT
+    fields: dict[str, Any] = (
+        {"skip_reason": outcome.skip_reason[:50]} if outcome.skip_reason else {}
     )
-
-
-def _attempt(
-    item: Delivery,
-    started: datetime,
-    finished: datetime,
-    outcome: str,
-    detail: str = "",
-    provider: str = "",
-) -> DeliveryAttempt:
-    return DeliveryAttempt(
-        delivery_id=item.pk,
-        number=item.attempts + 1,
-        started_at=started,
-        finished_at=finished,
-        provider=provider,
-        outcome=outcome,
-        error_message="" if outcome == Attempt.SENT else detail[:2000],
-        sent={"digest": item.digest_id},
+    return Delivery.objects.filter(pk__in=ids, digest=digest, status=Status.DIGEST).update(
+        status=Status.DIGEST if retry else outcome.status,
+        **fields,
+        provider=outcome.provider[:50],
+        provider_message_id=outcome.message_id[:255],
+        error_code=outcome.error_code[:50],
+        error_message=outcome.error_message[:2000],
+        attempts=F("attempts") + 1,
+        next_attempt_at=(outcome.next_attempt_at if retry else None) or outcome.finished_at,
+        sent_at=outcome.finished_at if sent else None,
+        updated_at=outcome.finished_at,
     )

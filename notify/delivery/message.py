@@ -1,0 +1,83 @@
+"""What a single delivery says: its template rendered with the event, the
+actor, the recipient and the links of the recipient's locale and channel.
+
+Used at send time by the worker (``notify.delivery.send``), for dry runs
+(``notify.delivery.dry_run``), by the admin preview and by digests, which
+render each item's title with the same context (``render_context``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+
+from channels.base import OutgoingMessage
+from notify import conf
+from notify.delivery.rendering import template_store
+from notify.fanout.pipeline import actor_context, event_context
+from notify.models import Delivery
+from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
+
+
+def recipient_context(user: Any) -> dict[str, Any]:
+    return {
+        "id": user.pk,
+        "username": user.get_username(),
+        "first_name": getattr(user, "first_name", ""),
+        "last_name": getattr(user, "last_name", ""),
+        "name": user.get_full_name() or user.get_username(),
+    }
+
+
+def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
+    notification = delivery.notification
+    event = notification.event
+    site = conf.get("SITE_URL").rstrip("/")
+    return {
+        "payload": event.payload,
+        "event": event_context(event),
+        "actor": actor_context(event.actor),
+        "recipient": recipient_context(notification.user),
+        "category": {"key": notification.category.key, "name": notification.category.name},
+        "notification": {"id": notification.pk},
+        "site_url": site,
+        "settings_url": f"{site}/settings/notifications/",
+        "inbox_url": f"{site}/inbox/",
+        "unsubscribe_url": unsubscribe,
+    }
+
+
+def unsubscribe_link(delivery: Delivery, message_format: str) -> str:
+    """The signed one-click link for an email of a non-critical category ("" otherwise)."""
+    notification = delivery.notification
+    if message_format != "email" or notification.category.critical:
+        return ""
+    return unsubscribe_url(
+        UnsubscribeScope(notification.user_id, notification.category.key, delivery.channel)
+    )
+
+
+def build_message(
+    delivery: Delivery, message_format: str, address: str, locale: str
+) -> OutgoingMessage:
+    """Render one delivery into what its channel sends. Raises TemplateError."""
+    notification = delivery.notification
+    rule = notification.rule
+    if rule is None:
+        raise TemplateError("the rule that made this notification was deleted")
+    unsubscribe = unsubscribe_link(delivery, message_format)
+    context = render_context(delivery, unsubscribe)
+    parts = template_store.render(rule.message, message_format, context, locale)
+    payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
+    url = payload.get("url") if isinstance(payload.get("url"), str) else ""
+    return OutgoingMessage(
+        delivery_id=delivery.pk,
+        channel=delivery.channel,
+        to=address,
+        subject=parts.subject,
+        text=parts.text,
+        html=parts.html,
+        headers=email_headers(unsubscribe) if unsubscribe else {},
+        extra={"notification_id": notification.pk, "user_id": notification.user_id, "url": url},
+    )

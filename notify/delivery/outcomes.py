@@ -1,0 +1,178 @@
+"""The send step both senders share: one rendered message through one channel,
+the answer mapped to an ``Outcome``.
+
+Single deliveries (``notify.delivery.send``) and digests
+(``notify.scheduling.digests.send``) decide and render on their own, then hand
+the message here, so that a send, whatever it carries, is classified and
+recorded the same way: the same provider, error code and message, retry time,
+stored message and timings on its ``DeliveryAttempt`` (written by
+``notify.outbox.rows.Outcome.attempt_row``). The retry decision reads the
+error's class (``channels.base``), never its message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from channels.base import (
+    Channel,
+    ChannelConfigurationError,
+    ChannelError,
+    OutgoingMessage,
+    Suppressed,
+    TransientError,
+)
+from notify.delivery.retry import RetryPolicy
+from notify.models import DeliveryAttempt
+from notify.models.status import Status
+from notify.outbox.rows import Outcome
+from notify.preferences.suppressions import suppress
+
+log = logging.getLogger("notify.delivery.send")
+Attempt = DeliveryAttempt.Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What one send is on the books as: a delivery, or a digest (``id`` is then
+    the digest's, and its items take the outcome), and which attempt of it."""
+
+    id: int
+    attempt: int  # this claim's number, 1 for the first
+    address_kind: str | None = None  # to suppress an address refused for good
+    label: str = "delivery"  # for the log: "delivery" or "digest"
+
+
+def done(
+    target: Target, started: datetime, status: str, attempt_outcome: str, **fields: Any
+) -> Outcome:
+    """The outcome of ``target``'s attempt, finished now."""
+    return Outcome(
+        delivery_id=target.id,
+        status=status,
+        attempt=target.attempt,
+        started_at=started,
+        finished_at=timezone.now(),
+        attempt_outcome=attempt_outcome,
+        **fields,
+    )
+
+
+def template_failure(target: Target, started: datetime, error: Exception) -> Outcome:
+    """Ops-written templates can be broken: that fails this send, never the worker."""
+    return done(
+        target,
+        started,
+        Status.FAILED,
+        Attempt.PERMANENT,
+        error_code="template",
+        error_message=str(error),
+    )
+
+
+def config_failure(target: Target, started: datetime, reason: str) -> Outcome:
+    """The channel cannot be built (removed from ``NOTIFY["CHANNELS"]``...)."""
+    return done(
+        target,
+        started,
+        Status.FAILED,
+        Attempt.PERMANENT,
+        error_code="config",
+        error_message=reason,
+    )
+
+
+def send_one(
+    channel: Channel,
+    target: Target,
+    message: OutgoingMessage,
+    policy: RetryPolicy,
+    started: datetime | None = None,
+) -> Outcome:
+    """Send ``message`` through an open ``channel``; return what happened.
+
+    A ``ChannelError`` becomes a retry, a dead end or a failure by its class
+    (``error_outcome``); any other exception is a bug or an unexpected library
+    error, retried and logged; a configuration error is raised, never recorded,
+    because nothing sent through that channel can succeed."""
+    started = started or timezone.now()
+    try:
+        result = channel.send(message)
+    except ChannelConfigurationError:
+        raise
+    except ChannelError as exc:
+        suppress_refused(exc, target.address_kind, message.to)
+        return error_outcome(target, started, exc, policy, message)
+    except Exception as exc:
+        log.exception("unexpected error sending %s %s", target.label, target.id)
+        error = TransientError(f"{type(exc).__name__}: {exc}")
+        return error_outcome(target, started, error, policy, message)
+    return done(
+        target,
+        started,
+        Status.SENT,
+        Attempt.SENT,
+        provider=result.provider,
+        message_id=result.message_id,
+        sent=message.as_record(),
+        response=result.response,
+    )
+
+
+def error_outcome(
+    target: Target,
+    started: datetime,
+    exc: ChannelError,
+    policy: RetryPolicy,
+    message: OutgoingMessage,
+) -> Outcome:
+    """The one mapping from a channel error to an outcome: permanent errors
+    fail, transient ones are retried with backoff until the policy's last
+    attempt, which ends dead."""
+    fields = {
+        "provider": exc.provider,
+        "error_code": exc.code,
+        "error_message": exc.message,
+        "sent": message.as_record(),
+        "response": jsonable(exc.response),
+    }
+    if not exc.retryable:
+        return done(target, started, Status.FAILED, Attempt.PERMANENT, **fields)
+    if policy.exhausted(target.attempt):
+        return done(target, started, Status.DEAD, Attempt.TRANSIENT, **fields)
+    delay = policy.delay(target.attempt, getattr(exc, "retry_after", None))
+    return done(
+        target,
+        started,
+        Status.PENDING,
+        Attempt.TRANSIENT,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        **fields,
+    )
+
+
+def suppress_refused(exc: ChannelError, address_kind: str | None, address: str) -> None:
+    """Suppress an address the provider refuses for good (SMS STOP, ...):
+    nothing may be sent to it again until it is lifted."""
+    if isinstance(exc, Suppressed) and address_kind and address:
+        suppress(
+            kind=address_kind,
+            address=address,
+            reason="sms_stop" if exc.code == "21610" else "invalid",
+            source=exc.provider,
+            detail=str(exc),
+        )
+
+
+def jsonable(value: Any) -> dict:
+    """A provider's answer as something a JSON field can hold."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    return {"detail": str(value)[:2000]}
