@@ -20,6 +20,8 @@ from typing import Any
 
 from celery import Celery, signals
 
+from notify import conf
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
 log = logging.getLogger("notify.celery")
@@ -33,8 +35,6 @@ def is_redis(url: str | None) -> bool:
 
 def celery_config() -> dict[str, Any]:
     """Celery's settings, derived from ``NOTIFY`` (read when the app is configured)."""
-    from notify import conf
-
     url = conf.get("BROKER_URL")
     queue = conf.get("CELERY_QUEUE")
     claim_ttl = float(conf.get("CLAIM_TTL"))

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from notify.models.phone import normalise_phone
+
 
 class DeliveryMode(models.TextChoices):
     IMMEDIATE = "immediate", "immediately"
@@ -160,8 +162,6 @@ class ContactPoint(models.Model):
         if not self.address:
             return  # the field's own "required" error says it
         if self.kind == self.Kind.PHONE:
-            from notify.models.phone import normalise_phone
-
             try:
                 self.address = normalise_phone(self.address)
             except ValidationError as exc:
