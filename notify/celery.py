@@ -19,6 +19,8 @@ import os
 from typing import Any
 
 from celery import Celery, signals
+from django.db import close_old_connections
+from kombu import pools
 
 from notify import conf
 
@@ -142,8 +144,6 @@ def configure() -> None:
     if not same_broker:
         # Drop the pooled connections to the old broker (kombu keeps them per
         # URL, process-wide), as Celery does after a fork.
-        from kombu import pools
-
         pools.reset()
         app._pool = None
         if "amqp" in app.__dict__:
@@ -155,13 +155,9 @@ def configure() -> None:
 # reused one first), so a worker survives a database restart by itself.
 @signals.task_prerun.connect
 def _connections_before_task(**kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     close_old_connections()
 
 
 @signals.task_postrun.connect
 def _connections_after_task(**kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     close_old_connections()

@@ -31,7 +31,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.test import override_settings
+from django.utils.module_loading import import_string
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from notify import conf
@@ -83,8 +85,6 @@ class CapturingChannel(Channel):
         wrapped = options.get("WRAPPED")
         self.inner: Channel | None = None
         if wrapped:
-            from django.utils.module_loading import import_string
-
             self.inner = import_string(wrapped["BACKEND"])(alias, **(wrapped.get("OPTIONS") or {}))
 
     def send(self, message: OutgoingMessage) -> SendResult:
@@ -272,8 +272,6 @@ class NotifyOutbox:
 @contextlib.contextmanager
 def capture_notifications(pass_through: Sequence[str] = PASS_THROUGH) -> Iterator[NotifyOutbox]:
     """Capture what every channel would send, processing events on commit."""
-    from django.conf import settings
-
     outbox = NotifyOutbox()
     channels = capturing_channels(conf.get("CHANNELS"), pass_through)
 

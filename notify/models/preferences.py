@@ -4,6 +4,7 @@ from zoneinfo import available_timezones
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import models
 
 from notify.models.phone import normalise_phone
@@ -167,8 +168,6 @@ class ContactPoint(models.Model):
             except ValidationError as exc:
                 raise ValidationError({"address": exc.error_list}) from exc
         elif self.kind == self.Kind.EMAIL:
-            from django.core.validators import validate_email
-
             self.address = self.address.strip()
             try:
                 validate_email(self.address)
