@@ -1,10 +1,11 @@
-"""The channel contract, the error family and the normalised statuses.
+"""The channel contract and the error family.
 
 A channel is opened once per batch, sends any number of rendered messages and
 is closed, like Django's email backends (``open``/``close``/``send``). ``send``
 returns a :class:`SendResult` or raises one of the :class:`ChannelError`
 classes; the worker decides what to do from the class alone, never from the
-message text.
+message text. A delivery's status is the outbox's own business
+(``notify.models.status``), never a channel's.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class ChannelError(Exception):
         code: str = "",
         provider: str = "",
         response: Any = None,
-    ):
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = str(code)
@@ -78,7 +79,7 @@ class TransientError(ChannelError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
@@ -104,15 +105,17 @@ class Channel:
     """Base class of every channel.
 
     ``address_kind`` names the contact point a recipient needs ("email", "phone",
-    ...); ``None`` means the channel needs no address (in-app).
+    ...); ``None`` means the channel needs no address (in-app). The three
+    attributes below are set on the class, or per instance where the options
+    decide them (the sandbox, failover).
     """
 
-    address_kind: ClassVar[str | None] = None
+    address_kind: str | None = None
     # Which template parts the channel sends: "email", "sms", "chat" or "inapp".
-    message_format: ClassVar[str] = "chat"
-    provider_name: ClassVar[str] = ""
+    message_format: str = "chat"
+    provider_name: str = ""
 
-    def __init__(self, alias: str, **options: Any):
+    def __init__(self, alias: str, **options: Any) -> None:
         self.alias = alias
         self.options = options
 

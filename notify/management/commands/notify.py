@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+
+from notify.dev.demo import load_demo
+from notify.intake.trigger import trigger
+from notify.models import ApiKey
+from notify.project.server import serve
+from notify.runtime.worker import WorkerPool
+from notify.scheduling.scheduler import SchedulerService
+from rules.ops import ensure_ops_group
+from rules.portability import ImportRejected, dumps, export_document, import_document, loads
 
 
 class Command(BaseCommand):
@@ -81,18 +92,17 @@ class Command(BaseCommand):
         )
         sub.add_parser("ops-group", help="create or reset the 'ops' permission group")
 
-        bench = sub.add_parser("bench", help="run the benchmark workloads")
-        import bench as bench_module
-
-        bench_module.add_arguments(bench)
+        try:
+            import bench as bench_module  # bench/ sits outside the package: a source checkout only
+        except ImportError:
+            return
+        bench_module.add_arguments(sub.add_parser("bench", help="run the benchmark workloads"))
 
     def handle(self, *args, **options):
         action = options["action"]
         return getattr(self, f"do_{action.replace('-', '_')}")(options)
 
     def do_trigger(self, options):
-        from notify.intake.trigger import trigger
-
         try:
             payload = json.loads(options["payload"])
         except json.JSONDecodeError as exc:
@@ -114,8 +124,6 @@ class Command(BaseCommand):
         self.stdout.write(f"event {event.pk} stored ({event.type})")
 
     def do_apikey(self, options):
-        from notify.models import ApiKey
-
         action = options["apikey_action"]
         if action == "create":
             if ApiKey.objects.filter(name=options["name"]).exists():
@@ -139,8 +147,6 @@ class Command(BaseCommand):
             self.stdout.write(f"API key '{options['name']}' revoked")
 
     def do_worker(self, options):
-        from notify.runtime.worker import WorkerPool
-
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
         self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
@@ -148,8 +154,6 @@ class Command(BaseCommand):
         pool.stop()
 
     def do_scheduler(self, options):
-        from notify.scheduling.scheduler import SchedulerService
-
         for name in ("tick", "standby_interval"):
             if options.get(name) is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
@@ -164,8 +168,6 @@ class Command(BaseCommand):
         self.stdout.write("scheduler stopped")
 
     def do_run(self, options):
-        from notify.project.server import serve
-
         self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
         serve(
             options["host"],
@@ -175,13 +177,9 @@ class Command(BaseCommand):
         )
 
     def do_demo(self, options):
-        from notify.dev.demo import load_demo
-
         load_demo(self.stdout)
 
     def do_export(self, options):
-        from rules.portability import dumps, export_document
-
         text = dumps(export_document(timezone.now()), options["format"])
         if options.get("output"):
             with open(options["output"], "w", encoding="utf-8") as handle:
@@ -191,11 +189,6 @@ class Command(BaseCommand):
             self.stdout.write(text, ending="")
 
     def do_import(self, options):
-        import sys
-        from pathlib import Path
-
-        from rules.portability import ImportRejected, import_document, loads
-
         path = options["file"]
         try:
             if path == "-":
@@ -216,15 +209,13 @@ class Command(BaseCommand):
         self.stdout.write(report.summary())
 
     def do_ops_group(self, options):
-        from rules.ops import ensure_ops_group
-
         group, missing = ensure_ops_group()
         self.stdout.write(f"group '{group.name}' has {group.permissions.count()} permissions")
         if missing:
             raise CommandError("missing permissions (run migrate first): " + ", ".join(missing))
 
     def do_bench(self, options):
-        import bench
+        import bench  # bench/ sits outside the package: a source checkout only
 
         return_code = bench.main(options, self.stdout)
         if return_code:
