@@ -5,7 +5,7 @@ The decisions come from the fan-out sequence itself
 (``notify.fanout.preview.plan_preview``, which runs
 ``notify.fanout.sequence.plan_event`` without recording anything); this
 surface adds the text: every channel's message for the first recipients is
-rendered with ``notify.delivery.send.build_message``, the function the workers
+rendered with ``notify.delivery.message.build_message``, the function the workers
 render with. Nothing is written and no channel is opened.
 
 What can differ from the real send: one-click unsubscribe links are signed
@@ -30,7 +30,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from notify.delivery.send import build_message
+from notify.delivery.message import build_message
 from notify.fanout.payload import to_json
 from notify.fanout.preview import (
     COUNTED_RECIPIENTS,

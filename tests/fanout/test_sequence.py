@@ -70,9 +70,12 @@ def decisions_shown(preview) -> dict[tuple[str, str, str], tuple]:
 
 
 def rows_written(event) -> dict[tuple[str, str, str], tuple]:
+    """A dry-run rule's rows are written skipped (``dry_run``); the ones whose
+    text is to be kept are then handed to the worker (pending, still
+    ``dry_run``): the decision is the skip."""
     return {
         (d.notification.rule.name, d.notification.user.username, d.channel): (
-            d.status,
+            "skipped" if d.skip_reason == "dry_run" else d.status,
             d.skip_reason,
             d.hold_reason,
             d.next_attempt_at,
