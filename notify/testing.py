@@ -72,6 +72,7 @@ class CapturingChannel(Channel):
     through as well (the in-app inbox, which is local)."""
 
     provider_name = "capture"
+    accepted_options = frozenset({"ADDRESS_KIND", "FORMAT", "WRAPPED"})
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
