@@ -145,6 +145,7 @@ class Command(BaseCommand):
     def do_worker(self, options):
         from notify.runtime.worker import WorkerPool
 
+        prepare_var_dir()  # links it renders are signed with the key `run` uses
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
         self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
@@ -157,6 +158,7 @@ class Command(BaseCommand):
         for name in ("tick", "standby_interval"):
             if options.get(name) is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        prepare_var_dir()  # digests it sends are signed with the key `run` uses
         service = SchedulerService(
             tick=options.get("tick"), standby_interval=options.get("standby_interval")
         )
@@ -237,11 +239,12 @@ class Command(BaseCommand):
 
 
 def prepare_var_dir() -> None:
-    """Make what the embedded default keeps on disk, before serving: the static
-    folder and, when no DJANGO_SECRET_KEY is set, a secret key in
-    ``settings.SECRET_KEY_FILE`` that this and later runs sign with (so sessions
-    and links survive restarts). Settings only read these: importing them
-    creates nothing. Projects without these settings are left alone."""
+    """Make what the embedded default keeps on disk, before serving or sending:
+    the static folder and, when no DJANGO_SECRET_KEY is set, a secret key in
+    ``settings.SECRET_KEY_FILE`` that `run`, `worker` and `scheduler` all sign
+    with (so sessions and links survive restarts). Settings only read these:
+    importing them creates nothing. Projects without these settings are left
+    alone."""
     if getattr(settings, "STATIC_ROOT", None):
         Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
     key_file = getattr(settings, "SECRET_KEY_FILE", None)
