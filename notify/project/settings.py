@@ -124,12 +124,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         ),
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
-    # Django's SQLite backend, plus: the database's folder is created when it is
-    # first opened (not when these settings are imported).
-    DATABASES["default"]["ENGINE"] = "notify.project.sqlite3"
+    if "DATABASE_URL" not in os.environ:
+        # The database in VAR_DIR: Django's SQLite backend, plus its folder is
+        # created when first opened (not when these settings are imported). A
+        # DATABASE_URL's folder must exist: a wrong path is an error, not a new one.
+        DATABASES["default"]["ENGINE"] = "notify.project.sqlite3"
 
 # The embedded default: one machine, SQLite (README, "Running it").
-EMBEDDED = DATABASES["default"]["ENGINE"] == "notify.project.sqlite3"
+EMBEDDED = DATABASES["default"]["ENGINE"] in {
+    "django.db.backends.sqlite3",
+    "notify.project.sqlite3",
+}
 
 # DJANGO_SECRET_KEY, or the key in SECRET_KEY_FILE: `notify run` (and so `make run`)
 # writes one there for the embedded default, so sessions and signed links
