@@ -10,6 +10,8 @@ message text. A delivery's status is the outbox's own business
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -114,10 +116,21 @@ class Channel:
     # Which template parts the channel sends: "email", "sms", "chat" or "inapp".
     message_format: str = "chat"
     provider_name: str = ""
+    # The OPTIONS keys this channel reads. A system check (notify.E008) refuses
+    # any other, so a misspelt option fails the deploy instead of being ignored.
+    # A subclass that reads more extends its parent's set; None: not declared.
+    accepted_options: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, alias: str, **options: Any) -> None:
         self.alias = alias
         self.options = options
+
+    @classmethod
+    def unknown_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """The keys of ``options`` this channel does not read (none when undeclared)."""
+        if cls.accepted_options is None:
+            return []
+        return sorted(set(options) - cls.accepted_options)
 
     def check_configuration(self) -> None:
         """Raise ``ChannelConfigurationError`` saying what to set when the options
@@ -139,3 +152,21 @@ class Channel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def describe_unknown_options(where: str, cls: type[Channel], options: Mapping[str, Any]) -> str:
+    """Say which options of ``where`` (e.g. ``NOTIFY['CHANNELS']['sms']['OPTIONS']``)
+    ``cls`` does not read, the closest valid name of each and the valid ones;
+    ``""`` when all are valid."""
+    unknown = cls.unknown_options(options)
+    if not unknown:
+        return ""
+    valid = sorted(cls.accepted_options or ())
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        named.append(f"'{key}' (did you mean '{close[0]}'?)" if close else f"'{key}'")
+    return (
+        f"{where} has option(s) that {cls.__module__}.{cls.__qualname__} does not read: "
+        f"{', '.join(named)}. Valid options: {', '.join(valid) or '(none)'}."
+    )

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .base import ChannelConfigurationError, OutgoingMessage
-from .http import HttpWebhookChannel
+from .http import HTTP_OPTIONS, HttpWebhookChannel
 
 SIGNATURE_VERSION = "v1"
 
@@ -82,6 +82,7 @@ class SignedWebhookChannel(HttpWebhookChannel):
     address_kind = "webhook"
     message_format = "chat"
     provider_name = "webhook"
+    accepted_options = HTTP_OPTIONS | {"SECRET"}
     # Only 410 Gone marks the address itself as dead; a 404 is a permanent error
     # like any other 4xx.
     invalid_recipient_statuses = frozenset({410})

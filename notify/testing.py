@@ -77,6 +77,7 @@ class CapturingChannel(Channel):
     through as well (the in-app inbox, which is local)."""
 
     provider_name = "capture"
+    accepted_options = frozenset({"ADDRESS_KIND", "FORMAT", "WRAPPED"})
 
     def __init__(self, alias: str, **options: Any) -> None:
         super().__init__(alias, **options)

@@ -15,11 +15,14 @@ ops-group                     create or reset the "ops" permission group
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -147,6 +150,7 @@ class Command(BaseCommand):
             self.stdout.write(f"API key '{options['name']}' revoked")
 
     def do_worker(self, options):
+        prepare_var_dir()  # links it renders are signed with the key `run` uses
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
         self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
@@ -157,6 +161,7 @@ class Command(BaseCommand):
         for name in ("tick", "standby_interval"):
             if options.get(name) is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        prepare_var_dir()  # digests it sends are signed with the key `run` uses
         service = SchedulerService(
             tick=options.get("tick"), standby_interval=options.get("standby_interval")
         )
@@ -168,6 +173,7 @@ class Command(BaseCommand):
         self.stdout.write("scheduler stopped")
 
     def do_run(self, options):
+        prepare_var_dir()
         self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
         serve(
             options["host"],
@@ -220,6 +226,39 @@ class Command(BaseCommand):
         return_code = bench.main(options, self.stdout)
         if return_code:
             raise CommandError("benchmark failed")
+
+
+def prepare_var_dir() -> None:
+    """Make what the embedded default keeps on disk, before serving or sending:
+    the static folder and, when no DJANGO_SECRET_KEY is set, a secret key in
+    ``settings.SECRET_KEY_FILE`` that `run`, `worker` and `scheduler` all sign
+    with (so sessions and links survive restarts). Settings only read these:
+    importing them creates nothing. Projects without these settings are left
+    alone."""
+    if getattr(settings, "STATIC_ROOT", None):
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+    key_file = getattr(settings, "SECRET_KEY_FILE", None)
+    if key_file is None or not getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False):
+        return
+    settings.SECRET_KEY = ensure_secret_key_file(Path(key_file))
+
+
+def ensure_secret_key_file(path: Path) -> str:
+    """The key in ``path``, written first (readable by its owner only) when missing.
+    Written aside and linked into place, so a concurrent run reads a whole key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another run was first: use its key
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 def _wait_for_signal() -> None:
