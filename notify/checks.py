@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
 from notify import conf
+from notify.registry import build_channel
 
 
 @checks.register()
@@ -109,8 +110,6 @@ def check_unknown_options(alias: str, cls: type, options: dict) -> list:
 
 def check_channel_options(channels: dict) -> list:
     """Build each channel and let it say whether its options can work."""
-    from notify.registry import build_channel
-
     errors = []
     for alias in channels:
         try:

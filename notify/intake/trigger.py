@@ -18,6 +18,7 @@ from django.db import IntegrityError, models, router, transaction
 
 from notify.fanout.payload import to_json
 from notify.models import Event
+from notify.runtime.handoff import get_dispatcher
 
 EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
 
@@ -152,6 +153,4 @@ def event_committed(event_id: int) -> None:
     """After commit: process at once (EAGER), wake the worker pool, or hand the
     event to Celery (with ``NOTIFY["BROKER_URL"]``); see ``notify.runtime.handoff``.
     Never raises: the event is stored, and a lost hand-off is relayed."""
-    from notify.runtime.handoff import get_dispatcher
-
     get_dispatcher().event_committed(event_id)

@@ -40,6 +40,7 @@ from notify.runtime.leader import leader_lock
 from notify.runtime.relay import relay
 from notify.runtime.worker import run_until_idle
 from notify.scheduling.digests.send import build_and_send_due_digests
+from rules.dedup import prune
 
 log = logging.getLogger("notify.scheduling.scheduler")
 
@@ -58,8 +59,6 @@ def purge_old_records() -> int:
 
 def prune_dedup_records(now) -> int:
     """Deduplication keys whose window has ended are no longer needed."""
-    from rules.dedup import prune
-
     return prune(now)
 
 
