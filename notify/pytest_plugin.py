@@ -11,8 +11,10 @@ Installed with notify, this plugin is loaded by pytest on its own (the
         ship(order)
         notify_outbox.assert_notified(customer, "order.shipped", channels=["email", "inapp"])
 
-The test still needs the database (``db``, or ``@pytest.mark.django_db``),
-like anything that stores events.
+The fixture is ``notify.testing.capture_notifications()`` around the test,
+and uses the database (``db``; a ``django_db(transaction=True)`` mark or
+``transactional_db`` still makes it transactional): what is still due when the
+test ends is processed and captured before the database is rolled back.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def notify_outbox() -> Iterator[NotifyOutbox]:
+def notify_outbox(db: None) -> Iterator[NotifyOutbox]:
     """What notify would have sent during the test, per channel."""
     # Imported here: pytest loads plugins before pytest-django sets Django up.
     from notify.testing import capture_notifications

@@ -19,8 +19,18 @@ in-app channel also writes the inbox as usual (it is local).
 When does it run? Events are fanned out and sent when their transaction
 commits (``EAGER``), like in production but in the same thread. A test that
 runs in one transaction that never commits (pytest-django's ``db``) cannot
-see a commit, so every read of the outbox first runs whatever is due
-(``flush()``): assert after your code ran and it has been processed.
+see a commit, so every read of the outbox while capturing first runs
+whatever is due (``flush()``), and leaving the block runs it one last time,
+still with the capturing channels: everything triggered inside is processed
+and captured by then, so assertions may come after the block::
+
+    with capture_notifications() as outbox:
+        ship(order)
+    outbox.assert_notified(customer, "order.shipped", channels=["email"])
+
+After the block the outbox is only a record: reading it runs nothing (that
+would send through the real channels). The fixture is this same block around
+the test.
 """
 
 from __future__ import annotations
@@ -155,11 +165,16 @@ class NotifyOutbox:
 
     def __init__(self) -> None:
         self.messages: list[CapturedMessage] = []
+        self.capturing = False  # inside ``capture_notifications()``
 
     # -- reading ------------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Fan out and send whatever is due now; return how much work was done."""
+        """Fan out and send whatever is due now; return how much work was done.
+        Only while capturing: after the block it would use the real channels."""
+        if not self.capturing:
+            return 0
+
         return run_until_idle()
 
     def all(self) -> list[CapturedMessage]:
@@ -272,7 +287,10 @@ class NotifyOutbox:
 
 @contextlib.contextmanager
 def capture_notifications(pass_through: Sequence[str] = PASS_THROUGH) -> Iterator[NotifyOutbox]:
-    """Capture what every channel would send, processing events on commit."""
+    """Capture what every channel would send, processing events on commit and
+    whatever is still due when the block exits (so the outbox is complete after
+    it). One implementation for the ``notify_outbox`` fixture and for code."""
+
     outbox = NotifyOutbox()
     channels = capturing_channels(conf.get("CHANNELS"), pass_through)
 
@@ -281,7 +299,21 @@ def capture_notifications(pass_through: Sequence[str] = PASS_THROUGH) -> Iterato
         _outboxes.append(outbox)
     try:
         with override_settings(NOTIFY=notify):
-            yield outbox
+            outbox.capturing = True
+            try:
+                yield outbox
+            except BaseException:
+                # Still process what the block left due, here and not through the
+                # real channels later; the block's own error is the one raised.
+                with contextlib.suppress(Exception):
+                    outbox.flush()
+                raise
+            else:
+                # Events not committed yet (a test's transaction, an outer atomic
+                # block) would otherwise be processed after the block, for real.
+                outbox.flush()
+            finally:
+                outbox.capturing = False
     finally:
         with _lock:
             _outboxes.remove(outbox)

@@ -313,9 +313,16 @@ class AuditEntryAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return False
+        opts = type(obj)._meta
         self.message_user(
             request,
-            f"{entry.kind.capitalize()} '{obj}' restored to the version of audit entry #{entry.pk}.",
+            format_html(
+                '{} <a href="{}">{}</a> restored to the version of audit entry #{}.',
+                entry.kind.capitalize(),
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]),
+                str(obj),
+                entry.pk,
+            ),
             messages.SUCCESS,
         )
         return True

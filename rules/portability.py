@@ -25,6 +25,15 @@ there is any, nothing changes. Items are matched by natural key (category
 key; template message, part and locale; rule name; binding model, signal and
 event type): a match is updated, anything else created; what the file does
 not mention is left alone.
+
+Rows written by code rather than through admin's forms can fail those forms
+(a rule naming a message that has no template, say), and so can their
+export. ``skip_invalid=True`` imports every valid item and leaves the invalid
+ones out, each listed in ``ImportReport.skipped`` with its problems; an item
+that depends on a skipped one (a rule on a skipped new category) is skipped
+in turn, naming the missing row. A malformed document (not a mapping, wrong
+format or version, an unknown section, two items with one key) is refused
+whole either way.
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ FORMAT = "notify-config"
 VERSION = 1
 SECTIONS = ("categories", "templates", "rules", "bindings")
 SKIPPED_FIELDS = {"id", "created_at", "updated_at"}
+# The exit code of ``notify import --skip-invalid`` when items were skipped and
+# none could be imported (a refused file exits 1, like any command error).
+NOTHING_VALID_EXIT_CODE = 3
 
 
 @dataclass(frozen=True)
@@ -200,11 +212,24 @@ def loads(text: str, fmt: str | None = None) -> Any:
 
 
 class ImportRejected(Exception):
-    """The file was refused; ``problems`` names each item and field. Nothing changed."""
+    """The file was refused; ``problems`` names each item and field. Nothing changed.
 
-    def __init__(self, problems: list[str]):
+    ``invalid_items`` lists the items at fault when the document itself was
+    sound (so ``skip_invalid=True`` would import the rest); empty when the
+    document was refused whole."""
+
+    def __init__(self, problems: list[str], invalid_items: list[SkippedItem] | None = None):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.invalid_items = invalid_items or []
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An invalid item left out by ``import_document(..., skip_invalid=True)``."""
+
+    where: str  # "rules[3] 'Order shipped'": section, 0-based index, natural key
+    problems: tuple[str, ...]  # each naming the field and the reason
 
 
 @dataclass
@@ -212,7 +237,18 @@ class ImportReport:
     created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
     updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
     unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
+    skipped: list[SkippedItem] = field(default_factory=list)
+    skip_invalid: bool = False
     dry_run: bool = False
+
+    @property
+    def imported(self) -> int:
+        """Valid items taken in: created, updated or already as in the file."""
+        return sum(self.created[s] + self.updated[s] + self.unchanged[s] for s in SECTIONS)
+
+    @property
+    def problems(self) -> list[str]:
+        return [problem for item in self.skipped for problem in item.problems]
 
     def summary(self) -> str:
         parts = []
@@ -220,7 +256,9 @@ class ImportReport:
             c, u, n = self.created[section], self.updated[section], self.unchanged[section]
             if c or u or n:
                 parts.append(f"{section}: {c} created, {u} updated, {n} unchanged")
-        text = "; ".join(parts) or "nothing to import"
+        text = "; ".join(parts) or ("no valid item" if self.skipped else "nothing to import")
+        if self.skip_invalid or self.skipped:
+            text += f"\nimported {self.imported}, skipped {len(self.skipped)}"
         return f"{text} (dry run: nothing was saved)" if self.dry_run else text
 
 
@@ -413,26 +451,38 @@ def validate_document(document: Any) -> list[str]:
     return problems
 
 
-def import_document(document: Any, *, dry_run: bool = False, actor: Any = None) -> ImportReport:
-    """Import everything or nothing; raise ``ImportRejected`` listing every problem."""
+def import_document(
+    document: Any, *, dry_run: bool = False, skip_invalid: bool = False, actor: Any = None
+) -> ImportReport:
+    """Import everything or nothing; raise ``ImportRejected`` listing every problem.
+
+    With ``skip_invalid`` the valid items are imported and the invalid ones
+    listed in ``report.skipped``; a malformed document is still refused whole.
+    A dry run validates and reports exactly the same, then saves nothing."""
     from .audit import acting
 
     problems = validate_document(document)
     if problems:
         raise ImportRejected(problems)
-    report = ImportReport(dry_run=dry_run)
+    report = ImportReport(skip_invalid=skip_invalid, dry_run=dry_run)
     try:
         with transaction.atomic(), acting(actor, source="import"):
             for section in SECTIONS:
                 kind = KINDS[section]
                 for i, item in enumerate(document.get(section) or []):
-                    outcome, _, item_problems = import_item(kind, item, f"{section}[{i}]")
-                    if item_problems:
-                        problems.extend(item_problems)
-                    elif outcome != "invalid":
+                    where = f"{section}[{i}]"
+                    outcome, _, item_problems = import_item(kind, item, where)
+                    if item_problems or outcome == "invalid":
+                        label = kind.label(item) if isinstance(item, dict) else ""
+                        report.skipped.append(
+                            SkippedItem(
+                                f"{where} '{label}'" if label else where, tuple(item_problems)
+                            )
+                        )
+                    else:
                         getattr(report, outcome)[section] += 1
-            if problems:
-                raise ImportRejected(problems)
+            if report.skipped and not skip_invalid:
+                raise ImportRejected(report.problems, report.skipped)
             if dry_run:
                 raise _DryRunRollback
     except _DryRunRollback:

@@ -31,4 +31,12 @@ def test_the_readme_example_is_collected_here():
     defined = re.findall(r"^def (test_\w+)\(", EXAMPLE, re.MULTILINE)
     assert len(defined) >= 2
     assert all(callable(globals()[name]) for name in defined)
-    assert "notify_outbox.assert_notified(" in EXAMPLE
+    assert "notify_outbox.assert_not_notified(" in EXAMPLE  # the fixture, too
+    # The context manager's example asserts after the block, not inside it.
+    after_block = re.search(
+        r"^    with capture_notifications\(\) as outbox:\n(?:        .*\n)+(?:    #.*\n)*"
+        r"    outbox\.assert_notified\(",
+        EXAMPLE,
+        re.MULTILINE,
+    )
+    assert after_block, "README's example must assert after the capture_notifications() block"

@@ -20,7 +20,7 @@ from notify.models import (
     Delivery,
     Event,
 )
-from notify.testing import CapturingChannel, capture_notifications
+from notify.testing import CapturingChannel, NotifyOutbox, capture_notifications
 
 pytest_plugins = ["notify.pytest_plugin"]  # a no-op when the entry point loaded it
 
@@ -160,3 +160,69 @@ def test_nothing_reaches_the_sandbox_or_a_provider(settings, make_user, make_rul
 def test_the_capturing_channel_describes_itself_like_the_original():
     channel = CapturingChannel("sms", ADDRESS_KIND="phone", FORMAT="sms")
     assert (channel.address_kind, channel.message_format, channel.inner) == ("phone", "sms", None)
+
+
+# -- the block: everything inside is processed by the time it exits -----------------------
+
+
+@pytest.mark.django_db
+def test_after_the_block_the_outbox_is_complete(make_user, make_rule, smtp_mailer):
+    """In a test transaction that never commits: nothing is read inside the
+    block, and after it the message is captured, not sent by the real SMTP
+    provider the settings point at."""
+    ann = make_user("ann")
+    make_rule()
+    with capture_notifications() as outbox:
+        notify.trigger("order.shipped", {"order_id": "A-5"}, recipients=[ann])
+        assert outbox.messages == []  # nothing committed, nothing read yet
+    [email, _inapp] = outbox.assert_notified(ann, "order.shipped", channels=["email", "inapp"])
+    assert (email.to, email.subject) == ("ann@example.com", "Your order A-5 has shipped")
+    assert set(Delivery.objects.values_list("status", "provider")) == {("sent", "capture")}
+    assert Event.objects.get().status == Event.State.PROCESSED
+    assert smtp_mailer.messages == []
+    assert [item.title for item in inbox(ann.pk)] == ["Order A-5 shipped"]
+
+    # After the block the outbox is a record: reading it runs nothing, so an
+    # event triggered now is left for the real workers, not captured.
+    later = notify.trigger("order.shipped", {"order_id": "A-6"}, recipients=[ann])
+    assert len(outbox) == 2 and outbox.flush() == 0
+    assert Event.objects.get(pk=later.pk).status == Event.State.RECEIVED
+    assert smtp_mailer.messages == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_committed_after_the_block_never_reaches_the_provider(
+    make_user, make_rule, smtp_mailer
+):
+    """The block inside an atomic block: the commit (and its hand-off) comes
+    after the block, with the real channels configured again; the event was
+    processed and captured as the block exited, so there is nothing left."""
+    bea = make_user("bea")
+    make_rule(channels=["email"])
+    with transaction.atomic():
+        with capture_notifications() as outbox:
+            notify.trigger("order.shipped", {"order_id": "A-7"}, recipients=[bea])
+        assert [m.subject for m in outbox.messages] == ["Your order A-7 has shipped"]
+    assert Event.objects.get().status == Event.State.PROCESSED
+    assert Delivery.objects.get().provider == "capture"
+    assert smtp_mailer.messages == []
+
+
+@pytest.mark.django_db
+def test_an_error_in_the_block_still_leaves_nothing_for_the_real_channels(
+    make_user, make_rule, smtp_mailer
+):
+    cy = make_user("cy")
+    make_rule(channels=["email"])
+    with pytest.raises(ZeroDivisionError), capture_notifications() as outbox:
+        notify.trigger("order.shipped", {"order_id": "A-8"}, recipients=[cy])
+        raise ZeroDivisionError
+    assert [m.to for m in outbox.messages] == ["cy@example.com"]
+    assert smtp_mailer.messages == []
+
+
+@pytest.mark.django_db
+def test_the_fixture_is_the_same_block_around_the_test(notify_outbox):
+    assert isinstance(notify_outbox, NotifyOutbox) and notify_outbox.capturing
+    backends = {c["BACKEND"] for c in django_settings.NOTIFY["CHANNELS"].values()}
+    assert backends == {"notify.testing.CapturingChannel"}

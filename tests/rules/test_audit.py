@@ -3,6 +3,8 @@ version, and the "ops" group that edits configuration and nothing else."""
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
@@ -124,6 +126,48 @@ def test_a_rule_is_restored_to_an_earlier_version(admin_client, make_rule):
     )
     back = Rule.objects.get(name="Shipped")
     assert back.condition == "payload.total > 1"
+
+
+class FormsOnPage(HTMLParser):
+    """Each <form> as (id, action, ids of the enclosing forms), and each submit
+    input as (value, its form= attribute, ids of the enclosing forms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.forms: list[tuple[str, str, list[str]]] = []
+        self.submits: list[tuple[str, str | None, list[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag == "form":
+            self.forms.append(
+                (attributes.get("id", ""), attributes.get("action", ""), self.open[:])
+            )
+            self.open.append(attributes.get("id", ""))
+        elif tag == "input" and attributes.get("type") == "submit":
+            self.submits.append((attributes.get("value", ""), attributes.get("form"), self.open[:]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self.open:
+            self.open.pop()
+
+
+def test_the_restore_form_is_not_nested_in_the_change_form(admin_client, make_rule):
+    # Browsers drop a <form> nested in another: the restore form is its own,
+    # after the change form, and the button names it with form=.
+    make_rule(name="Shipped")
+    entry = entries(kind="rule", action="created")[0]
+    page = admin_client.get(reverse("admin:rules_auditentry_change", args=[entry.pk]))
+    parsed = FormsOnPage()
+    parsed.feed(page.content.decode())
+    restore_url = reverse("admin:rules_auditentry_restore", args=[entry.pk])
+    [(form_id, enclosing)] = [
+        (f, outer) for f, action, outer in parsed.forms if action == restore_url
+    ]
+    assert form_id == "restore-form" and enclosing == []
+    [(button_form, _)] = [(f, o) for v, f, o in parsed.submits if v == "Restore this version"]
+    assert button_form == "restore-form"
 
 
 def test_a_version_that_no_longer_validates_is_not_restored(make_rule):

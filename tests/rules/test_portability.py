@@ -200,3 +200,122 @@ def test_the_command_line(configuration, tmp_path, capsys):
         CommandError, match=r"(?s)nothing was imported.*rules\[0\] 'Order shipped'\.condition"
     ):
         call_command("notify", "import", str(path))
+
+
+# -- items the admin forms would refuse, made by the application's own code ---------------------
+
+
+@pytest.fixture
+def made_by_code(configuration):
+    """Rows saved by code, past the admin forms: a category whose key is not a
+    slug, a rule on it, and a rule naming a message that has no template."""
+    vip = Category.objects.create(key="VIP customers", name="VIP")
+    Rule.objects.create(
+        name="VIP welcome",
+        event_type="user.joined",
+        category=vip,
+        recipients=["actor"],
+        message="order_shipped",
+    )
+    Rule.objects.create(
+        name="Welcome",
+        event_type="user.joined",
+        category=Category.objects.get(key="orders"),
+        recipients=["actor"],
+        message="welcome_email",
+    )
+
+
+def exported_then_emptied(tmp_path):
+    path = tmp_path / "config.json"
+    call_command("notify", "export", "--format", "json", "-o", str(path))
+    empty_the_configuration()
+    return path
+
+
+INVALID = (
+    "categories[0] 'VIP customers'.key:",
+    "rules[2] 'VIP welcome'.category: no category 'VIP customers'",
+    "rules[3] 'Welcome'.message: no message template 'welcome_email'",
+)
+
+
+def test_an_export_with_invalid_items_is_refused_naming_each_one(made_by_code, tmp_path):
+    path = exported_then_emptied(tmp_path)
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(CommandError) as caught:
+            call_command("notify", "import", str(path), *extra)
+        message = str(caught.value)
+        assert "nothing was imported" in message
+        for problem in INVALID:
+            assert problem in message, message
+        assert "3 invalid item(s): fix them, or import the valid items with --skip-invalid" in (
+            message
+        )
+        assert caught.value.returncode == 1
+        assert all(not model.objects.exists() for model in MODELS)
+    assert not AuditEntry.objects.filter(source="import").exists()
+
+
+def test_skip_invalid_imports_the_rest_and_names_each_skipped_item(made_by_code, tmp_path, capsys):
+    path = exported_then_emptied(tmp_path)
+    call_command("notify", "import", str(path), "--skip-invalid", "--dry-run")
+    dry = capsys.readouterr().out.strip().splitlines()
+    assert all(not model.objects.exists() for model in MODELS)
+    call_command("notify", "import", str(path), "--skip-invalid")
+    out = capsys.readouterr().out.strip().splitlines()
+
+    # A dry run reports exactly what the import does.
+    assert dry[:-1] == out[:-1]
+    assert dry[-1] == out[-1] + " (dry run: nothing was saved)"
+    skipped = [line for line in out if line.startswith("skipped ")]
+    assert len(skipped) == 3
+    for line, problem in zip(skipped, INVALID, strict=True):
+        assert line.startswith("skipped " + problem), line
+    assert out[-2].startswith("categories: 2 created, 0 updated, 0 unchanged; templates: 2")
+    assert out[-1] == "imported 7, skipped 3"
+    assert set(Rule.objects.values_list("name", flat=True)) == {"Order shipped", "Reminder"}
+    assert set(Category.objects.values_list("key", flat=True)) == {"orders", "security"}
+    assert SignalBinding.objects.count() == 1 and MessageTemplate.objects.count() == 2
+    assert AuditEntry.objects.filter(source="import", action="created").count() == 7
+
+
+def test_skip_invalid_with_nothing_valid_exits_with_its_own_code(db, tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "format: notify-config\nversion: 1\n"
+        "rules:\n  - name: Broken\n    event_type: order.shipped\n    condition: 'payload.total >'\n"
+    )
+    for extra in ([], ["--dry-run"]):
+        with pytest.raises(CommandError, match="nothing could be imported") as caught:
+            call_command("notify", "import", str(path), "--skip-invalid", *extra)
+        assert caught.value.returncode == 3
+        out = capsys.readouterr().out
+        assert "skipped rules[0] 'Broken'.condition:" in out
+        assert "imported 0, skipped 1" in out
+    assert not Rule.objects.exists()
+    # Nothing invalid: exit 0, with the same summary line.
+    path.write_text("format: notify-config\nversion: 1\ncategories:\n  - {key: news, name: News}\n")
+    call_command("notify", "import", str(path), "--skip-invalid")
+    assert capsys.readouterr().out.strip().endswith("imported 1, skipped 0")
+
+
+def test_skip_invalid_still_refuses_a_malformed_document(db):
+    document = {"rules": [{"name": "a"}, {"name": "a"}]}
+    with pytest.raises(ImportRejected, match=r"rules\[1\] 'a': the same as rules\[0\]"):
+        import_document(document, skip_invalid=True)
+
+
+def test_the_report_lists_skipped_items_with_their_problems(made_by_code):
+    document = export_document()
+    document["rules"][0]["condition"] = "payload.total >"
+    document["rules"][0]["priority"] = "high"
+    report = import_document(document, skip_invalid=True)
+    where = [item.where for item in report.skipped]
+    assert where == [
+        "categories[0] 'VIP customers'",
+        "rules[0] 'Order shipped'",
+        "rules[3] 'Welcome'",
+    ]
+    assert len(report.skipped[1].problems) == 2  # the condition and the priority
+    assert report.imported == 7 and report.skipped[1].problems[0].startswith(where[1] + ".")

@@ -8,7 +8,8 @@ run                           web + worker pool + scheduler (embedded default)
 demo                          load demo data
 bench                         run the benchmark workloads
 export [--format yaml|json]   write rules, templates, categories and bindings to a file
-import FILE [--dry-run]       read them back, all or nothing
+import FILE [--dry-run] [--skip-invalid]
+                              read them back, all or nothing (or all valid items)
 ops-group                     create or reset the "ops" permission group
 """
 
@@ -34,7 +35,14 @@ from notify.project.server import serve
 from notify.runtime.worker import WorkerPool
 from notify.scheduling.scheduler import SchedulerService
 from rules.ops import ensure_ops_group
-from rules.portability import ImportRejected, dumps, export_document, import_document, loads
+from rules.portability import (
+    NOTHING_VALID_EXIT_CODE,
+    ImportRejected,
+    dumps,
+    export_document,
+    import_document,
+    loads,
+)
 
 
 class Command(BaseCommand):
@@ -88,10 +96,27 @@ class Command(BaseCommand):
         export = sub.add_parser("export", help="write the ops configuration to a file")
         export.add_argument("--format", choices=["yaml", "json"], default="yaml")
         export.add_argument("-o", "--output", help="the file (default: standard output)")
-        import_ = sub.add_parser("import", help="import an exported configuration, all or nothing")
+
+        import_ = sub.add_parser(
+            "import",
+            help="import an exported configuration: all or nothing, or --skip-invalid",
+            description="Import categories, templates, rules and bindings, validated by the "
+            "admin's forms. Without --skip-invalid any invalid item refuses the whole file: "
+            "each one is named (section[index] 'key'.field: reason), nothing changes, exit "
+            "code 1. With --skip-invalid the valid items are imported, each invalid one is "
+            "printed as skipped with its reason, and the last line says 'imported N, skipped "
+            f"M'; exit code 0, or {NOTHING_VALID_EXIT_CODE} if items were skipped and none could "
+            "be imported. --dry-run validates and reports the same, and saves nothing.",
+        )
         import_.add_argument("file", help="a YAML or JSON file from 'notify export' ('-': stdin)")
         import_.add_argument(
             "--dry-run", action="store_true", help="validate and report; change nothing"
+        )
+        import_.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="import the valid items and list each invalid one as skipped, with its "
+            f"reason (exit code 0; {NOTHING_VALID_EXIT_CODE} if nothing valid was left to import)",
         )
         sub.add_parser("ops-group", help="create or reset the 'ops' permission group")
 
@@ -206,13 +231,31 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {path}: {exc}") from exc
         fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(Path(path).suffix)
         try:
-            report = import_document(loads(text, fmt), dry_run=options["dry_run"])
+            report = import_document(
+                loads(text, fmt),
+                dry_run=options["dry_run"],
+                skip_invalid=options["skip_invalid"],
+            )
         except ImportRejected as exc:
+            hint = ""
+            if exc.invalid_items:
+                hint = (
+                    f"\n{len(exc.invalid_items)} invalid item(s): fix them, or import the "
+                    "valid items with --skip-invalid"
+                )
             raise CommandError(
                 f"{path}: nothing was imported ({len(exc.problems)} problem(s)):\n  "
                 + "\n  ".join(exc.problems)
+                + hint
             ) from exc
+        for problem in report.problems:
+            self.stdout.write(f"skipped {problem}")
         self.stdout.write(report.summary())
+        if report.skipped and not report.imported:
+            raise CommandError(
+                f"{path}: nothing could be imported: every item is invalid",
+                returncode=NOTHING_VALID_EXIT_CODE,
+            )
 
     def do_ops_group(self, options):
         group, missing = ensure_ops_group()
