@@ -565,3 +565,31 @@ def test_robot_contact_points_must_be_the_providers_webhook_urls():
     ]:
         with pytest.raises(ValidationError):
             normalise(kind, url)
+
+
+def test_a_team_robot_gets_the_card_through_the_worker_without_contact_points(
+    settings, robot_peer, make_user, make_rule
+):
+    address = robot_peer.add_robot("wecom")
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {
+            **settings.NOTIFY["CHANNELS"],
+            "ops_wecom": {
+                "BACKEND": "channels.robots.WeComRobotChannel",
+                "OPTIONS": robot_peer.channel_options(WEBHOOK_URL=address),
+            },
+        },
+    }
+    assert describe("ops_wecom") == (None, "chat")
+    ops = make_user("ops")  # the team's service user: no contact point at all
+    make_rule(channels=["ops_wecom"])
+    trigger("order.shipped", {"order_id": "A1", "url": "https://shop.test/A1"}, recipients=[ops])
+    run_until_idle()
+
+    delivery = Delivery.objects.get()
+    assert delivery.status == Status.SENT, delivery.error_message
+    [post] = robot_peer.posts
+    assert post.address == address
+    assert post.body["msgtype"] == "markdown"
+    assert post.body["markdown"]["content"].endswith("[View](https://shop.test/A1)")
