@@ -94,6 +94,8 @@ class TwilioSmsChannel(Channel):
     address_kind = "phone"
     message_format = "sms"
     provider_name = "twilio"
+    label: ClassVar[str] = "Twilio SMS"  # how errors name the channel
+    address_prefix: ClassVar[str] = ""  # "whatsapp:" on the WhatsApp channel
     accepted_options = frozenset(
         {
             "ACCOUNT_SID",
@@ -213,31 +215,7 @@ class TwilioSmsChannel(Channel):
                 provider=self.provider_name,
                 response=segments.as_record(),
             )
-        if self.client is None:
-            self.open()
-        sender: dict[str, Any] = {}
-        if self.from_number:
-            sender["from_"] = self.from_number
-        if self.messaging_service_sid:
-            sender["messaging_service_sid"] = self.messaging_service_sid
-        if self.status_callback:
-            sender["status_callback"] = self.status_callback
-        try:
-            sms = self.client.messages.create(to=to, body=body, **sender)
-        except (TwilioRestException, TwilioServiceException) as exc:
-            raise self.classify(exc) from exc
-        except requests.Timeout as exc:
-            raise TransientError(
-                f"Twilio did not answer within {self.timeout:g} s: {exc}",
-                code="timeout",
-                provider=self.provider_name,
-            ) from exc
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"cannot reach Twilio at {self.base_url}: {exc}",
-                code="connection",
-                provider=self.provider_name,
-            ) from exc
+        sms = self.create_message(to=to, body=body)
         return SendResult(
             provider=self.provider_name,
             message_id=sms.sid or "",
@@ -252,6 +230,34 @@ class TwilioSmsChannel(Channel):
             },
         )
 
+    def create_message(self, **params: Any) -> Any:
+        """``messages.create`` from our sender, with Twilio's answer classified."""
+        if self.client is None:
+            self.open()
+        assert self.client is not None
+        if self.from_number:
+            params["from_"] = self.address_prefix + self.from_number
+        if self.messaging_service_sid:
+            params["messaging_service_sid"] = self.messaging_service_sid
+        if self.status_callback:
+            params["status_callback"] = self.status_callback
+        try:
+            return self.client.messages.create(**params)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise self.classify(exc) from exc
+        except requests.Timeout as exc:
+            raise TransientError(
+                f"Twilio did not answer within {self.timeout:g} s: {exc}",
+                code="timeout",
+                provider=self.provider_name,
+            ) from exc
+        except requests.RequestException as exc:
+            raise TransientError(
+                f"cannot reach Twilio at {self.base_url}: {exc}",
+                code="connection",
+                provider=self.provider_name,
+            ) from exc
+
     # -- helpers --------------------------------------------------------------------
 
     def check_configuration(self) -> None:
@@ -263,17 +269,17 @@ class TwilioSmsChannel(Channel):
         missing = [name for name in ("ACCOUNT_SID", "AUTH_TOKEN") if not self.options.get(name)]
         if missing:
             raise ChannelConfigurationError(
-                f"Twilio SMS channel '{self.alias}': set {' and '.join(missing)} in {where} "
+                f"{self.label} channel '{self.alias}': set {' and '.join(missing)} in {where} "
                 "(TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN in the environment)."
             )
         if not self.from_number and not self.messaging_service_sid:
             raise ChannelConfigurationError(
-                f"Twilio SMS channel '{self.alias}': set FROM (an E.164 number) or "
+                f"{self.label} channel '{self.alias}': set FROM (an E.164 number) or "
                 f"MESSAGING_SERVICE_SID in {where} (TWILIO_FROM in the environment)."
             )
         if self.from_number and not E164.match(self.from_number):
             raise ChannelConfigurationError(
-                f"Twilio SMS channel '{self.alias}': {where}['FROM'] = {self.from_number!r} "
+                f"{self.label} channel '{self.alias}': {where}['FROM'] = {self.from_number!r} "
                 "is not an E.164 number (e.g. +14155550100)."
             )
 
@@ -298,7 +304,7 @@ class TwilioSmsChannel(Channel):
         if code in self.CONFIGURATION_CODES or status == 401:
             reason = self.CONFIGURATION_CODES.get(code, "Twilio refused the credentials")
             raise ChannelConfigurationError(
-                f"Twilio SMS channel '{self.alias}': {reason} "
+                f"{self.label} channel '{self.alias}': {reason} "
                 f"(NOTIFY['CHANNELS']['{self.alias}']['OPTIONS']). Twilio said: {detail}"
             ) from exc
         if code in self.SUPPRESSED_CODES:

@@ -174,7 +174,6 @@ class NotifyOutbox:
         Only while capturing: after the block it would use the real channels."""
         if not self.capturing:
             return 0
-
         return run_until_idle()
 
     def all(self) -> list[CapturedMessage]:

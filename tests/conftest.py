@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.peers.twilio",
     "tests.peers.slack",
     "tests.peers.webhooks",
+    "tests.peers.robots",
     "tests.browser",
 ]
 

@@ -135,6 +135,9 @@ class ContactPoint(models.Model):
         DISCORD = "discord", "Discord webhook"
         WEBHOOK = "webhook", "signed JSON webhook"
         APPRISE = "apprise", "Apprise URL"
+        WECOM = "wecom", "WeCom group robot"
+        DINGTALK = "dingtalk", "DingTalk group robot"
+        FEISHU = "feishu", "Feishu/Lark group robot"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_points"

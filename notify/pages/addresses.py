@@ -37,6 +37,9 @@ LABELS = {
     Kind.DISCORD: "Discord webhook URL",
     Kind.WEBHOOK: "Webhook URL",
     Kind.APPRISE: "Apprise URL",
+    Kind.WECOM: "WeCom robot webhook URL",
+    Kind.DINGTALK: "DingTalk robot webhook URL",
+    Kind.FEISHU: "Feishu/Lark robot webhook URL",
 }
 HINTS = {
     Kind.EMAIL: "We send a link to confirm it.",
@@ -48,6 +51,18 @@ HINTS = {
     Kind.DISCORD: "https://discord.com/api/webhooks/… We post a code to confirm it.",
     Kind.WEBHOOK: "An https:// URL that accepts signed JSON. We post a code to confirm it.",
     Kind.APPRISE: "An Apprise URL. We send a code to confirm it.",
+    Kind.WECOM: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=… "
+    "We post a code to confirm it.",
+    Kind.DINGTALK: "https://oapi.dingtalk.com/robot/send?access_token=…, and #secret=SEC… "
+    "at the end if the robot signs. We post a code to confirm it.",
+    Kind.FEISHU: "https://open.feishu.cn/open-apis/bot/v2/hook/…, and #secret=… at the end "
+    "if the bot signs. We post a code to confirm it.",
+}
+# Group robots: (host, path prefix) their webhook URLs have (channels.robots).
+ROBOT_URLS = {
+    Kind.WECOM: ({"qyapi.weixin.qq.com"}, "/cgi-bin/webhook/send"),
+    Kind.DINGTALK: ({"oapi.dingtalk.com"}, "/robot/send"),
+    Kind.FEISHU: ({"open.feishu.cn", "open.larksuite.com"}, "/open-apis/bot/v2/hook/"),
 }
 
 
@@ -136,6 +151,10 @@ def normalise_url(kind: str, raw: str) -> str:
         raise ValidationError(
             "must be a Teams workflow webhook URL (…webhook.office.com or …logic.azure.com)"
         )
+    if kind in ROBOT_URLS:
+        hosts, path = ROBOT_URLS[kind]
+        if host not in hosts or not parts.path.startswith(path):
+            raise ValidationError(f"must be a {LABELS[kind]} (https://{min(hosts)}{path}…)")
     return url
 
 

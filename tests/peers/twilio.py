@@ -11,6 +11,14 @@ The API side (``TwilioPeer``, on the shared :class:`tests.peers.http.HttpPeer`):
   ``num_segments``...). Missing or malformed fields get the error Twilio gives
   (21604, 21602, 21211, 21212...).
 
+WhatsApp on the same endpoint: ``To`` and ``From`` as ``whatsapp:+…`` (a
+mixed pair gets 21910); ``ContentSid`` + ``ContentVariables`` (a JSON object)
+send an approved template registered with ``add_content(text)`` (another
+sid gets 50526, variables that are not a JSON object of non-empty strings
+21656, variables without a sid 21654); ``close_session(number)`` makes
+free-form WhatsApp messages to that number fail with 63016 (outside the
+24-hour window) while templates still go through.
+
 Misbehaviour, as Twilio does it: ``refuse(number, code)`` answers one number
 with a Twilio JSON error (``{"code", "message", "more_info", "status"}``),
 ``unsubscribe(number)`` is 21610 (the recipient replied STOP),
@@ -31,6 +39,7 @@ pointed at the peer through ``TwilioSmsChannel``; returns the peer) and
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 import threading
@@ -51,6 +60,12 @@ AUTH_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 FROM_NUMBER = "+15005550006"
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+WHATSAPP = "whatsapp:"
+CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
+OUTSIDE_WINDOW = (
+    "Failed to send freeform message because you are outside the allowed window. "
+    "If you are using WhatsApp, please use a Message Template."
+)
 
 
 def twilio_error(code: int, message: str, status: int = 400) -> dict[str, Any]:
@@ -75,6 +90,12 @@ class TwilioMessage:
     status_callback: str
     num_segments: int
     request: Request | None = field(default=None, repr=False)
+    content_sid: str = ""
+    content_variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def whatsapp(self) -> bool:
+        return self.to.startswith(WHATSAPP)
 
 
 class TwilioPeer(HttpPeer):
@@ -83,6 +104,8 @@ class TwilioPeer(HttpPeer):
         self.account_sid = account_sid
         self.auth_token = auth_token
         self._refusals: dict[str, tuple[int, int, str]] = {}
+        self._contents: dict[str, str] = {}  # approved content templates: sid -> text
+        self._closed_sessions: set[str] = set()  # WhatsApp numbers outside the 24 h window
         self._messages: list[TwilioMessage] = []
         self._data_lock = threading.Lock()
 
@@ -97,6 +120,18 @@ class TwilioPeer(HttpPeer):
     def unsubscribe(self, number: str) -> None:
         """``number`` replied STOP: Twilio refuses it with 21610."""
         self.refuse(number, 21610, "Attempt to send to unsubscribed recipient")
+
+    def add_content(self, text: str) -> str:
+        """Approve a content template (``{{1}}``-style variables); return its ``HX…`` sid."""
+        sid = "HX" + secrets.token_hex(16)
+        with self._data_lock:
+            self._contents[sid] = text
+        return sid
+
+    def close_session(self, number: str) -> None:
+        """``number`` last wrote more than 24 h ago: free-form WhatsApp gets 63016."""
+        with self._data_lock:
+            self._closed_sessions.add(number.removeprefix(WHATSAPP))
 
     def resubscribe(self, number: str) -> None:
         with self._data_lock:
@@ -156,23 +191,42 @@ class TwilioPeer(HttpPeer):
         sender = form.get("From", "")
         service = form.get("MessagingServiceSid", "")
         body = form.get("Body", "")
+        content_sid = form.get("ContentSid", "")
         if not to:
             return Reply(400, twilio_error(21604, "A 'To' phone number is required."))
         if not sender and not service:
             return Reply(400, twilio_error(21603, "A 'From' phone number is required."))
-        if sender and not E164.match(sender):
+        whatsapp = to.startswith(WHATSAPP)
+        number = to.removeprefix(WHATSAPP)
+        if sender and whatsapp != sender.startswith(WHATSAPP):
+            return Reply(
+                400,
+                twilio_error(
+                    21910,
+                    "Invalid From and To pair. From and To should be of the same channel",
+                ),
+            )
+        if sender and not E164.match(sender.removeprefix(WHATSAPP)):
             return Reply(400, twilio_error(21212, f"The 'From' number {sender} is not valid."))
-        if not body:
+        if content_sid or "ContentVariables" in form:
+            rendered = self._render_content(content_sid, form.get("ContentVariables"))
+            if isinstance(rendered, Reply):
+                return rendered
+            body = rendered
+        elif not body:
             return Reply(400, twilio_error(21602, "Message body is required."))
-        if not E164.match(to):
+        if not E164.match(number):
             return Reply(
                 400, twilio_error(21211, f"The 'To' number {to} is not a valid phone number.")
             )
         with self._data_lock:
-            refusal = self._refusals.get(to)
+            refusal = self._refusals.get(number)
+            outside = whatsapp and not content_sid and number in self._closed_sessions
         if refusal is not None:
             status, code, message = refusal
             return Reply(status, twilio_error(code, message, status))
+        if outside:
+            return Reply(400, twilio_error(63016, OUTSIDE_WINDOW))
         sid = "SM" + secrets.token_hex(16)
         segments = count_segments(body).count
         message = TwilioMessage(
@@ -184,10 +238,37 @@ class TwilioPeer(HttpPeer):
             status_callback=form.get("StatusCallback", ""),
             num_segments=segments,
             request=request,
+            content_sid=content_sid,
+            content_variables=json.loads(form.get("ContentVariables") or "{}"),
         )
         with self._data_lock:
             self._messages.append(message)
         return Reply(201, self.resource(message))
+
+    def _render_content(self, sid: str, variables: str | None) -> str | Reply:
+        """The approved template ``sid`` with ``variables`` (a JSON object), or Twilio's refusal."""
+        if not sid:
+            return Reply(
+                400,
+                twilio_error(
+                    21654, "A ContentSid must be specified if ContentVariables are provided."
+                ),
+            )
+        with self._data_lock:
+            template = self._contents.get(sid)
+        if template is None:  # malformed or not this account's
+            return Reply(400, twilio_error(50526, "Invalid content SID"))
+        try:
+            values = json.loads(variables) if variables is not None else {}
+        except ValueError:
+            values = None
+        if not isinstance(values, dict) or not all(
+            isinstance(v, str) and v.strip() for v in values.values()
+        ):
+            return Reply(400, twilio_error(21656, "The ContentVariables Parameter is invalid"))
+        return re.sub(
+            r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template
+        )
 
     def resource(self, message: TwilioMessage) -> dict[str, Any]:
         """Twilio's JSON message resource, as ``Messages.json`` answers a create."""
