@@ -34,7 +34,7 @@ import base64
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -85,6 +85,9 @@ class TwilioPeer(HttpPeer):
         self._refusals: dict[str, tuple[int, int, str]] = {}
         self._messages: list[TwilioMessage] = []
         self._data_lock = threading.Lock()
+        # Called with each accepted message before the API answers: Twilio's
+        # first status callbacks can reach us before the send is recorded.
+        self.on_accept: Callable[[TwilioMessage], None] | None = None
 
     # -- set-up -------------------------------------------------------------------
 
@@ -187,6 +190,8 @@ class TwilioPeer(HttpPeer):
         )
         with self._data_lock:
             self._messages.append(message)
+        if self.on_accept is not None:
+            self.on_accept(message)
         return Reply(201, self.resource(message))
 
     def resource(self, message: TwilioMessage) -> dict[str, Any]:
