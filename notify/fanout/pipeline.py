@@ -33,7 +33,7 @@ from notify.fanout.middleware import EventMiddlewareError, apply_event_middlewar
 from notify.fanout.policies import RulePolicy
 from notify.fanout.send_time import SendAtError, send_time
 from notify.logs import log_context
-from notify.models import Category, Event
+from notify.models import Category, Event, RuleError
 from notify.models.status import Status
 from notify.outbox.rows import PlannedDelivery, PlannedNotification, write_fanout_chunk
 from notify.preferences.decide import SEND, SKIP, CategoryInfo, UserPrefs, decide
@@ -57,6 +57,14 @@ class FanoutStats:
     chunks: int = 0
     decisions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # per rule that wrote nothing
+    # (rule id, rule name, RuleError kind, message) per rule that failed for the event
+    rule_errors: list[tuple[int, str, str, str]] = field(default_factory=list)
+
+    def rule_failed(self, event_id: int, rule: CompiledRule, kind: str, message: str) -> None:
+        """One rule failed for this event: said on the event, logged with its id."""
+        log.warning("event %s, rule %s (%s) failed: %s", event_id, rule.id, rule.name, message)
+        self.rule_errors.append((rule.id, rule.name, kind, message))
+        self.errors.append(f"rule {rule.id} ({rule.name}): {message}; nothing sent for it")
 
 
 def actor_context(user: Any) -> dict[str, Any] | None:
@@ -193,7 +201,12 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
     # 1. context
     context = condition_context(event)
     # 2. match
-    matches = [m for m in rule_index.get().match(event.type, context) if m.matched]
+    matches = []
+    for match in rule_index.get().match(event.type, context):
+        if match.matched:
+            matches.append(match)
+        elif match.failed:
+            stats.rule_failed(event.pk, match.rule, RuleError.Kind.CONDITION, match.reason)
     if not matches:
         return stats
     categories = {
@@ -217,14 +230,14 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
         try:
             due_at, hold_reason = send_time(rule, event.payload, now)
         except SendAtError as exc:
-            log.warning(
-                "event %s, rule %s: %s; nothing written for this rule", event.pk, rule.id, exc
-            )
-            stats.errors.append(f"rule {rule.id} ({rule.name}): {exc}; nothing sent for it")
+            stats.rule_failed(event.pk, rule, RuleError.Kind.SEND_AT, str(exc))
             continue
         # Ops controls: deduplication, active window, then per chunk fallback,
         # throttling and dry run (notify.fanout.policies).
         policy = RulePolicy.start(rule, event, context, now)
+        if policy.failed:
+            stats.rule_failed(event.pk, rule, RuleError.Kind.DEDUP_KEY, policy.failed)
+            continue
         if policy.note or policy.skip:
             stats.errors.append(f"rule {rule.id} ({rule.name}): {policy.skip or policy.note}")
         if policy.skip:
@@ -299,6 +312,7 @@ def _process_event(event_id: int) -> FanoutStats | None:
         claimed_until=None,
         error="\n".join(stats.errors)[:2000],
     )
+    record_rule_errors(event_id, stats.rule_errors)
     log.debug(
         "event %s fanned out: %d rules, %d notifications, %d deliveries",
         event_id,
@@ -307,6 +321,24 @@ def _process_event(event_id: int) -> FanoutStats | None:
         stats.deliveries,
     )
     return stats
+
+
+def record_rule_errors(event_id: int, errors: list[tuple[int, str, str, str]]) -> None:
+    """Keep each rule's failure on the event (a re-run records it once)."""
+    if errors:
+        RuleError.objects.bulk_create(
+            [
+                RuleError(
+                    event_id=event_id,
+                    rule_id=rule_id,
+                    rule_name=name[:200],
+                    kind=kind,
+                    message=message,
+                )
+                for rule_id, name, kind, message in errors
+            ],
+            ignore_conflicts=True,
+        )
 
 
 def reprocess_events(event_ids: Iterable[int]) -> int:
