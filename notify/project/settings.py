@@ -104,9 +104,11 @@ SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
 # (`celery -A notify worker`, `notify worker`) keep their threads and may set
 # 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
 # outlives a database restart.
+# An empty DATABASE_URL (``DATABASE_URL=`` in an env file) means "not set": the
+# embedded SQLite default, rather than dj-database-url's KeyError: 'ENGINE'.
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{SQLITE_PATH}",
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{SQLITE_PATH}",
         conn_max_age=int(os.environ.get("NOTIFY_DB_CONN_MAX_AGE", "0")),
         conn_health_checks=True,
     )
