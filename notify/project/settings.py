@@ -293,6 +293,16 @@ NOTIFY["METRICS_TOKEN"] = os.environ.get("NOTIFY_METRICS_TOKEN") or None
 NOTIFY["METRICS_ALLOWED_IPS"] = env_list("NOTIFY_METRICS_ALLOWED_IPS", "127.0.0.1")
 NOTIFY["READINESS_MAX_OUTBOX_LAG"] = float(os.environ.get("NOTIFY_READINESS_MAX_OUTBOX_LAG", "300"))
 
+# Signed webhooks (README, "Signed webhooks"): NOTIFY_WEBHOOK_INTERNAL_HOSTS names
+# receivers (billing.internal,127.0.0.1) reachable over http and at private
+# addresses; link-local and cloud metadata addresses stay refused. The sandbox
+# stand-in takes the webhook format too, so data-only rules work in the demo.
+_webhook = NOTIFY["CHANNELS"]["webhook"]
+if os.environ.get("NOTIFY_WEBHOOK_INTERNAL_HOSTS"):
+    _webhook["OPTIONS"]["INTERNAL_HOSTS"] = env_list("NOTIFY_WEBHOOK_INTERNAL_HOSTS")
+if _webhook["BACKEND"] == "channels.sandbox.SandboxChannel":
+    _webhook["OPTIONS"]["FORMAT"] = "webhook"
+
 # Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
 # record is redacted as it is made (notify.logs.configure): no
 # address, phone number, token or secret reaches any handler, at any level.
