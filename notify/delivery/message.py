@@ -68,7 +68,10 @@ def event_data(event: Event) -> dict[str, Any]:
             "occurred_at": received.astimezone(UTC).isoformat(timespec="microseconds")
             if received
             else None,
-            "actor_id": event.actor_id,
+            # A custom user model's key may be a UUID: JSON gets its string.
+            "actor_id": event.actor_id
+            if event.actor_id is None or isinstance(event.actor_id, int)
+            else str(event.actor_id),
         },
         "data": event.payload if isinstance(event.payload, dict) else {},
     }

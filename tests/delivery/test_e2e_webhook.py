@@ -17,6 +17,7 @@ import hmac
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -24,6 +25,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from channels.webhook import verify_signature
+from notify.delivery.message import event_data
 from notify.delivery.rendering import template_store
 from notify.models import Category, ContactPoint, Delivery, DeliveryAttempt, Event
 from notify.models.status import Status
@@ -183,3 +185,21 @@ def test_a_chat_rule_without_its_template_still_fails_template_missing(
     assert delivery.status in {Status.FAILED, Status.DEAD}
     assert "has no 'chat' part" in delivery.error_message
     assert webhook_peer.accepted == []
+
+
+def test_event_data_names_the_actor_and_a_sortable_utc_time(db, make_user):
+    actor = make_user("ops")
+    event = Event.objects.create(
+        type="order.shipped",
+        payload={"order_id": "A1"},
+        actor=actor,
+        received_at=datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/Paris")),
+    )
+    extra = event_data(Event.objects.get(pk=event.pk))
+    assert extra["event"] == {
+        "id": event.pk,
+        "type": "order.shipped",
+        "occurred_at": "2026-03-02T09:00:00.000000+00:00",  # fixed width: sorts as text
+        "actor_id": actor.pk,
+    }
+    assert extra["data"] == {"order_id": "A1"}
