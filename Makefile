@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make run` and `make test`.
+# The two commands a newcomer needs: `make run` and `make test` (`make lint` before a commit;
+# see CONTRIBUTING.md).
 # Both create .venv with a Python 3.12+ found by scripts/find-python and
 # install the locked dependencies (requirements.lock) before doing anything.
 
@@ -36,10 +37,14 @@ test: $(STAMP)
 test-pg: $(STAMP)
 	DATABASE_URL=$(PG_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
+## lint: ruff (rules and formatting), the import-linter contracts, mypy over the public API
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
+## bench: the benchmark workloads (bench/, results in BENCHMARKS.md)
 bench: $(STAMP)
 	$(PY) manage.py notify bench
 
@@ -48,4 +53,4 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.12 --generate-hashes -o requirements.lock
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ from bench.measure import (
     python_heap_peak,
 )
 from bench.registry import Context, Figure, Workload, register
-from notify.fanout import pipeline
+from notify.fanout import pipeline, sequence
 from notify.fanout.pipeline import fan_out
 from notify.models import (
     Category,
@@ -260,9 +260,9 @@ def baseline_insert(event_id: int) -> dict[str, Any]:
 # Where fan-out spends its time: (where the name is looked up, name, label).
 PHASES = [
     (DatabaseDirectory, "group_member_ids", "recipients"),
-    (pipeline, "load_preferences", "preferences"),
+    (sequence, "load_preferences", "preferences"),
     (directory, "load_suppressed", "suppressions"),  # inside load_preferences
-    (pipeline, "plan_chunk", "decide"),
+    (sequence, "plan_chunk", "decide"),
     (pipeline, "write_fanout_chunk", "write"),
 ]
 TOP_LEVEL = ("recipients", "preferences", "decide", "write")

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.forked_peer import ForkedPeer
 from channels.base import OutgoingMessage
-from channels.http import HttpWebhookChannel
+from channels.http import HTTP_OPTIONS, HttpWebhookChannel
 
 ANSWER = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -80,6 +80,7 @@ class LocalHttpChannel(HttpWebhookChannel):
     address_kind = None
     message_format = "chat"
     provider_name = "local-http"
+    accepted_options = HTTP_OPTIONS | {"URL"}
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **{"ALLOW_HTTP": True, "ALLOWED_HOSTS": ["127.0.0.1"], **options})

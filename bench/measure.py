@@ -75,7 +75,7 @@ class Stopwatch:
 def phase_timers(targets: list[tuple[Any, str, str]]) -> Iterator[dict[str, float]]:
     """Time calls to ``owner.attribute`` under ``label`` for each target, then restore.
 
-    Patch the name where it is looked up (``notify.fanout.pipeline.plan_chunk``, not
+    Patch the name where it is looked up (``notify.fanout.sequence.plan_chunk``, not
     where it is defined). Nested targets count in both labels. A target that
     no longer exists (the code moved on) is reported as ``None``, not an error.
     """

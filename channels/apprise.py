@@ -38,7 +38,7 @@ from .base import (
     SendResult,
     TransientError,
 )
-from .http import UrlPolicy
+from .http import HTTP_OPTIONS, UrlPolicy
 
 try:
     import apprise
@@ -77,6 +77,7 @@ class AppriseChannel(Channel):
     address_kind = "apprise"
     message_format = "chat"
     provider_name = "apprise"
+    accepted_options = HTTP_OPTIONS | {"SCHEMES"}
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)

@@ -1,14 +1,17 @@
-"""The channel contract, the error family and the normalised statuses.
+"""The channel contract and the error family.
 
 A channel is opened once per batch, sends any number of rendered messages and
 is closed, like Django's email backends (``open``/``close``/``send``). ``send``
 returns a :class:`SendResult` or raises one of the :class:`ChannelError`
 classes; the worker decides what to do from the class alone, never from the
-message text.
+message text. A delivery's status is the outbox's own business
+(``notify.models.status``), never a channel's.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,7 +64,7 @@ class ChannelError(Exception):
         code: str = "",
         provider: str = "",
         response: Any = None,
-    ):
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = str(code)
@@ -78,7 +81,7 @@ class TransientError(ChannelError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
@@ -104,17 +107,30 @@ class Channel:
     """Base class of every channel.
 
     ``address_kind`` names the contact point a recipient needs ("email", "phone",
-    ...); ``None`` means the channel needs no address (in-app).
+    ...); ``None`` means the channel needs no address (in-app). The three
+    attributes below are set on the class, or per instance where the options
+    decide them (the sandbox, failover).
     """
 
-    address_kind: ClassVar[str | None] = None
+    address_kind: str | None = None
     # Which template parts the channel sends: "email", "sms", "chat" or "inapp".
-    message_format: ClassVar[str] = "chat"
-    provider_name: ClassVar[str] = ""
+    message_format: str = "chat"
+    provider_name: str = ""
+    # The OPTIONS keys this channel reads. A system check (notify.E008) refuses
+    # any other, so a misspelt option fails the deploy instead of being ignored.
+    # A subclass that reads more extends its parent's set; None: not declared.
+    accepted_options: ClassVar[frozenset[str] | None] = None
 
-    def __init__(self, alias: str, **options: Any):
+    def __init__(self, alias: str, **options: Any) -> None:
         self.alias = alias
         self.options = options
+
+    @classmethod
+    def unknown_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """The keys of ``options`` this channel does not read (none when undeclared)."""
+        if cls.accepted_options is None:
+            return []
+        return sorted(set(options) - cls.accepted_options)
 
     def check_configuration(self) -> None:
         """Raise ``ChannelConfigurationError`` saying what to set when the options
@@ -136,3 +152,21 @@ class Channel:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def describe_unknown_options(where: str, cls: type[Channel], options: Mapping[str, Any]) -> str:
+    """Say which options of ``where`` (e.g. ``NOTIFY['CHANNELS']['sms']['OPTIONS']``)
+    ``cls`` does not read, the closest valid name of each and the valid ones;
+    ``""`` when all are valid."""
+    unknown = cls.unknown_options(options)
+    if not unknown:
+        return ""
+    valid = sorted(cls.accepted_options or ())
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        named.append(f"'{key}' (did you mean '{close[0]}'?)" if close else f"'{key}'")
+    return (
+        f"{where} has option(s) that {cls.__module__}.{cls.__qualname__} does not read: "
+        f"{', '.join(named)}. Valid options: {', '.join(valid) or '(none)'}."
+    )

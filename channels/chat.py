@@ -50,7 +50,14 @@ from .base import (
     SendResult,
     TransientError,
 )
-from .http import HttpWebhookChannel, UrlPolicy, parse_retry_after, redact, without_path
+from .http import (
+    HTTP_OPTIONS,
+    HttpWebhookChannel,
+    UrlPolicy,
+    parse_retry_after,
+    redact,
+    without_path,
+)
 
 SLACK_SECTION_LIMIT = 3000  # characters of a section block's text
 SLACK_MAX_BLOCKS = 50
@@ -164,6 +171,7 @@ class SlackChannel(Channel):
     address_kind = "slack"
     message_format = "chat"
     provider_name = "slack"
+    accepted_options = frozenset({"BOT_TOKEN", "BASE_URL", "TIMEOUT"})
 
     # Slack's error codes -> (error class, what it means). Codes not listed are
     # permanent, unless the HTTP status says 429 or 5xx.
@@ -291,6 +299,7 @@ class SlackWebhookChannel(Channel):
     address_kind = "slack_webhook"
     message_format = "chat"
     provider_name = "slack_webhook"
+    accepted_options = HTTP_OPTIONS
     default_allowed_hosts: ClassVar[tuple[str, ...]] = ("hooks.slack.com",)
 
     # What Slack answers (the body is a plain-text code) -> (class, meaning).

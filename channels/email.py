@@ -28,7 +28,7 @@ from .base import (
     SendResult,
     TransientError,
 )
-from .ratelimit import throttle
+from .ratelimit import RATE_LIMIT_OPTIONS, throttle
 
 try:  # anymail is a hard dependency, but keep the channel usable without it.
     from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
@@ -41,6 +41,7 @@ class EmailChannel(Channel):
 
     address_kind = "email"
     message_format = "email"
+    accepted_options = frozenset({"MAILER", "FROM_EMAIL"}) | RATE_LIMIT_OPTIONS
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)

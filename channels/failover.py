@@ -70,8 +70,9 @@ from .base import (
     OutgoingMessage,
     SendResult,
     TransientError,
+    describe_unknown_options,
 )
-from .ratelimit import RateLimited, cache_named, parse_rate, throttle
+from .ratelimit import RATE_LIMIT_OPTIONS, RateLimited, cache_named, parse_rate, throttle
 
 log = logging.getLogger("channels.failover")
 
@@ -199,6 +200,10 @@ class Provider:
 class FailoverChannel(Channel):
     """Sends through the first provider whose breaker is closed and that takes it."""
 
+    accepted_options = (
+        frozenset({"PROVIDERS", "FAILURE_THRESHOLD", "COOL_DOWN"}) | RATE_LIMIT_OPTIONS
+    )
+
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
         configs = options.get("PROVIDERS")
@@ -262,9 +267,15 @@ class FailoverChannel(Channel):
         return channel, name
 
     def check_configuration(self) -> None:
-        """The options were checked when built; each provider checks its own."""
-        for provider in self.providers:
-            provider.channel.check_configuration()
+        """The options were checked when built; each provider checks its own,
+        and reads no option it does not know (the top level is notify.E008's)."""
+        for index, provider in enumerate(self.providers):
+            channel = provider.channel
+            where = f"failover channel '{self.alias}', PROVIDERS[{index}]['OPTIONS']"
+            problem = describe_unknown_options(where, type(channel), channel.options)
+            if problem:
+                raise ChannelConfigurationError(problem)
+            channel.check_configuration()
 
     def open(self) -> None:
         """Nothing: each provider opens lazily on its first send, so a secondary

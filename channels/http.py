@@ -43,6 +43,8 @@ from .base import (
 )
 
 USER_AGENT = "notify-webhooks/1"
+# The options above, read by every channel whose URLs come from contact points.
+HTTP_OPTIONS = frozenset({"TIMEOUT", "ALLOW_HTTP", "ALLOWED_HOSTS"})
 
 
 def host_allowed(host: str, allowed: Iterable[str]) -> bool:
@@ -129,6 +131,7 @@ class HttpWebhookChannel(Channel):
     """POST a JSON payload to ``message.to``; subclasses shape it and read the answer."""
 
     message_format = "chat"
+    accepted_options = HTTP_OPTIONS
     # Hosts a URL may point at when the ALLOWED_HOSTS option is not given;
     # None: any public host.
     default_allowed_hosts: ClassVar[tuple[str, ...] | None] = None

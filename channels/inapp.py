@@ -17,6 +17,7 @@ class InAppChannel(Channel):
     address_kind = None
     message_format = "inapp"
     provider_name = "inbox"
+    accepted_options = frozenset({"STORE"})
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)

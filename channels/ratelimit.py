@@ -152,6 +152,10 @@ def cache_named(alias: str) -> BaseCache:
         ) from exc
 
 
+# The options of a channel that calls ``throttle`` (see Channel.accepted_options).
+RATE_LIMIT_OPTIONS = frozenset({"RATE_LIMIT", "RATE_LIMIT_KEY", "CACHE"})
+
+
 def limiter_for(channel: Channel) -> RateLimiter | None:
     """The limiter a channel's options describe, or ``None`` without ``RATE_LIMIT``."""
     options = channel.options

@@ -84,6 +84,7 @@ class SandboxChannel(Channel):
     """Stands in for any channel (SMS, chat, webhook) in the embedded default."""
 
     provider_name = "sandbox"
+    accepted_options = frozenset({"ADDRESS_KIND", "FORMAT"})
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)

@@ -94,6 +94,20 @@ class TwilioSmsChannel(Channel):
     address_kind = "phone"
     message_format = "sms"
     provider_name = "twilio"
+    accepted_options = frozenset(
+        {
+            "ACCOUNT_SID",
+            "AUTH_TOKEN",
+            "FROM",
+            "MESSAGING_SERVICE_SID",
+            "STATUS_CALLBACK",
+            "BASE_URL",
+            "MAX_SEGMENTS",
+            "TIMEOUT",
+            "EDGE",
+            "REGION",
+        }
+    )
 
     # Twilio's message statuses -> notify.outbox.status_reports report types (string values of
     # the constants there: channels do not import the pipeline).

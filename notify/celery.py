@@ -19,6 +19,10 @@ import os
 from typing import Any
 
 from celery import Celery, signals
+from django.db import close_old_connections
+from kombu import pools
+
+from notify import conf
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
@@ -33,8 +37,6 @@ def is_redis(url: str | None) -> bool:
 
 def celery_config() -> dict[str, Any]:
     """Celery's settings, derived from ``NOTIFY`` (read when the app is configured)."""
-    from notify import conf
-
     url = conf.get("BROKER_URL")
     queue = conf.get("CELERY_QUEUE")
     claim_ttl = float(conf.get("CLAIM_TTL"))
@@ -142,8 +144,6 @@ def configure() -> None:
     if not same_broker:
         # Drop the pooled connections to the old broker (kombu keeps them per
         # URL, process-wide), as Celery does after a fork.
-        from kombu import pools
-
         pools.reset()
         app._pool = None
         if "amqp" in app.__dict__:
@@ -155,13 +155,9 @@ def configure() -> None:
 # reused one first), so a worker survives a database restart by itself.
 @signals.task_prerun.connect
 def _connections_before_task(**kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     close_old_connections()
 
 
 @signals.task_postrun.connect
 def _connections_after_task(**kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     close_old_connections()

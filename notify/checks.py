@@ -1,9 +1,57 @@
-"""System checks: bad configuration fails at start-up and says what to set."""
+"""System checks: bad configuration fails at start-up and says what to set.
 
+Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
+options, E009 no secret key. (E1xx are the webhooks', E2xx observability's.)
+"""
+
+import difflib
+
+from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
 from notify import conf
+
+
+@checks.register()
+def check_notify_keys(app_configs=None, **kwargs):
+    """Every key of ``settings.NOTIFY`` is one that ``notify.conf.SETTINGS`` documents."""
+    given = getattr(settings, "NOTIFY", {})
+    if not isinstance(given, dict):
+        return [checks.Error("settings.NOTIFY must be a dict.", id="notify.E007")]
+    valid = sorted(conf.SETTINGS)
+    errors = []
+    for key in sorted(set(given) - set(valid), key=str):
+        close = difflib.get_close_matches(str(key), valid, n=1)
+        errors.append(
+            checks.Error(
+                f"NOTIFY[{key!r}] is not a notify setting"
+                + (f"; did you mean {close[0]!r}?" if close else "."),
+                hint=f"Valid keys (notify.conf.SETTINGS): {', '.join(valid)}.",
+                id="notify.E007",
+            )
+        )
+    return errors
+
+
+@checks.register()
+def check_secret_key(app_configs=None, **kwargs):
+    """Refuse to start without a secret key (signed links and sessions need one)."""
+    try:
+        if settings.SECRET_KEY:
+            return []
+    except ImproperlyConfigured:  # Django refuses to read an empty key
+        pass
+    return [
+        checks.Error(
+            "SECRET_KEY is empty: signed links, sessions and CSRF cannot work.",
+            hint="Set DJANGO_SECRET_KEY (the embedded default keeps one in var/secret_key, "
+            "written by `manage.py notify run`).",
+            id="notify.E009",
+        )
+    ]
 
 
 @checks.register()
@@ -25,7 +73,7 @@ def check_channels(app_configs=None, **kwargs):
             )
             continue
         try:
-            import_string(backend)
+            cls = import_string(backend)
         except ImportError as exc:
             errors.append(
                 checks.Error(
@@ -34,6 +82,8 @@ def check_channels(app_configs=None, **kwargs):
                     id="notify.E003",
                 )
             )
+            continue
+        errors += check_unknown_options(alias, cls, config.get("OPTIONS") or {})
     if not errors:
         errors += check_channel_options(channels)
     for alias in conf.get("DEFAULT_CHANNELS"):
@@ -49,9 +99,16 @@ def check_channels(app_configs=None, **kwargs):
     return errors
 
 
+def check_unknown_options(alias: str, cls: type, options: dict) -> list:
+    """A channel's OPTIONS name only what its class reads (``Channel.accepted_options``)."""
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        return []  # building it fails, and says so (notify.E006)
+    problem = describe_unknown_options(f"NOTIFY['CHANNELS']['{alias}']['OPTIONS']", cls, options)
+    return [checks.Error(problem, id="notify.E008")] if problem else []
+
+
 def check_channel_options(channels: dict) -> list:
     """Build each channel and let it say whether its options can work."""
-    from channels.base import ChannelConfigurationError
     from notify.registry import build_channel
 
     errors = []

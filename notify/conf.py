@@ -1,114 +1,163 @@
-"""The ``NOTIFY`` setting: one dict, documented defaults, read through ``get``.
+"""The ``NOTIFY`` setting: one dict, one table of documented defaults, read through ``get``.
 
-Every key can be overridden in ``settings.NOTIFY``; ``notify/project/settings.py`` feeds
-the common ones from environment variables. Nothing else in the code base reads
-``settings.NOTIFY`` directly, so this module is the one place that says what a
-missing key means.
+Every key of :data:`SETTINGS` can be set in ``settings.NOTIFY``; a key that is
+not in the table is refused at start-up by the system check ``notify.E007``.
+``notify/project/settings.py`` feeds keys from environment variables and leaves a
+key out when its variable is unset, so the default below applies. Nothing else in
+the code base reads ``settings.NOTIFY`` directly: this module is the one place
+that says what a missing key means.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from django.conf import settings
 
-DEFAULTS: dict[str, Any] = {
-    # alias -> {"BACKEND": dotted path of a channels.base.Channel, "OPTIONS": {...}}
-    "CHANNELS": {
-        "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {}},
-        "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
-    },
-    # Channels a rule gets when it names none.
-    "DEFAULT_CHANNELS": ["email", "inapp"],
-    # Where the default message templates live (one folder per message).
-    "TEMPLATE_DIRS": [],
-    "DEFAULT_LOCALE": "en",
-    # Untrusted templates and conditions are stopped past these bounds.
-    "RENDER_MAX_OUTPUT": 256 * 1024,  # characters per rendered part
-    "RENDER_TIMEOUT": 0.5,  # seconds per message
-    # Fan-out: recipients per chunk (one read per table and one insert per table).
-    "FANOUT_CHUNK_SIZE": 2000,
-    # Worker: deliveries claimed per batch, how long a claim lives, poll interval.
-    "WORKER_BATCH_SIZE": 50,
-    "WORKER_THREADS": 2,
-    "CLAIM_TTL": 120.0,
-    "POLL_INTERVAL": 0.5,
-    # Retries: attempts in all, first delay, growth factor, cap, jitter (+/- share).
-    "MAX_ATTEMPTS": 10,
-    "RETRY_BASE_DELAY": 120.0,
-    "RETRY_FACTOR": 2.0,
-    "RETRY_MAX_DELAY": 6 * 3600.0,
-    "RETRY_JITTER": 0.2,
-    # How often each process checks whether rules or templates changed (seconds).
-    "CONFIG_CHECK_INTERVAL": 1.0,
-    # HTTP API.
-    "API_MAX_BODY_BYTES": 256 * 1024,
-    "API_MAX_PAYLOAD_BYTES": 64 * 1024,
-    # Process events in the committing thread instead of a worker (tests, scripts).
-    "EAGER": False,
-    # A user's ``User.email`` counts as a verified email address when the user has
-    # no email contact point of their own.
-    "USER_EMAIL_IS_CONTACT": True,
-    # The sandbox providers record here; the /dev/outbox/ page reads it.
-    "SANDBOX": False,
-    "SANDBOX_DIR": None,
-    # Absolute base URL used in links inside messages.
-    "SITE_URL": "http://127.0.0.1:8000",
-    # Events, notifications and deliveries older than this are deleted (days; 0 = keep).
-    "RETENTION_DAYS": 90,
-    # What a signal binding calls to store its event (rules must not import the
-    # pipeline, so it is named here).
-    "BINDING_TRIGGER": "notify.intake.trigger.trigger",
-    # The view behind a rule's "Preview / dry run" button in admin.
-    "RULE_PREVIEW_VIEW": "notify.admin.preview.rule_preview",
-    # Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock).
-    "SCHEDULER_LOCK_FILE": None,
-    # Seconds between two runs of the scheduler's due-work jobs (digests,
-    # reminders, delayed sends), and between two tries of a standby scheduler
-    # for the leader lock (the bound on a takeover).
-    "SCHEDULER_TICK": 60.0,
-    "SCHEDULER_STANDBY_INTERVAL": 5.0,
-    # Scale-out (notify.runtime.handoff, notify.celery, notify.runtime.relay). With a broker URL
-    # (amqp://... RabbitMQ, redis://... Redis), fan-out and deliveries are handed
-    # to Celery workers after commit instead of the in-process pool.
-    "BROKER_URL": None,
-    "CELERY_QUEUE": "notify",
-    # Redis only: seconds before a message a worker took but never acknowledged
-    # is given to another worker. Must exceed the longest task (CLAIM_TTL, the
-    # tasks' time limit) and the longest countdown (BROKER_MAX_COUNTDOWN).
-    "BROKER_VISIBILITY_TIMEOUT": 600.0,
-    # Retries due within this many seconds go back to the broker with a
-    # countdown; later ones are left to the relay (no long ETAs in the broker).
-    "BROKER_MAX_COUNTDOWN": 60.0,
-    # After a failed publish, hand-offs are skipped (left to the relay) for this
-    # many seconds, so requests do not wait on a broker that is down.
-    "BROKER_BACKOFF": 5.0,
-    # The relay (a scheduler job): seconds between runs, and how long due work
-    # may wait for its hand-off before the relay hands it off again.
-    "RELAY_INTERVAL": 2.0,
-    "RELAY_GRACE": 15.0,
-    # ... and how long while the queue holds messages (the work may be among
-    # them: a backlog is not a lost hand-off).
-    "RELAY_GRACE_QUEUED": 300.0,
-    # Most rows one relay run hands off (the next run takes the rest).
-    "RELAY_MAX_ROWS": 20_000,
-    # Processors every event passes before the rules, in order: dotted paths, or
-    # {"CLASS": dotted path, "OPTIONS": {...}} (notify.fanout.middleware).
-    "EVENT_MIDDLEWARE": [],
-    # /metrics answers "Authorization: Bearer <METRICS_TOKEN>" (None: no token),
-    # or a request from an address in METRICS_ALLOWED_IPS (addresses or
-    # networks, e.g. "10.0.0.0/8"; the socket's peer, never X-Forwarded-For).
-    "METRICS_TOKEN": None,
-    "METRICS_ALLOWED_IPS": ["127.0.0.1"],
-    # /readyz fails its "outbox" check when the oldest due delivery or event has
-    # waited longer than this (seconds).
-    "READINESS_MAX_OUTBOX_LAG": 300.0,
-}
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One key of ``NOTIFY``: its default and what it means, in one line."""
+
+    default: Any
+    doc: str
+
+
+SETTINGS: Mapping[str, Setting] = MappingProxyType(
+    {
+        # -- channels and messages ---------------------------------------------------
+        "CHANNELS": Setting(
+            {
+                "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {}},
+                "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
+            },
+            "alias -> {'BACKEND': dotted path of a channels.base.Channel, 'OPTIONS': {...}}.",
+        ),
+        "DEFAULT_CHANNELS": Setting(
+            ["email", "inapp"], "Channel aliases a rule gets when it names none."
+        ),
+        "TEMPLATE_DIRS": Setting(
+            [], "Folders of the default message templates (one folder per message)."
+        ),
+        "DEFAULT_LOCALE": Setting("en", "Locale used when a recipient has none."),
+        "RENDER_MAX_OUTPUT": Setting(
+            256 * 1024, "Untrusted templates are stopped past this many characters per part."
+        ),
+        "RENDER_TIMEOUT": Setting(
+            0.5, "Untrusted templates and conditions are stopped past this many seconds."
+        ),
+        "SITE_URL": Setting("http://127.0.0.1:8000", "Absolute base URL of links in messages."),
+        "USER_EMAIL_IS_CONTACT": Setting(
+            True,
+            "User.email counts as a verified address when the user has no email contact point.",
+        ),
+        "SANDBOX": Setting(
+            False, "Sandbox providers record what would be sent (shown on /dev/outbox/)."
+        ),
+        "SANDBOX_DIR": Setting(None, "Folder where the sandbox providers record."),
+        # -- fan-out and workers -----------------------------------------------------
+        "FANOUT_CHUNK_SIZE": Setting(
+            2000, "Recipients per fan-out chunk (one read and one insert per table)."
+        ),
+        "WORKER_BATCH_SIZE": Setting(50, "Deliveries a worker claims per batch."),
+        "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
+        "CLAIM_TTL": Setting(
+            120.0, "Seconds a claim lives unless its worker extends it (a dead worker's expire)."
+        ),
+        "POLL_INTERVAL": Setting(0.5, "Seconds between two polls of an idle worker."),
+        "EAGER": Setting(
+            False, "Process events in the committing thread instead of a worker (tests, scripts)."
+        ),
+        "EVENT_MIDDLEWARE": Setting(
+            [],
+            "Processors every event passes before the rules: dotted paths or "
+            "{'CLASS': ..., 'OPTIONS': {...}}.",
+        ),
+        # -- retries -----------------------------------------------------------------
+        "MAX_ATTEMPTS": Setting(10, "Attempts in all before a delivery is dead."),
+        "RETRY_BASE_DELAY": Setting(120.0, "Seconds before the first retry."),
+        "RETRY_FACTOR": Setting(2.0, "Growth factor of the delay between retries."),
+        "RETRY_MAX_DELAY": Setting(6 * 3600.0, "Longest delay between two retries (seconds)."),
+        "RETRY_JITTER": Setting(0.2, "Random share (+/-) added to each retry delay."),
+        # -- rules, bindings, admin --------------------------------------------------
+        "CONFIG_CHECK_INTERVAL": Setting(
+            1.0, "Seconds between two checks whether rules or templates changed."
+        ),
+        "BINDING_TRIGGER": Setting(
+            "notify.intake.trigger.trigger",
+            "What a signal binding calls to store its event (rules must not import notify).",
+        ),
+        "RULE_PREVIEW_VIEW": Setting(
+            "notify.admin.preview.rule_preview",
+            "The view behind a rule's 'Preview / dry run' button in admin.",
+        ),
+        # -- HTTP API ----------------------------------------------------------------
+        "API_MAX_BODY_BYTES": Setting(256 * 1024, "Largest request body the events API reads."),
+        "API_MAX_PAYLOAD_BYTES": Setting(64 * 1024, "Largest event payload (as JSON) accepted."),
+        # -- scheduler and retention -------------------------------------------------
+        "RETENTION_DAYS": Setting(
+            90, "Events, notifications and deliveries older than this are deleted (0: keep)."
+        ),
+        "SCHEDULER_LOCK_FILE": Setting(
+            None, "Scheduler leader lock file (SQLite; PostgreSQL uses an advisory lock)."
+        ),
+        "SCHEDULER_TICK": Setting(
+            60.0, "Seconds between runs of the due-work jobs (digests, reminders, delayed sends)."
+        ),
+        "SCHEDULER_STANDBY_INTERVAL": Setting(
+            5.0, "Seconds between a standby scheduler's tries for the leader lock."
+        ),
+        # -- scale-out (notify.runtime.handoff, notify.celery, notify.runtime.relay) -
+        "BROKER_URL": Setting(
+            None, "Celery broker (amqp://... or redis://...); None: the in-process pool."
+        ),
+        "CELERY_QUEUE": Setting("notify", "Celery queue of fan-out and delivery tasks."),
+        "BROKER_VISIBILITY_TIMEOUT": Setting(
+            600.0,
+            "Redis only: seconds before an unacknowledged message goes to another worker "
+            "(must exceed CLAIM_TTL and BROKER_MAX_COUNTDOWN).",
+        ),
+        "BROKER_MAX_COUNTDOWN": Setting(
+            60.0, "Retries due within this many seconds go to the broker; later ones to the relay."
+        ),
+        "BROKER_BACKOFF": Setting(
+            5.0, "Seconds hand-offs are left to the relay after a failed publish."
+        ),
+        "RELAY_INTERVAL": Setting(2.0, "Seconds between two runs of the relay."),
+        "RELAY_GRACE": Setting(
+            15.0, "Seconds due work may wait for its hand-off before the relay hands it off."
+        ),
+        "RELAY_GRACE_QUEUED": Setting(
+            300.0, "The same while the queue holds messages (a backlog is not a lost hand-off)."
+        ),
+        "RELAY_MAX_ROWS": Setting(20_000, "Most rows one relay run hands off."),
+        # -- operating it ------------------------------------------------------------
+        "METRICS_TOKEN": Setting(
+            None, "/metrics answers 'Authorization: Bearer <token>' (None: no token)."
+        ),
+        "METRICS_ALLOWED_IPS": Setting(
+            ["127.0.0.1"], "/metrics answers these peer addresses or networks (never forwarded)."
+        ),
+        "READINESS_MAX_OUTBOX_LAG": Setting(
+            300.0, "/readyz fails when due work has waited longer than this (seconds)."
+        ),
+    }
+)
+
+# The defaults alone, for code and tests that compare against them.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({key: s.default for key, s in SETTINGS.items()})
 
 
 def get(key: str) -> Any:
-    """Return ``settings.NOTIFY[key]``, or its documented default."""
+    """Return ``settings.NOTIFY[key]``, or its documented default.
+
+    An unknown key is a programming error (``KeyError``); an unknown key in
+    ``settings.NOTIFY`` is reported by the system check ``notify.E007``.
+    """
     user = getattr(settings, "NOTIFY", {})
     if key in user:
         return user[key]
-    return DEFAULTS[key]
+    return SETTINGS[key].default

@@ -31,10 +31,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.test import override_settings
+from django.utils.module_loading import import_string
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from notify import conf
+from notify.models import Delivery
+from notify.registry import describe
+from notify.runtime.worker import run_until_idle
 
 # Channels that are local, so capturing them also does the real thing.
 PASS_THROUGH = ("channels.inapp.InAppChannel",)
@@ -72,16 +77,15 @@ class CapturingChannel(Channel):
     through as well (the in-app inbox, which is local)."""
 
     provider_name = "capture"
+    accepted_options = frozenset({"ADDRESS_KIND", "FORMAT", "WRAPPED"})
 
-    def __init__(self, alias: str, **options: Any):
+    def __init__(self, alias: str, **options: Any) -> None:
         super().__init__(alias, **options)
         self.address_kind = options.get("ADDRESS_KIND")
         self.message_format = options.get("FORMAT", "chat")
         wrapped = options.get("WRAPPED")
         self.inner: Channel | None = None
         if wrapped:
-            from django.utils.module_loading import import_string
-
             self.inner = import_string(wrapped["BACKEND"])(alias, **(wrapped.get("OPTIONS") or {}))
 
     def send(self, message: OutgoingMessage) -> SendResult:
@@ -95,8 +99,6 @@ class CapturingChannel(Channel):
 
 
 def capture(message: OutgoingMessage) -> CapturedMessage:
-    from notify.models import Delivery
-
     delivery = (
         Delivery.objects.select_related("notification__event", "notification__category")
         .filter(pk=message.delivery_id)
@@ -126,8 +128,6 @@ def capturing_channels(
 ) -> dict[str, Any]:
     """``NOTIFY["CHANNELS"]`` with every backend replaced by ``CapturingChannel``;
     those in ``pass_through`` (dotted paths) also do their real work."""
-    from notify.registry import describe
-
     captured = {}
     for alias, config in channels.items():
         address_kind, message_format = describe(alias)
@@ -140,7 +140,9 @@ def capturing_channels(
 
 
 def user_id(user: Any) -> int:
-    return getattr(user, "pk", user)
+    """A user's id, from a user or from an id."""
+    pk: int = getattr(user, "pk", user)
+    return pk
 
 
 def describe_user(user: Any) -> str:
@@ -158,8 +160,6 @@ class NotifyOutbox:
 
     def flush(self) -> int:
         """Fan out and send whatever is due now; return how much work was done."""
-        from notify.runtime.worker import run_until_idle
-
         return run_until_idle()
 
     def all(self) -> list[CapturedMessage]:
@@ -251,8 +251,6 @@ class NotifyOutbox:
 
     def explain(self, user: Any, event_type: str) -> str:
         """Every delivery of ``event_type`` for ``user`` and what became of it."""
-        from notify.models import Delivery
-
         rows = (
             Delivery.objects.filter(
                 notification__user_id=user_id(user), notification__event__type=event_type
@@ -275,8 +273,6 @@ class NotifyOutbox:
 @contextlib.contextmanager
 def capture_notifications(pass_through: Sequence[str] = PASS_THROUGH) -> Iterator[NotifyOutbox]:
     """Capture what every channel would send, processing events on commit."""
-    from django.conf import settings
-
     outbox = NotifyOutbox()
     channels = capturing_channels(conf.get("CHANNELS"), pass_through)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 
 from notify.models import Category
@@ -18,6 +21,13 @@ pytest_plugins = [
     "tests.peers.webhooks",
     "tests.browser",
 ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _static_root():
+    """What `notify run` does before serving: whitenoise warns when STATIC_ROOT is
+    missing (importing the settings creates no folder)."""
+    Path(django_settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
+from notify.admin.dashboard import dashboard_urls
 from notify.admin.forms import ApiKeyCreateForm, CategoryForm, MessageTemplateForm, check_template
 from notify.fanout.pipeline import reprocess_events
 from notify.models import (
@@ -295,8 +296,6 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     change_list_template = "admin_dashboard_changelist.html"
 
     def get_urls(self) -> list:
-        from notify.admin.dashboard import dashboard_urls
-
         return dashboard_urls(self) + super().get_urls()
 
     @admin.display(description="user", ordering="notification__user_id")

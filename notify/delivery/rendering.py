@@ -23,6 +23,7 @@ from jinja2 import Template
 from jinja2.exceptions import TemplateError
 
 from notify import conf
+from notify.models import MessageTemplate
 from rules.models import ConfigRevision
 from rules.sandbox import BoundedSandbox
 
@@ -109,8 +110,6 @@ class TemplateStore:
         now = time.monotonic()
         if not force and now - self._checked_at < conf.get("CONFIG_CHECK_INTERVAL"):
             return
-        from notify.models import MessageTemplate
-
         with self._lock:
             revision = ConfigRevision.current("templates")
             self._checked_at = time.monotonic()
@@ -259,8 +258,6 @@ def messages_available() -> Iterable[str]:
         base = Path(directory)
         if base.is_dir():
             names.update(p.name for p in base.iterdir() if is_message_dir(p))
-    from notify.models import MessageTemplate
-
     names.update(MessageTemplate.objects.values_list("message", flat=True).distinct())
     return sorted(names)
 

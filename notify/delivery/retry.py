@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from notify import conf
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -16,8 +18,6 @@ class RetryPolicy:
 
     @classmethod
     def from_settings(cls) -> RetryPolicy:
-        from notify import conf
-
         return cls(
             max_attempts=conf.get("MAX_ATTEMPTS"),
             base_delay=conf.get("RETRY_BASE_DELAY"),

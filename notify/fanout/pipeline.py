@@ -8,6 +8,10 @@ The flow, top to bottom:
 4. per chunk: load preferences and addresses (a fixed number of queries),
    decide per user and channel (pure), write one multi-row insert per table.
 
+Steps 1-4 up to the write are the fan-out sequence
+(``notify.fanout.sequence.plan_event``), the same one the admin preview and
+"send me a test" run; ``fan_out`` writes what it plans.
+
 When: a rule with a delay or a payload time makes its deliveries due later
 (``notify.fanout.send_time.send_time``), and a non-critical message that would reach
 a person during their quiet hours waits until they end
@@ -18,34 +22,35 @@ writes nothing; the reason is recorded on the event and the other rules go on.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
-from notify import conf
+from notify.fanout import sequence
+from notify.fanout.context import actor_context, condition_context, event_context
 from notify.fanout.middleware import EventMiddlewareError, apply_event_middleware
-from notify.fanout.policies import RulePolicy
-from notify.fanout.send_time import SendAtError, send_time
 from notify.logs import log_context
-from notify.models import Category, Event
-from notify.models.status import Status
-from notify.outbox.rows import PlannedDelivery, PlannedNotification, write_fanout_chunk
-from notify.preferences.decide import SEND, SKIP, CategoryInfo, UserPrefs, decide
-from notify.preferences.directory import DatabaseDirectory, category_info, load_preferences
-from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
-from notify.registry import describe
-from rules.index import CompiledRule, rule_index
-from rules.recipients import EventRecipients, RecipientSpec, resolve_recipients
+from notify.models import Event
+from notify.outbox.rows import write_fanout_chunk
+
+# Where they were first defined; callers still import them from here.
+__all__ = [
+    "FanoutStats",
+    "actor_context",
+    "condition_context",
+    "event_context",
+    "fan_out",
+    "notification_group_key",
+    "process_event",
+    "reprocess_events",
+]
 
 log = logging.getLogger("notify.fanout.pipeline")
-
-EXPLICIT = (RecipientSpec("explicit"),)
 
 
 @dataclass(slots=True)
@@ -57,37 +62,6 @@ class FanoutStats:
     chunks: int = 0
     decisions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # per rule that wrote nothing
-
-
-def actor_context(user: Any) -> dict[str, Any] | None:
-    if user is None:
-        return None
-    return {
-        "id": user.pk,
-        "username": user.get_username(),
-        "name": user.get_full_name() or user.get_username(),
-        "first_name": getattr(user, "first_name", ""),
-        "is_staff": user.is_staff,
-        "is_superuser": user.is_superuser,
-    }
-
-
-def event_context(event: Event) -> dict[str, Any]:
-    return {
-        "id": event.pk,
-        "type": event.type,
-        "source": event.source,
-        "object": event.object_ref,
-        "received_at": event.received_at.isoformat() if event.received_at else "",
-    }
-
-
-def condition_context(event: Event) -> dict[str, Any]:
-    return {
-        "payload": event.payload,
-        "event": event_context(event),
-        "actor": actor_context(event.actor),
-    }
 
 
 GROUP_PAYLOAD_KEYS = ("thread", "group")
@@ -114,144 +88,38 @@ def notification_group_key(rule_id: int, event: Event) -> str:
     return key
 
 
-def chunked(ids: Iterable[int], size: int) -> Iterator[list[int]]:
-    iterator = iter(ids)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def plan_chunk(
-    user_ids: Iterable[int],
-    category: CategoryInfo,
-    channels: dict[str, str | None],
-    prefs: dict[int, UserPrefs],
-    now: datetime,
-    *,
-    due_at: datetime | None = None,
-    hold_reason: str = "",
-) -> list[PlannedNotification]:
-    """Decide every (user, channel) of a chunk. Pure: data in, rows out.
-
-    ``due_at`` and ``hold_reason`` come from the rule (delayed or scheduled).
-    A delivery that is due later is planned pending even if it is held for a
-    digest today: dispatch decides again when it is due."""
-    planned = []
-    for user_id in user_ids:
-        user_prefs = prefs.get(user_id)
-        if user_prefs is None:  # deleted between resolution and loading
-            continue
-        deliveries = []
-        for alias, address_kind in channels.items():
-            decision = decide(category, alias, address_kind, user_prefs, now)
-            if decision.action == SKIP:
-                deliveries.append(PlannedDelivery(alias, Status.SKIPPED, decision.reason))
-            elif decision.action == SEND or due_at is not None:
-                deliveries.append(
-                    plan_send(alias, address_kind, category, user_prefs, now, due_at, hold_reason)
-                )
-            else:
-                deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
-        planned.append(PlannedNotification(user_id, tuple(deliveries)))
-    return planned
-
-
-def plan_send(
-    alias: str,
-    address_kind: str | None,
-    category: CategoryInfo,
-    prefs: UserPrefs,
-    now: datetime,
-    due_at: datetime | None,
-    hold_reason: str,
-) -> PlannedDelivery:
-    """A pending delivery, due at ``due_at`` or, if that falls in the user's
-    quiet hours (and they apply), when the quiet hours end."""
-    if prefs.quiet_start is not None and applies_to(address_kind, category.critical):
-        quiet_end = quiet_until(due_at or now, prefs.quiet_start, prefs.quiet_end, prefs.timezone)
-        if quiet_end is not None:
-            return PlannedDelivery(alias, Status.PENDING, "", QUIET_HOURS, quiet_end)
-    return PlannedDelivery(alias, Status.PENDING, "", hold_reason, due_at)
-
-
-def rule_channels(rule: CompiledRule) -> dict[str, str | None]:
-    """The rule's channel aliases (configured ones only) with their address kinds."""
-    configured = conf.get("CHANNELS")
-    aliases = rule.channels or tuple(conf.get("DEFAULT_CHANNELS"))
-    channels = {}
-    for alias in aliases:
-        if alias not in configured:
-            log.warning("rule %s names channel %r, which is not configured", rule.id, alias)
-            continue
-        channels[alias] = describe(alias)[0]
-    return channels
-
-
 def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
     """Write the outbox rows for one event. Idempotent: safe to run again."""
     now = now or timezone.now()
     stats = FanoutStats()
-    # 1. context
-    context = condition_context(event)
-    # 2. match
-    matches = [m for m in rule_index.get().match(event.type, context) if m.matched]
-    if not matches:
-        return stats
-    categories = {
-        c.pk: category_info(c)
-        for c in Category.objects.filter(pk__in={m.rule.category_id for m in matches})
-    }
-    directory = DatabaseDirectory()
-    recipients = EventRecipients(
-        payload=event.payload if isinstance(event.payload, dict) else {},
-        actor_id=event.actor_id,
-        explicit=tuple(event.recipients or ()),
-        object_ref=event.object_ref,
-    )
-    chunk_size = conf.get("FANOUT_CHUNK_SIZE")
-    for match in matches:
-        rule = match.rule
-        category = categories.get(rule.category_id)
-        channels = rule_channels(rule)
-        if category is None or not channels:
-            continue
-        try:
-            due_at, hold_reason = send_time(rule, event.payload, now)
-        except SendAtError as exc:
+    # 1-3. context, match, per rule: route, send time, ops controls (claimed)
+    for plan in sequence.plan_event(event, now=now, record=True):
+        rule = plan.rule
+        if plan.stop == sequence.BAD_SEND_TIME:
             log.warning(
-                "event %s, rule %s: %s; nothing written for this rule", event.pk, rule.id, exc
+                "event %s, rule %s: %s; nothing written for this rule", event.pk, rule.id, plan.why
             )
-            stats.errors.append(f"rule {rule.id} ({rule.name}): {exc}; nothing sent for it")
+            stats.errors.append(f"rule {rule.id} ({rule.name}): {plan.why}; nothing sent for it")
             continue
-        # Ops controls: deduplication, active window, then per chunk fallback,
-        # throttling and dry run (notify.fanout.policies).
-        policy = RulePolicy.start(rule, event, context, now)
-        if policy.note or policy.skip:
+        policy = plan.policy
+        if policy is not None and (policy.note or policy.skip):
             stats.errors.append(f"rule {rule.id} ({rule.name}): {policy.skip or policy.note}")
-        if policy.skip:
+        if plan.stop:
             continue
-        due_at, hold_reason = policy.when(due_at, hold_reason, now)
+        assert policy is not None and plan.category is not None
         stats.rules += 1
         group_key = notification_group_key(rule.id, event)
-        # 3. recipients, streamed
-        user_ids = resolve_recipients(
-            rule.recipients or EXPLICIT, recipients, directory, exclude_actor=rule.exclude_actor
-        )
-        for chunk in chunked(user_ids, chunk_size):
-            # 4. preferences, decisions, one insert per table
-            prefs = load_preferences(chunk, [category.id], {k for k in channels.values() if k})
-            planned = plan_chunk(
-                chunk, category, channels, prefs, now, due_at=due_at, hold_reason=hold_reason
-            )
-            planned = policy.adjust(event.pk, category, channels, planned, now)
+        # 4. recipients streamed in chunks, decided, one insert per table
+        for chunk in plan.chunks():
             n, d = write_fanout_chunk(
-                event.pk, rule.id, category.id, planned, now, group_key=group_key
+                event.pk, rule.id, plan.category.id, chunk.planned, now, group_key=group_key
             )
-            policy.written(event, chunk, prefs)
+            policy.written(event, chunk.user_ids, chunk.prefs)
             stats.chunks += 1
-            stats.recipients += len(chunk)
+            stats.recipients += len(chunk.user_ids)
             stats.notifications += n
             stats.deliveries += d
-            stats.decisions.update(d.status for p in planned for d in p.deliveries)
+            stats.decisions.update(d.status for p in chunk.planned for d in p.deliveries)
     return stats
 
 

@@ -46,7 +46,7 @@ def store_inapp_message(message: OutgoingMessage) -> None:
     )
     user_id = message.extra.get("user_id")
     if user_id is not None:
-        from notify.inbox.live import notifier  # wakes this process's open inbox pages at once
+        from notify.inbox.live import notifier  # here: notify.inbox.live imports this module
 
         transaction.on_commit(lambda: notifier.publish(user_id))
 

@@ -4,7 +4,10 @@ from zoneinfo import available_timezones
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import models
+
+from notify.models.phone import normalise_phone
 
 
 class DeliveryMode(models.TextChoices):
@@ -160,15 +163,11 @@ class ContactPoint(models.Model):
         if not self.address:
             return  # the field's own "required" error says it
         if self.kind == self.Kind.PHONE:
-            from notify.models.phone import normalise_phone
-
             try:
                 self.address = normalise_phone(self.address)
             except ValidationError as exc:
                 raise ValidationError({"address": exc.error_list}) from exc
         elif self.kind == self.Kind.EMAIL:
-            from django.core.validators import validate_email
-
             self.address = self.address.strip()
             try:
                 validate_email(self.address)

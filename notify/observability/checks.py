@@ -7,12 +7,12 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from notify import conf
+from notify.fanout.middleware import build_chain
+from notify.observability.metrics import allowed_networks
 
 
 @checks.register()
 def check_event_middleware(app_configs=None, **kwargs):
-    from notify.fanout.middleware import build_chain
-
     config = conf.get("EVENT_MIDDLEWARE")
     if not isinstance(config, list | tuple):
         return [
@@ -37,8 +37,6 @@ def check_event_middleware(app_configs=None, **kwargs):
 
 @checks.register()
 def check_metrics_access(app_configs=None, **kwargs):
-    from notify.observability.metrics import allowed_networks
-
     errors = []
     entries = conf.get("METRICS_ALLOWED_IPS") or []
     if isinstance(entries, str):

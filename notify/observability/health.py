@@ -32,6 +32,10 @@ from django.db import connections
 from django.utils import timezone
 
 from notify import conf
+from notify.models import Delivery, Event
+from notify.models.status import Status
+from notify.observability.queries import adapt, fetch, table
+from notify.runtime.leader import ADVISORY_KEY
 
 BROKER_PORTS = {"amqp": 5672, "amqps": 5671, "pyamqp": 5672, "redis": 6379, "rediss": 6380}
 BROKER_TIMEOUT = 2.0
@@ -95,8 +99,6 @@ class Leader:
 
 def scheduler_leader() -> Leader:
     """Whether some process holds the scheduler's leader lock, and which."""
-    from notify.runtime.leader import ADVISORY_KEY
-
     if connections["default"].vendor == "postgresql":
         sql = (
             "SELECT l.pid, COALESCE(a.application_name, '') FROM pg_locks l "
@@ -150,10 +152,6 @@ class OutboxLag:
 
 def outbox_lag(now: datetime | None = None) -> OutboxLag:
     """How much due work waits, and for how long the oldest has waited."""
-    from notify.models import Delivery, Event
-    from notify.models.status import Status
-    from notify.observability.queries import adapt, fetch, table
-
     now = now or timezone.now()
     stamp = adapt(now)
     # delivery_due_idx: (next_attempt_at) WHERE status IN ('pending', 'sending'),

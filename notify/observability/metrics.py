@@ -31,7 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 
 from notify import conf
+from notify.models import Category, Digest, Event, Notification
 from notify.observability import queries
+from notify.observability.health import outbox_lag, scheduler_leader
 from notify.observability.latency import latency_histogram
 from notify.observability.queries import fetch, table
 
@@ -76,8 +78,6 @@ def delivery_metrics() -> Iterator[Metric]:
 
 
 def event_metrics() -> Iterator[Metric]:
-    from notify.models import Category, Event, Notification
-
     events = GaugeMetricFamily(
         "notify_events", "Events in the database by source and state.", labels=["source", "status"]
     )
@@ -98,8 +98,6 @@ def event_metrics() -> Iterator[Metric]:
 
 
 def digest_metrics() -> Iterator[Metric]:
-    from notify.models import Digest
-
     digests = GaugeMetricFamily(
         "notify_digests",
         "Digests in the database by channel, frequency and status.",
@@ -138,8 +136,6 @@ def latency_metrics() -> Iterator[Metric]:
 
 
 def readiness_metrics() -> Iterator[Metric]:
-    from notify.observability.health import outbox_lag, scheduler_leader
-
     lag = outbox_lag()
     due = GaugeMetricFamily("notify_outbox_due", "Work due now and not yet taken.", labels=["kind"])
     due.add_metric(["deliveries"], lag.due_deliveries)

@@ -5,6 +5,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from notify import conf
+from notify.observability.health import readiness
+from notify.observability.metrics import may_scrape, render
 
 
 def healthz(request):
@@ -18,8 +20,6 @@ def readyz(request):
     """Ready for work: the database, the broker (if any), a scheduler leader and
     an outbox that keeps up. 503 names each failing check
     (``notify.observability.health``)."""
-    from notify.observability.health import readiness
-
     ready, body = readiness()
     return JsonResponse(body, status=200 if ready else 503)
 
@@ -30,8 +30,6 @@ def metrics(request):
     """Prometheus metrics, counted in the database at scrape time, for the bearer
     token ``METRICS_TOKEN`` or an address in ``METRICS_ALLOWED_IPS``
     (``notify.observability.metrics``)."""
-    from notify.observability.metrics import may_scrape, render
-
     if not may_scrape(
         request.headers.get("Authorization", ""), request.META.get("REMOTE_ADDR", "")
     ):

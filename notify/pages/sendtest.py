@@ -8,9 +8,10 @@ channel:
 
 1. the event is stored (type ``notify.test``, the user as actor and explicit
    recipient), already marked processed so no worker fans it out again;
-2. fan-out's own functions decide and write the rows: ``load_preferences`` +
-   ``plan_chunk`` (the user's address, verification, suppression and pause
-   apply as to any notification) + ``write_fanout_chunk``;
+2. the fan-out sequence (``notify.fanout.sequence.plan_event``, the one
+   fan-out and the admin preview run) plans the system rule for this user on
+   this channel — the user's address, verification, suppression and pause
+   apply as to any notification — and ``write_fanout_chunk`` writes the rows;
 3. the one delivery is claimed by id and sent by ``notify.delivery.send.deliver``,
    the function the workers run, which renders the ``notify_test`` message and
    records the attempt. If the provider answers "try later", the workers retry
@@ -34,7 +35,7 @@ from django.utils import timezone
 
 from notify import conf
 from notify.delivery.send import deliver
-from notify.fanout.pipeline import plan_chunk
+from notify.fanout import sequence
 from notify.models import Category, Delivery, Event
 from notify.models.status import Status
 from notify.outbox.rows import write_fanout_chunk
@@ -49,9 +50,8 @@ from notify.preferences.decide import (
     SUPPRESSED,
     UNVERIFIED,
 )
-from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS
-from notify.registry import describe
+from rules.index import RULE_FIELDS, RuleMatch, compile_rule
 from rules.models import Rule
 
 TEST_EVENT = "notify.test"
@@ -166,8 +166,8 @@ def send_test(user: Any, alias: str, *, now: datetime | None = None) -> TestResu
     check_allowed(user, alias)
     now = now or timezone.now()
     category, rule = ensure_test_route()
-    info = category_info(category)
-    address_kind = describe(alias)[0]
+    # Inactive on purpose, so the index never offers it: it is planned by hand.
+    match = RuleMatch(compile_rule({name: getattr(rule, name) for name in RULE_FIELDS}), True)
     # 1. the event, on the record
     with transaction.atomic():
         event = Event.objects.create(
@@ -179,8 +179,11 @@ def send_test(user: Any, alias: str, *, now: datetime | None = None) -> TestResu
             status=Event.State.PROCESSED,
             processed_at=now,
         )
-        # 2. fan-out for one user and one channel
-        prefs = load_preferences([user.pk], [category.pk], [address_kind] if address_kind else [])
+        # 2. the fan-out sequence for one user and one channel
+        [plan] = sequence.plan_event(
+            event, now=now, matches=[match], record=True, recipients=[user.pk], channels=[alias]
+        )
+        chunk = plan.plan([user.pk])
         planned = [
             p._replace(
                 deliveries=tuple(
@@ -190,9 +193,10 @@ def send_test(user: Any, alias: str, *, now: datetime | None = None) -> TestResu
                     for d in p.deliveries
                 )
             )
-            for p in plan_chunk([user.pk], info, {alias: address_kind}, prefs, now)
+            for p in chunk.planned
         ]
         write_fanout_chunk(event.pk, rule.pk, category.pk, planned, now)
+        prefs = chunk.prefs
     delivery = Delivery.objects.get(notification__event=event, channel=alias)
     # 3. claim this one delivery and send it as a worker would
     if delivery.status == Status.PENDING and not delivery.hold_reason:

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from notify import conf
 from notify.preferences import one_click as links
+from notify.registry import describe
 
 SETTINGS_URL = "/settings/notifications/"
 
@@ -32,8 +33,6 @@ SETTINGS_URL = "/settings/notifications/"
 def channel_label(alias: str) -> str:
     """ "email" -> "email"; other aliases as their channel calls itself."""
     try:
-        from notify.registry import describe
-
         address_kind = describe(alias)[0]
     except Exception:  # an alias no longer configured still reads fine
         address_kind = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.core import signing
 
 from notify import conf
@@ -94,8 +95,6 @@ def email_headers(url: str) -> dict[str, str]:
 def resolve(scope: UnsubscribeScope) -> Category:
     """The category a valid token names; ``InvalidToken`` when the user or the
     category is gone, or the category became critical (cannot be turned off)."""
-    from django.contrib.auth import get_user_model
-
     category = Category.objects.filter(key=scope.category).first()
     user_exists = get_user_model().objects.filter(pk=scope.user_id).exists()
     if category is None or not user_exists:

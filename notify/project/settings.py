@@ -4,43 +4,49 @@ Everything is read from environment variables with embedded defaults, so that
 ``make run`` works on a fresh machine (SQLite in ``var/``, sandbox providers)
 and production is configured without editing this file. See the README,
 "Configuration", for the list.
+
+The defaults of the ``NOTIFY`` dict live in one table, ``notify.conf.SETTINGS``:
+this module only feeds environment variables into ``NOTIFY`` and leaves a key
+out when its variable is unset. Importing it touches no file: ``var/`` is
+created when the SQLite database is first opened (``notify.project.sqlite3``)
+and the embedded default's secret key is written by ``notify run``.
 """
 
 import json
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 VAR_DIR = Path(os.environ.get("NOTIFY_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def parse_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def parse_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_optional(value: str) -> str | None:
+    return value or None
 
 
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return default if value is None else parse_bool(value)
 
 
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return parse_list(os.environ.get(name, default))
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    # The embedded default keeps a generated key in var/ so sessions and signed
-    # links survive restarts; production sets DJANGO_SECRET_KEY.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        import secrets
-
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    SECRET_KEY = key_file.read_text().strip()
-
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -118,6 +124,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         ),
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    if "DATABASE_URL" not in os.environ:
+        # The database in VAR_DIR: Django's SQLite backend, plus its folder is
+        # created when first opened (not when these settings are imported). A
+        # DATABASE_URL's folder must exist: a wrong path is an error, not a new one.
+        DATABASES["default"]["ENGINE"] = "notify.project.sqlite3"
+
+# The embedded default: one machine, SQLite (README, "Running it").
+EMBEDDED = DATABASES["default"]["ENGINE"] in {
+    "django.db.backends.sqlite3",
+    "notify.project.sqlite3",
+}
+
+# DJANGO_SECRET_KEY, or the key in SECRET_KEY_FILE: `notify run` (and so `make run`)
+# writes one there for the embedded default, so sessions and signed links
+# survive restarts. Without either, DEBUG, the embedded default and test runs
+# (pytest sets PYTEST_VERSION) sign with a key made for this process alone;
+# anything else is left without a key and refused at start-up (notify.E009).
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY and SECRET_KEY_FILE.is_file():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
+SECRET_KEY_IS_EPHEMERAL = not SECRET_KEY and (DEBUG or EMBEDDED or "PYTEST_VERSION" in os.environ)
+if SECRET_KEY_IS_EPHEMERAL:
+    SECRET_KEY = secrets.token_urlsafe(50)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -150,8 +180,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Filled by collectstatic; the embedded default serves from the apps (finders)
+# and `notify run` creates the folder.
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -205,10 +236,13 @@ if all(os.environ.get(name) for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKE
                 if os.environ.get("NOTIFY_SITE_URL")
                 else ""
             ),
-            "MAX_SEGMENTS": int(os.environ.get("TWILIO_MAX_SEGMENTS", "10")),
-            "TIMEOUT": float(os.environ.get("TWILIO_TIMEOUT", "10")),
         },
     }
+    # Unset: the channel's own defaults (channels.sms).
+    if "TWILIO_MAX_SEGMENTS" in os.environ:
+        SMS_CHANNEL["OPTIONS"]["MAX_SEGMENTS"] = int(os.environ["TWILIO_MAX_SEGMENTS"])
+    if "TWILIO_TIMEOUT" in os.environ:
+        SMS_CHANNEL["OPTIONS"]["TIMEOUT"] = float(os.environ["TWILIO_TIMEOUT"])
 else:
     SMS_CHANNEL = {
         "BACKEND": "channels.sandbox.SandboxChannel",
@@ -240,7 +274,10 @@ else:
         "OPTIONS": {"ADDRESS_KIND": "webhook", "FORMAT": "chat"},
     }
 
-NOTIFY = {
+# NOTIFY: what this project sets differently from notify.conf's defaults (five
+# channels, sandbox providers, files in VAR_DIR), then the keys fed from
+# environment variables (NOTIFY_FROM_ENV).
+NOTIFY: dict[str, Any] = {
     "CHANNELS": {
         "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "default"}},
         "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
@@ -248,20 +285,33 @@ NOTIFY = {
         "chat": CHAT_CHANNEL,
         "webhook": WEBHOOK_CHANNEL,
     },
-    "DEFAULT_CHANNELS": ["email", "inapp"],
     "SANDBOX": SANDBOX,
     "SANDBOX_DIR": str(VAR_DIR / "sandbox"),
     "TEMPLATE_DIRS": [str(BASE_DIR / "templates")],
-    "SITE_URL": os.environ.get("NOTIFY_SITE_URL", "http://127.0.0.1:8000"),
-    "WORKER_THREADS": int(os.environ.get("NOTIFY_WORKER_THREADS", "2")),
-    "EAGER": env_bool("NOTIFY_EAGER", False),
     "SCHEDULER_LOCK_FILE": str(VAR_DIR / "scheduler.lock"),
-    # Scale-out: with NOTIFY_BROKER_URL (amqp://guest:guest@127.0.0.1:5672// or
-    # redis://127.0.0.1:6379/0) fan-out and deliveries go to Celery workers
-    # (`celery -A notify worker -Q $NOTIFY_CELERY_QUEUE`); README, "Scaling out".
-    "BROKER_URL": os.environ.get("NOTIFY_BROKER_URL") or None,
-    "CELERY_QUEUE": os.environ.get("NOTIFY_CELERY_QUEUE", "notify"),
 }
+
+# Environment variable -> (NOTIFY key, how to read its value). A variable that is
+# not in the environment leaves its key out, so notify.conf's default applies.
+# Scale-out: with NOTIFY_BROKER_URL (amqp://guest:guest@127.0.0.1:5672// or
+# redis://127.0.0.1:6379/0) fan-out and deliveries go to Celery workers
+# (`celery -A notify worker -Q $NOTIFY_CELERY_QUEUE`); README, "Scaling out".
+# Operating it (README, "Operating it"): /metrics answers the bearer token
+# NOTIFY_METRICS_TOKEN or the addresses in NOTIFY_METRICS_ALLOWED_IPS; /readyz
+# fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
+NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "NOTIFY_SITE_URL": ("SITE_URL", str),
+    "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
+    "NOTIFY_EAGER": ("EAGER", parse_bool),
+    "NOTIFY_BROKER_URL": ("BROKER_URL", parse_optional),
+    "NOTIFY_CELERY_QUEUE": ("CELERY_QUEUE", str),
+    "NOTIFY_METRICS_TOKEN": ("METRICS_TOKEN", parse_optional),
+    "NOTIFY_METRICS_ALLOWED_IPS": ("METRICS_ALLOWED_IPS", parse_list),
+    "NOTIFY_READINESS_MAX_OUTBOX_LAG": ("READINESS_MAX_OUTBOX_LAG", float),
+}
+for variable, (key, read) in NOTIFY_FROM_ENV.items():
+    if variable in os.environ:
+        NOTIFY[key] = read(os.environ[variable])
 
 # Email failover: NOTIFY_EMAIL_FALLBACK_BACKEND (and _OPTIONS, JSON) add a second
 # mailer that takes a message when the first fails transiently; a circuit breaker
@@ -279,29 +329,30 @@ if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
                 {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": mailer}}
                 for mailer in ("default", "fallback")
             ],
-            "FAILURE_THRESHOLD": int(os.environ.get("NOTIFY_FAILOVER_THRESHOLD", "5")),
-            "COOL_DOWN": float(os.environ.get("NOTIFY_FAILOVER_COOL_DOWN", "60")),
         },
     }
+    # Unset: the channel's own defaults (channels.failover).
+    if "NOTIFY_FAILOVER_THRESHOLD" in os.environ:
+        NOTIFY["CHANNELS"]["email"]["OPTIONS"]["FAILURE_THRESHOLD"] = int(
+            os.environ["NOTIFY_FAILOVER_THRESHOLD"]
+        )
+    if "NOTIFY_FAILOVER_COOL_DOWN" in os.environ:
+        NOTIFY["CHANNELS"]["email"]["OPTIONS"]["COOL_DOWN"] = float(
+            os.environ["NOTIFY_FAILOVER_COOL_DOWN"]
+        )
 if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
     NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
-
-# Operating it (README, "Operating it"): /metrics answers the bearer token
-# NOTIFY_METRICS_TOKEN or the addresses in NOTIFY_METRICS_ALLOWED_IPS; /readyz
-# fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
-NOTIFY["METRICS_TOKEN"] = os.environ.get("NOTIFY_METRICS_TOKEN") or None
-NOTIFY["METRICS_ALLOWED_IPS"] = env_list("NOTIFY_METRICS_ALLOWED_IPS", "127.0.0.1")
-NOTIFY["READINESS_MAX_OUTBOX_LAG"] = float(os.environ.get("NOTIFY_READINESS_MAX_OUTBOX_LAG", "300"))
 
 # Signed webhooks (README, "Signed webhooks"): NOTIFY_WEBHOOK_INTERNAL_HOSTS names
 # receivers (billing.internal,127.0.0.1) reachable over http and at private
 # addresses; link-local and cloud metadata addresses stay refused. The sandbox
-# stand-in takes the webhook format too, so data-only rules work in the demo.
+# stand-in (no NOTIFY_WEBHOOK_SECRET) posts nothing; it takes the webhook format,
+# so data-only rules work in the demo.
 _webhook = NOTIFY["CHANNELS"]["webhook"]
-if os.environ.get("NOTIFY_WEBHOOK_INTERNAL_HOSTS"):
-    _webhook["OPTIONS"]["INTERNAL_HOSTS"] = env_list("NOTIFY_WEBHOOK_INTERNAL_HOSTS")
 if _webhook["BACKEND"] == "channels.sandbox.SandboxChannel":
     _webhook["OPTIONS"]["FORMAT"] = "webhook"
+elif os.environ.get("NOTIFY_WEBHOOK_INTERNAL_HOSTS"):
+    _webhook["OPTIONS"]["INTERNAL_HOSTS"] = env_list("NOTIFY_WEBHOOK_INTERNAL_HOSTS")
 
 # Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
 # record is redacted as it is made (notify.logs.configure): no

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 
 from notify import conf
+from notify.runtime import worker
 
 log = logging.getLogger("notify.runtime.handoff")
 
@@ -43,9 +44,7 @@ class InProcessDispatcher:
 
     def event_committed(self, event_id: int) -> None:
         if conf.get("EAGER"):
-            from notify.runtime.worker import run_until_idle
-
-            run_until_idle()
+            worker.run_until_idle()
             return
         self.wake()
 
@@ -61,9 +60,7 @@ class InProcessDispatcher:
 
     @staticmethod
     def wake() -> None:
-        from notify.runtime.worker import wake
-
-        wake()
+        worker.wake()
 
 
 class BrokerUnavailable(Exception):
@@ -92,7 +89,7 @@ class CeleryDispatcher:
 
     def hand_off_events(self, event_ids: Sequence[int]) -> int:
         """Publish one fan-out task per event. Raises ``BrokerUnavailable``."""
-        from notify.runtime.tasks import fan_out_events
+        from notify.runtime.tasks import fan_out_events  # tasks imports this module
 
         return self._publish(fan_out_events, [[event_id] for event_id in event_ids], 0)
 
@@ -102,7 +99,7 @@ class CeleryDispatcher:
         """Publish delivery ids in batches of ``size`` (default
         ``WORKER_BATCH_SIZE``), due in ``countdown`` seconds (capped: see
         ``countdown_for``). Raises ``BrokerUnavailable``."""
-        from notify.runtime.tasks import deliver_deliveries
+        from notify.runtime.tasks import deliver_deliveries  # tasks imports this module
 
         size = size or conf.get("WORKER_BATCH_SIZE")
         return self._publish(deliver_deliveries, list(batches(delivery_ids, size)), countdown)
@@ -112,7 +109,7 @@ class CeleryDispatcher:
         ``None`` if the broker cannot say (unreachable, or no such queue yet)."""
         if time.monotonic() < self._down_until:
             return None
-        from notify.celery import app, configure
+        from notify.celery import app, configure  # Celery is loaded only once a broker is used
 
         configure()
         try:
@@ -141,7 +138,7 @@ class CeleryDispatcher:
             return 0
         if time.monotonic() < self._down_until:
             raise BrokerUnavailable("the broker was unreachable moments ago; left to the relay")
-        from notify.celery import app, configure
+        from notify.celery import app, configure  # Celery is loaded only once a broker is used
 
         configure()
         options = {"queue": conf.get("CELERY_QUEUE")}

@@ -63,7 +63,7 @@ class PostgresLeaderLock:
         self._held = False
 
     def _connect(self):
-        import psycopg
+        import psycopg  # PostgreSQL only: SQLite deployments never load the driver
 
         params = connections[self.alias].get_connection_params()
         params.pop("cursor_factory", None)

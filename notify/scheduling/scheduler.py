@@ -33,8 +33,13 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from notify import conf
+from notify.models import Digest, Event
 from notify.models.status import Status
+from notify.runtime.handoff import uses_broker
 from notify.runtime.leader import leader_lock
+from notify.runtime.relay import relay
+from notify.runtime.worker import run_until_idle
+from notify.scheduling.digests.send import build_and_send_due_digests
 
 log = logging.getLogger("notify.scheduling.scheduler")
 
@@ -42,8 +47,6 @@ log = logging.getLogger("notify.scheduling.scheduler")
 def purge_old_records() -> int:
     """Delete events (and with them notifications, deliveries, attempts) and
     digests past retention."""
-    from notify.models import Digest, Event
-
     days = conf.get("RETENTION_DAYS")
     if not days:
         return 0
@@ -62,8 +65,6 @@ def prune_dedup_records(now) -> int:
 
 def send_due_digests() -> object:
     """Build and send every digest that is due (see ``notify.scheduling.digests.send``)."""
-    from notify.scheduling.digests.send import build_and_send_due_digests
-
     return build_and_send_due_digests()
 
 
@@ -72,19 +73,13 @@ def dispatch_due(max_rounds: int = 1000) -> int:
 
     With a broker (``NOTIFY_BROKER_URL``) Celery workers do this work: the
     ``relay`` job hands it to them, and the scheduler sends nothing itself."""
-    from notify.runtime.handoff import uses_broker
-
     if uses_broker():
         return 0
-    from notify.runtime.worker import run_until_idle
-
     return run_until_idle(max_rounds=max_rounds)
 
 
 def relay_to_broker() -> object:
     """Re-publish work the broker lost or a dead worker left (see ``notify.runtime.relay``)."""
-    from notify.runtime.relay import relay
-
     return relay()
 
 

@@ -15,12 +15,26 @@ ops-group                     create or reset the "ops" permission group
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
+import sys
 import threading
+from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+
+from notify.dev.demo import load_demo
+from notify.intake.trigger import trigger
+from notify.models import ApiKey
+from notify.project.server import serve
+from notify.runtime.worker import WorkerPool
+from notify.scheduling.scheduler import SchedulerService
+from rules.ops import ensure_ops_group
+from rules.portability import ImportRejected, dumps, export_document, import_document, loads
 
 
 class Command(BaseCommand):
@@ -81,18 +95,17 @@ class Command(BaseCommand):
         )
         sub.add_parser("ops-group", help="create or reset the 'ops' permission group")
 
-        bench = sub.add_parser("bench", help="run the benchmark workloads")
-        import bench as bench_module
-
-        bench_module.add_arguments(bench)
+        try:
+            import bench as bench_module  # bench/ sits outside the package: a source checkout only
+        except ImportError:
+            return
+        bench_module.add_arguments(sub.add_parser("bench", help="run the benchmark workloads"))
 
     def handle(self, *args, **options):
         action = options["action"]
         return getattr(self, f"do_{action.replace('-', '_')}")(options)
 
     def do_trigger(self, options):
-        from notify.intake.trigger import trigger
-
         try:
             payload = json.loads(options["payload"])
         except json.JSONDecodeError as exc:
@@ -114,8 +127,6 @@ class Command(BaseCommand):
         self.stdout.write(f"event {event.pk} stored ({event.type})")
 
     def do_apikey(self, options):
-        from notify.models import ApiKey
-
         action = options["apikey_action"]
         if action == "create":
             if ApiKey.objects.filter(name=options["name"]).exists():
@@ -139,8 +150,7 @@ class Command(BaseCommand):
             self.stdout.write(f"API key '{options['name']}' revoked")
 
     def do_worker(self, options):
-        from notify.runtime.worker import WorkerPool
-
+        prepare_var_dir()  # links it renders are signed with the key `run` uses
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
         self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
@@ -148,11 +158,10 @@ class Command(BaseCommand):
         pool.stop()
 
     def do_scheduler(self, options):
-        from notify.scheduling.scheduler import SchedulerService
-
         for name in ("tick", "standby_interval"):
             if options.get(name) is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
+        prepare_var_dir()  # digests it sends are signed with the key `run` uses
         service = SchedulerService(
             tick=options.get("tick"), standby_interval=options.get("standby_interval")
         )
@@ -164,8 +173,7 @@ class Command(BaseCommand):
         self.stdout.write("scheduler stopped")
 
     def do_run(self, options):
-        from notify.project.server import serve
-
+        prepare_var_dir()
         self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
         serve(
             options["host"],
@@ -175,13 +183,9 @@ class Command(BaseCommand):
         )
 
     def do_demo(self, options):
-        from notify.dev.demo import load_demo
-
         load_demo(self.stdout)
 
     def do_export(self, options):
-        from rules.portability import dumps, export_document
-
         text = dumps(export_document(timezone.now()), options["format"])
         if options.get("output"):
             with open(options["output"], "w", encoding="utf-8") as handle:
@@ -191,11 +195,6 @@ class Command(BaseCommand):
             self.stdout.write(text, ending="")
 
     def do_import(self, options):
-        import sys
-        from pathlib import Path
-
-        from rules.portability import ImportRejected, import_document, loads
-
         path = options["file"]
         try:
             if path == "-":
@@ -216,19 +215,50 @@ class Command(BaseCommand):
         self.stdout.write(report.summary())
 
     def do_ops_group(self, options):
-        from rules.ops import ensure_ops_group
-
         group, missing = ensure_ops_group()
         self.stdout.write(f"group '{group.name}' has {group.permissions.count()} permissions")
         if missing:
             raise CommandError("missing permissions (run migrate first): " + ", ".join(missing))
 
     def do_bench(self, options):
-        import bench
+        import bench  # bench/ sits outside the package: a source checkout only
 
         return_code = bench.main(options, self.stdout)
         if return_code:
             raise CommandError("benchmark failed")
+
+
+def prepare_var_dir() -> None:
+    """Make what the embedded default keeps on disk, before serving or sending:
+    the static folder and, when no DJANGO_SECRET_KEY is set, a secret key in
+    ``settings.SECRET_KEY_FILE`` that `run`, `worker` and `scheduler` all sign
+    with (so sessions and links survive restarts). Settings only read these:
+    importing them creates nothing. Projects without these settings are left
+    alone."""
+    if getattr(settings, "STATIC_ROOT", None):
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+    key_file = getattr(settings, "SECRET_KEY_FILE", None)
+    if key_file is None or not getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False):
+        return
+    settings.SECRET_KEY = ensure_secret_key_file(Path(key_file))
+
+
+def ensure_secret_key_file(path: Path) -> str:
+    """The key in ``path``, written first (readable by its owner only) when missing.
+    Written aside and linked into place, so a concurrent run reads a whole key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another run was first: use its key
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 def _wait_for_signal() -> None:
