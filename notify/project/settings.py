@@ -345,6 +345,17 @@ if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
 if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
     NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
 
+# Signed webhooks (README, "Signed webhooks"): NOTIFY_WEBHOOK_INTERNAL_HOSTS names
+# receivers (billing.internal,127.0.0.1) reachable over http and at private
+# addresses; link-local and cloud metadata addresses stay refused. The sandbox
+# stand-in (no NOTIFY_WEBHOOK_SECRET) posts nothing; it takes the webhook format,
+# so data-only rules work in the demo.
+_webhook = NOTIFY["CHANNELS"]["webhook"]
+if _webhook["BACKEND"] == "channels.sandbox.SandboxChannel":
+    _webhook["OPTIONS"]["FORMAT"] = "webhook"
+elif os.environ.get("NOTIFY_WEBHOOK_INTERNAL_HOSTS"):
+    _webhook["OPTIONS"]["INTERNAL_HOSTS"] = env_list("NOTIFY_WEBHOOK_INTERNAL_HOSTS")
+
 # Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
 # record is redacted as it is made (notify.logs.configure): no
 # address, phone number, token or secret reaches any handler, at any level.
