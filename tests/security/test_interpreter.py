@@ -45,8 +45,8 @@ def test_find_python_skips_vulnerable_candidates_and_says_so(tmp_path):
     old.write_text(
         "#!/bin/sh\n"
         'case "$*" in\n'
-        '  *version_info\\ \\<*) exit 1 ;;\n'
-        '  *print*%d*) echo 3.12.1 ;;\n'
+        "  *version_info\\ \\<*) exit 1 ;;\n"
+        "  *print*%d*) echo 3.12.1 ;;\n"
         "esac\n"
     )
     old.chmod(0o755)
