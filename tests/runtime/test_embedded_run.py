@@ -120,7 +120,7 @@ def test_demo_prints_logins_and_server_delivers_an_api_event(embedded_server):
         time.sleep(0.2)
     assert statuses == {"email": "sent", "inapp": "sent"}
     # The sandbox outbox page is staff-only (issue 13); what it shows is on disk.
-    status, page = get(f"{base}/dev/outbox/")
+    _, page = get(f"{base}/dev/outbox/")  # the admin login page, after the redirect
     assert b"Z-9" not in page
     records = sandbox.read(limit=50, directory=embedded_server["sandbox"])
     assert "Z-9" in json.dumps(records, default=str)
