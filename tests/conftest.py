@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 
 from notify.models import Category
 from rules.bindings import binding_index
@@ -35,9 +36,12 @@ def _notify_settings(settings, tmp_path):
     # index could outlive its rows under a revision number seen again.
     rule_index.clear()
     binding_index.clear()
+    # Rate limits and throttles count in the cache; every test client is 127.0.0.1.
+    cache.clear()
     yield
     rule_index.clear()
     binding_index.clear()
+    cache.clear()
 
 
 @pytest.fixture
