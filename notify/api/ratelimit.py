@@ -19,9 +19,10 @@ names the limit and its setting.
 
 A bucket is read and written under a short lock taken with ``cache.add``
 (atomic on Redis, Memcached, the database cache and, per process, LocMemCache),
-so concurrent requests never spend the same token twice. A request that cannot
-take the lock within ``LOCK_WAIT`` is refused (429, ``Retry-After: 1``), so a
-flood cannot slip through by contention. If the cache cannot be reached the
+so concurrent requests never spend the same token twice. Concurrent requests of
+one bucket queue for the lock (a few cache round trips each); one that cannot
+take it within ``LOCK_WAIT`` is refused (429, ``Retry-After: 1``), so a flood
+cannot slip through by contention. If the cache cannot be reached the
 request goes through and a warning is logged: the API stays up.
 """
 
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, str | None] = {
     "API_RATE_LIMIT_PER_ADDRESS": "1200/m",
 }
 PREFIX = "notify:api-bucket:"
-LOCK_WAIT = 0.05  # seconds
+LOCK_WAIT = 1.0  # seconds: a burst of concurrent requests queues, it is not refused
 LOCK_TIMEOUT = 2  # seconds a crashed holder can keep a bucket locked
 
 
