@@ -31,6 +31,7 @@ from .base import (
     SendResult,
     TransientError,
 )
+from .headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
 from .ratelimit import RATE_LIMIT_OPTIONS, throttle
 
 try:  # anymail is a hard dependency, but keep the channel usable without it.
@@ -88,12 +89,19 @@ class EmailChannel(Channel):
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
         domain = sender.rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
-        email = EmailMultiAlternatives(
-            subject=message.subject,
+        # Payload text reaches the subject and rule-set headers: decode any
+        # RFC 2047 encoded words and neutralise line breaks before encoding
+        # (channels.headers); CheckedEmail checks again after encoding.
+        headers = {
+            name: neutralise_header_value(name, str(value))
+            for name, value in message.headers.items()
+        }
+        email = CheckedEmail(
+            subject=neutralise_header_value("Subject", message.subject),
             body=message.text,
             from_email=self.from_email,
             to=[message.to],
-            headers={"Message-ID": message_id, **message.headers},
+            headers={"Message-ID": message_id, **headers},
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")
@@ -109,6 +117,17 @@ class EmailChannel(Channel):
         status = getattr(email, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+
+class CheckedEmail(EmailMultiAlternatives):
+    """An email whose MIME message, as the SMTP backend serialises it, is
+    refused if a header would start a new header line (defence in depth
+    against header injection, whatever the interpreter's email package does)."""
+
+    def message(self, **kwargs: Any):
+        msg = super().message(**kwargs)
+        refuse_injected_headers(msg)
+        return msg
 
 
 def session_is_broken(exc: Exception) -> bool:
@@ -138,6 +157,10 @@ def provider_of(mailer: str) -> str:
 
 def classify_email_error(exc: Exception, provider: str) -> Exception:
     """Map an SMTP or ESP exception to the channel error family."""
+    if isinstance(exc, ChannelError):
+        return exc
+    if isinstance(exc, HeaderInjection):
+        return PermanentError(str(exc), provider=provider, code="header_injection")
     if AnymailRecipientsRefused is not None and isinstance(exc, AnymailRecipientsRefused):
         return esp_refusal(exc, provider)
     if AnymailAPIError is not None and isinstance(exc, AnymailAPIError):
