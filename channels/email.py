@@ -9,8 +9,11 @@ contract ``open`` / ``send_messages`` / ``close``.
 
 from __future__ import annotations
 
+import email.policy
+import re
 import smtplib
 import socket
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.utils import make_msgid, parseaddr
 from typing import Any
 
@@ -85,7 +88,7 @@ class EmailChannel(Channel):
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
         domain = sender.rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
-        email = EmailMultiAlternatives(
+        email = NotifyEmailMessage(
             subject=message.subject,
             body=message.text,
             from_email=self.from_email,
@@ -106,6 +109,45 @@ class EmailChannel(Channel):
         status = getattr(email, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+
+class ListHeader(UnstructuredHeader):
+    """``List-Unsubscribe`` (RFC 2369, RFC 8058) written the way the RFCs do:
+    ``<https://…>, <mailto:…>``, never as RFC 2047 encoded words.
+
+    The default policy folds a long unstructured value by encoding it
+    (``=?utf-8?q?=3Chttps=3A…``), which no mailbox provider parses as a URL, so
+    Gmail and Yahoo offer no one-click unsubscribe. This header folds only
+    between ``<…>`` items; a single item longer than the line stays whole (RFC
+    5322's hard limit is 998 characters; our links are far shorter). A value
+    that is not plain ASCII ``<…>`` items is left to the default folding.
+    """
+
+    ITEMS = re.compile(r"\s*(<[\x21-\x3d\x3f-\x7e]+>)\s*(?:,|$)")
+
+    def fold(self, *, policy):
+        value = str(self)
+        items = self.ITEMS.findall(value)
+        if not items or ", ".join(items) != value.strip():
+            return super().fold(policy=policy)
+        return f"{self.name}: " + ("," + policy.linesep + " ").join(items) + policy.linesep
+
+
+LIST_HEADERS = ("list-unsubscribe", "list-help", "list-subscribe", "list-archive")
+
+
+def list_header_policy(policy: email.policy.EmailPolicy) -> email.policy.EmailPolicy:
+    registry = HeaderRegistry()
+    for name in LIST_HEADERS:
+        registry.map_to_type(name, ListHeader)
+    return policy.clone(header_factory=registry)
+
+
+class NotifyEmailMessage(EmailMultiAlternatives):
+    """Django's message, with RFC 2369 list headers that stay parseable."""
+
+    def message(self, *, policy=email.policy.default):
+        return super().message(policy=list_header_policy(policy))
 
 
 def session_is_broken(exc: Exception) -> bool:

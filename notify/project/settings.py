@@ -301,6 +301,7 @@ NOTIFY: dict[str, Any] = {
 # fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
 NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_SITE_URL": ("SITE_URL", str),
+    "NOTIFY_UNSUBSCRIBE_MAILTO": ("UNSUBSCRIBE_MAILTO", parse_optional),
     "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
     "NOTIFY_EAGER": ("EAGER", parse_bool),
     "NOTIFY_BROKER_URL": ("BROKER_URL", parse_optional),
