@@ -2,7 +2,7 @@
 
 Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
 options, E009 no secret key. Production (``production_reasons``): E020 a user
-with a known demo password, E021 an http ``SITE_URL``, E022 a provider whose
+with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.)
 """
@@ -45,10 +45,24 @@ def check_notify_keys(app_configs=None, **kwargs):
 
 @checks.register()
 def check_secret_key(app_configs=None, **kwargs):
-    """Refuse to start without a secret key (signed links and sessions need one)."""
+    """Refuse to start without a secret key (signed links and sessions need one),
+    and in production with one made up for this process alone (links would
+    break at every restart and differ between machines)."""
     try:
         if settings.SECRET_KEY:
-            return []
+            reasons = production_reasons()
+            if not (getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False) and reasons):
+                return []
+            return [
+                checks.Error(
+                    "SECRET_KEY was made up for this process alone, and this instance is "
+                    f"production ({'; '.join(reasons)}): signed links and sessions would "
+                    "break at every restart and differ between machines.",
+                    hint="Set DJANGO_SECRET_KEY to one long random value shared by every "
+                    "process (python -c 'import secrets; print(secrets.token_urlsafe(50))').",
+                    id="notify.E009",
+                )
+            ]
     except ImproperlyConfigured:  # Django refuses to read an empty key
         pass
     return [
@@ -243,19 +257,38 @@ def check_known_passwords(app_configs=None, **kwargs):
     ]
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
 @checks.register()
 def check_site_url(app_configs=None, **kwargs):
-    """Links in messages go out over https in production (RFC 8058 one-click needs it)."""
+    """Links in messages go out over https in production (RFC 8058 one-click
+    needs it): an http URL is refused; one on this machine (the default, left
+    unset) is a warning, as recipients cannot follow it either."""
     reasons = production_reasons()
     site = str(conf.get("SITE_URL"))
-    if not reasons or urlsplit(site).scheme == "https":
+    parts = urlsplit(site)
+    if not reasons or (parts.scheme == "https" and parts.hostname not in LOOPBACK):
         return []
+    hint = (
+        "Set NOTIFY_SITE_URL to the https URL users reach this service at, e.g. "
+        "https://notify.example.com. Gmail and Yahoo ignore http one-click links."
+    )
+    where = f"this instance is production ({'; '.join(reasons)})"
+    if parts.hostname in LOOPBACK:
+        return [
+            checks.Warning(
+                f"NOTIFY['SITE_URL'] is {site!r}: links in messages point at this machine, "
+                f"and {where}.",
+                hint=hint,
+                id="notify.W021",
+            )
+        ]
     return [
         checks.Error(
             f"NOTIFY['SITE_URL'] is {site!r}: links in messages (unsubscribe, settings) would "
-            f"be plain http, and this instance is production ({'; '.join(reasons)}).",
-            hint="Set NOTIFY_SITE_URL to the https URL users reach this service at, e.g. "
-            "https://notify.example.com. Gmail and Yahoo ignore http one-click links.",
+            f"be plain http, and {where}.",
+            hint=hint,
             id="notify.E021",
         )
     ]
