@@ -149,3 +149,12 @@ def test_password_validators_are_djangos_four(settings):
         "CommonPasswordValidator",
         "NumericPasswordValidator",
     ]
+
+
+def test_the_readme_checklist_names_every_setting_used_here():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    checklist = readme.split("## Production checklist", 1)[1].split("\n## ", 1)[0]
+    for name in PRODUCTION:
+        if name in {"DATABASE_URL", "DEFAULT_FROM_EMAIL"} or name.startswith("NOTIFY_EMAIL_"):
+            continue  # "Running it for real" and "Configuration" cover these
+        assert f"`{name}`" in checklist, name

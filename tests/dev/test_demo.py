@@ -4,6 +4,7 @@ start-up check that refuses production while a published demo password works."""
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -142,3 +143,9 @@ def test_the_check_says_nothing_when_the_database_cannot_answer(postgres, monkey
 
     monkeypatch.setattr(notify.checks, "users_with_known_passwords", unreachable)
     assert check_known_passwords() == []
+
+
+def test_make_run_asks_for_the_demo_only_on_the_embedded_default():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "notify demo --if-embedded" in run
