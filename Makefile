@@ -21,10 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/uv pip install --quiet --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
-## run: migrate, load demo data and start web + worker pool + scheduler on 127.0.0.1:$(PORT)
+## run: migrate, load demo data (embedded SQLite only) and start web + worker pool + scheduler on 127.0.0.1:$(PORT)
 run: $(STAMP)
 	$(PY) manage.py migrate --no-input
-	$(PY) manage.py notify demo
+	$(PY) manage.py notify demo --if-embedded
 	$(PY) manage.py notify run --port $(PORT)
 
 ## test: the whole suite on SQLite

@@ -1,14 +1,20 @@
 """System checks: bad configuration fails at start-up and says what to set.
 
 Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
-options, E009 no secret key. (E1xx are the webhooks', E2xx observability's.)
+options, E009 no secret key. Production (``production_reasons``): E020 a user
+with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
+status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
+observability's.)
 """
 
 import difflib
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
@@ -39,10 +45,24 @@ def check_notify_keys(app_configs=None, **kwargs):
 
 @checks.register()
 def check_secret_key(app_configs=None, **kwargs):
-    """Refuse to start without a secret key (signed links and sessions need one)."""
+    """Refuse to start without a secret key (signed links and sessions need one),
+    and in production with one made up for this process alone (links would
+    break at every restart and differ between machines)."""
     try:
         if settings.SECRET_KEY:
-            return []
+            reasons = production_reasons()
+            if not (getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False) and reasons):
+                return []
+            return [
+                checks.Error(
+                    "SECRET_KEY was made up for this process alone, and this instance is "
+                    f"production ({'; '.join(reasons)}): signed links and sessions would "
+                    "break at every restart and differ between machines.",
+                    hint="Set DJANGO_SECRET_KEY to one long random value shared by every "
+                    "process (python -c 'import secrets; print(secrets.token_urlsafe(50))').",
+                    id="notify.E009",
+                )
+            ]
     except ImproperlyConfigured:  # Django refuses to read an empty key
         pass
     return [
@@ -123,4 +143,196 @@ def check_channel_options(channels: dict) -> list:
                     id="notify.E006",
                 )
             )
+    return errors
+
+
+# -- production ------------------------------------------------------------------
+
+# Channel backends and Django mail backends that send nothing to anyone.
+NOT_REAL = (
+    "channels.sandbox.",
+    "channels.inapp.",
+    "django.core.mail.backends.locmem.",
+    "django.core.mail.backends.console.",
+    "django.core.mail.backends.dummy.",
+    "django.core.mail.backends.filebased.",
+)
+# The passwords notify's demo data used to publish in README (before they were
+# random per database): a user that still has one can be signed in by anyone.
+KNOWN_DEMO_PASSWORDS = {
+    "admin": "notify-admin",
+    "alice": "notify-alice",
+    "bob": "notify-bob",
+    "carol": "notify-carol",
+}
+
+
+def embedded_database() -> bool:
+    """The embedded default's store: SQLite (``settings.EMBEDDED`` when the
+    project's settings say it, else the engine)."""
+    embedded = getattr(settings, "EMBEDDED", None)
+    if embedded is not None:
+        return bool(embedded)
+    return "sqlite" in settings.DATABASES["default"]["ENGINE"]
+
+
+def provider_configs(config) -> list[dict]:
+    """The leaf channel configs of one alias (a failover channel has several)."""
+    if not isinstance(config, dict):
+        return []
+    providers = (config.get("OPTIONS") or {}).get("PROVIDERS")
+    if isinstance(providers, list):
+        return [leaf for provider in providers for leaf in provider_configs(provider)]
+    return [config]
+
+
+def is_real_provider(config: dict) -> bool:
+    backend = str(config.get("BACKEND", ""))
+    if backend.startswith(NOT_REAL):
+        return False
+    if backend == "channels.email.EmailChannel":
+        mailer = (config.get("OPTIONS") or {}).get("MAILER", "default")
+        mailer_backend = getattr(settings, "MAILERS", {}).get(mailer, {}).get("BACKEND", "")
+        return not (mailer_backend.startswith(NOT_REAL) or mailer_backend.endswith("Sandbox"))
+    return True
+
+
+def real_providers() -> list[str]:
+    """Channel aliases that reach real people (not the sandbox, not in-app)."""
+    channels = conf.get("CHANNELS")
+    if not isinstance(channels, dict):
+        return []
+    return [
+        str(alias)
+        for alias, config in channels.items()
+        if any(is_real_provider(leaf) for leaf in provider_configs(config))
+    ]
+
+
+def production_reasons() -> list[str]:
+    """Why this instance is production: [] with DEBUG on, or on the embedded
+    default (SQLite and sandbox providers)."""
+    if settings.DEBUG:
+        return []
+    reasons = []
+    if not embedded_database():
+        vendor = settings.DATABASES["default"]["ENGINE"].rpartition(".")[2]
+        reasons.append(f"the database is {vendor} (DATABASE_URL), not the embedded SQLite")
+    providers = real_providers()
+    if providers:
+        reasons.append(f"real providers are configured for {', '.join(providers)}")
+    return reasons
+
+
+def users_with_known_passwords() -> list[str]:
+    """Usernames that still sign in with a published demo password."""
+    User = get_user_model()
+    found = []
+    for user in User.objects.filter(username__in=KNOWN_DEMO_PASSWORDS, is_active=True):
+        if user.check_password(KNOWN_DEMO_PASSWORDS[user.get_username()]):
+            found.append(user.get_username())
+    return sorted(found)
+
+
+@checks.register()
+def check_known_passwords(app_configs=None, **kwargs):
+    """In production, refuse to start while a user has a published demo password."""
+    reasons = production_reasons()
+    if not reasons:
+        return []
+    try:
+        found = users_with_known_passwords()
+    except DatabaseError:  # not migrated yet, or not reachable: nothing to tell
+        return []
+    if not found:
+        return []
+    return [
+        checks.Error(
+            f"User(s) {', '.join(found)} still have the published demo password, and this "
+            f"instance is production ({'; '.join(reasons)}).",
+            hint="Set a new password (`manage.py changepassword USERNAME`) or delete the "
+            "user. Demo data belongs to the embedded default only.",
+            id="notify.E020",
+        )
+    ]
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@checks.register()
+def check_site_url(app_configs=None, **kwargs):
+    """Links in messages go out over https in production (RFC 8058 one-click
+    needs it): an http URL is refused; one on this machine (the default, left
+    unset) is a warning, as recipients cannot follow it either."""
+    reasons = production_reasons()
+    site = str(conf.get("SITE_URL"))
+    parts = urlsplit(site)
+    if not reasons or (parts.scheme == "https" and parts.hostname not in LOOPBACK):
+        return []
+    hint = (
+        "Set NOTIFY_SITE_URL to the https URL users reach this service at, e.g. "
+        "https://notify.example.com. Gmail and Yahoo ignore http one-click links."
+    )
+    where = f"this instance is production ({'; '.join(reasons)})"
+    if parts.hostname in LOOPBACK:
+        return [
+            checks.Warning(
+                f"NOTIFY['SITE_URL'] is {site!r}: links in messages point at this machine, "
+                f"and {where}.",
+                hint=hint,
+                id="notify.W021",
+            )
+        ]
+    return [
+        checks.Error(
+            f"NOTIFY['SITE_URL'] is {site!r}: links in messages (unsubscribe, settings) would "
+            f"be plain http, and {where}.",
+            hint=hint,
+            id="notify.E021",
+        )
+    ]
+
+
+@checks.register()
+def check_webhook_credentials(app_configs=None, **kwargs):
+    """A provider that reports delivery status needs its webhook's credentials:
+    without them the webhook refuses every report (so bounces are never seen)."""
+    errors = []
+    providers = [
+        leaf
+        for config in (conf.get("CHANNELS") or {}).values()
+        for leaf in provider_configs(config)
+        if is_real_provider(leaf)
+    ]
+    esp = [
+        leaf
+        for leaf in providers
+        if leaf.get("BACKEND") == "channels.email.EmailChannel"
+        and getattr(settings, "MAILERS", {})
+        .get((leaf.get("OPTIONS") or {}).get("MAILER", "default"), {})
+        .get("BACKEND", "")
+        .startswith("anymail.")
+    ]
+    if esp and not getattr(settings, "ANYMAIL", {}).get("WEBHOOK_SECRET"):
+        errors.append(
+            checks.Error(
+                "An anymail ESP sends email, but its tracking webhook has no credentials: "
+                "bounces and complaints would be refused (or, worse, forged).",
+                hint="Set NOTIFY_WEBHOOK_BASIC_AUTH to 'user:password' and give the same "
+                "credentials in the ESP's webhook URL "
+                "(https://user:password@your-host/webhooks/anymail/<esp>/tracking/).",
+                id="notify.E022",
+            )
+        )
+    twilio = [leaf for leaf in providers if leaf.get("BACKEND") == "channels.sms.TwilioSmsChannel"]
+    if any(not (leaf.get("OPTIONS") or {}).get("AUTH_TOKEN") for leaf in twilio):
+        errors.append(
+            checks.Error(
+                "Twilio sends SMS, but without its auth token status callbacks and STOP "
+                "replies cannot be verified.",
+                hint="Set TWILIO_AUTH_TOKEN (the account's auth token signs every callback).",
+                id="notify.E022",
+            )
+        )
     return errors

@@ -50,6 +50,11 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             0.5, "Untrusted templates and conditions are stopped past this many seconds."
         ),
         "SITE_URL": Setting("http://127.0.0.1:8000", "Absolute base URL of links in messages."),
+        "UNSUBSCRIBE_MAILTO": Setting(
+            None,
+            "An address that takes unsubscribe requests by mail: emails then carry "
+            "<mailto:ADDRESS?subject=unsubscribe-TOKEN> in List-Unsubscribe as well.",
+        ),
         "USER_EMAIL_IS_CONTACT": Setting(
             True,
             "User.email counts as a verified address when the user has no email contact point.",

@@ -186,5 +186,6 @@ def test_no_secret_key_fails_at_start_up(settings):
     assert "DJANGO_SECRET_KEY" in error.hint
 
 
-def test_a_secret_key_passes():
+def test_a_secret_key_passes(settings):
+    settings.SECRET_KEY_IS_EPHEMERAL = False  # configured (DJANGO_SECRET_KEY), not made up
     assert check_secret_key() == []

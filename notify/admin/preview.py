@@ -14,6 +14,10 @@ not exist yet, and preferences or data may change before the send.
 
 ``rule_preview`` is the admin page behind the "Preview / dry run" button of
 a rule (``rules.admin.RuleAdmin.preview_view`` finds it by dotted path).
+
+Personal data: a viewer without ``notify.view_personal_data`` (the ops group)
+sees addresses, payloads and rendered messages masked, and no working
+unsubscribe or verification link (``notify.preferences.masking``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from notify.fanout.preview import (
 from notify.intake.trigger import validate_event_type
 from notify.models import Delivery, Event, Notification
 from notify.preferences.decide import decide
+from notify.preferences.masking import can_see_personal_data, mask_address, mask_data, mask_text
 from notify.registry import describe
 from rules.models import Rule
 
@@ -99,6 +104,19 @@ def render_channel(
         return
     channel.address = message.to
     channel.subject, channel.text, channel.html = message.subject, message.text, message.html
+
+
+def mask_preview(preview: Preview) -> None:
+    """What a viewer without ``notify.view_personal_data`` may see of a preview."""
+    for item in preview.matched:
+        for person in item.recipients:
+            person.email = mask_address(person.email)
+            for channel in person.channels:
+                channel.address = mask_address(channel.address)
+                channel.subject = mask_text(channel.subject)
+                channel.text = mask_text(channel.text)
+                channel.html = mask_text(channel.html)
+                channel.error = mask_text(channel.error)
 
 
 # -- the admin page -----------------------------------------------------------------------
@@ -189,14 +207,16 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
         if not any(ch in rule.event_type for ch in "*?[")
         else Event.objects.order_by("-received_at")[:15]
     )
+    personal = can_see_personal_data(request.user)
+    shown = (lambda payload: payload) if personal else mask_data
     for event in recent:
-        event.payload_json = json.dumps(event.payload, ensure_ascii=False)
+        event.payload_json = json.dumps(shown(event.payload), ensure_ascii=False)
     initial: dict[str, Any] = {"source": "event" if recent else "payload"}
     if recent:
         initial["event"] = recent[0].pk
     if not any(ch in rule.event_type for ch in "*?["):
         initial["event_type"] = rule.event_type
-    sample = recent[0].payload if recent else {}
+    sample = shown(recent[0].payload) if recent else {}
     initial["payload"] = json.dumps(sample, indent=2, ensure_ascii=False)
     submitted = "source" in request.GET
     # A link runs a preview with a few fields; the others keep their defaults.
@@ -205,6 +225,8 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
     preview = None
     if submitted and form.is_valid():
         preview = preview_event(form.build_event(), focus=rule)
+        if not personal:
+            mask_preview(preview)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
@@ -216,5 +238,6 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
         "shown_recipients": SHOWN_RECIPIENTS,
         "counted_recipients": COUNTED_RECIPIENTS,
         "has_view_permission": True,
+        "personal_data_masked": not personal,
     }
     return TemplateResponse(request, "admin/rules/rule/preview.html", context)

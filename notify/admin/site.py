@@ -39,6 +39,7 @@ from notify.models import (
     UserSettings,
 )
 from notify.outbox.rows import retry_now
+from notify.preferences.masking import can_see_personal_data, mask_address, mask_data
 from rules.audit import AuditedAdminMixin  # categories and templates: audited
 
 admin.site.site_header = "notify"
@@ -56,6 +57,30 @@ def pre(value: Any) -> SafeString:
 
 def pretty_json(value: Any) -> SafeString:
     return pre(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str))
+
+
+class PersonalDataMixin:
+    """Fields shown to viewers with ``notify.view_personal_data`` and, in their
+    place, masked twins for everyone else (``masked_fields``: field -> twin)."""
+
+    masked_fields: dict[str, str] = {}
+
+    def swap_masked(self, request: HttpRequest, names: Any) -> Any:
+        if can_see_personal_data(request.user):
+            return names
+        swapped = [
+            self.swap_masked(request, name)
+            if isinstance(name, (list, tuple))
+            else self.masked_fields.get(name, name)
+            for name in names
+        ]
+        return type(names)(swapped)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.swap_masked(request, super().get_fields(request, obj))  # type: ignore[misc]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.swap_masked(request, super().get_readonly_fields(request, obj))  # type: ignore[misc]
 
 
 def admin_changelist(model: type, **query: Any) -> str:
@@ -145,7 +170,7 @@ class RuleErrorAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class EventAdmin(PersonalDataMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "type", "source", "status", "received_at", "processed_at")
     list_filter = ("status", "source", "type")
     search_fields = ("type", "idempotency_key")
@@ -164,6 +189,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "outcome",
     )
     readonly_fields = flatten(fields)
+    masked_fields = {"payload_json": "payload_masked", "explicit_recipients": "recipients_masked"}
 
     def has_process_permission(self, request: HttpRequest) -> bool:
         return self.may_change(request)
@@ -172,9 +198,17 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def payload_json(self, event: Event) -> SafeString:
         return pretty_json(event.payload)
 
+    @admin.display(description="payload (masked)")
+    def payload_masked(self, event: Event) -> SafeString:
+        return pretty_json(mask_data(event.payload))
+
     @admin.display(description="recipients")
     def explicit_recipients(self, event: Event) -> SafeString:
         return pretty_json(event.recipients)
+
+    @admin.display(description="recipients (masked)")
+    def recipients_masked(self, event: Event) -> SafeString:
+        return pretty_json(mask_data(event.recipients))
 
     @admin.display(description="fan-out")
     def outcome(self, event: Event) -> SafeString:
@@ -245,7 +279,7 @@ class EventFilter(admin.SimpleListFilter):
         return queryset
 
 
-class DeliveryAttemptInline(ReadOnlyMixin, admin.TabularInline):
+class DeliveryAttemptInline(PersonalDataMixin, ReadOnlyMixin, admin.TabularInline):
     model = DeliveryAttempt
     fields = (
         "number",
@@ -260,18 +294,29 @@ class DeliveryAttemptInline(ReadOnlyMixin, admin.TabularInline):
         "answer",
     )
     readonly_fields = fields
+    masked_fields = {"what_was_sent": "what_was_sent_masked", "answer": "answer_masked"}
     extra = 0
     ordering = ("number",)
 
     @admin.display(description="sent")
-    def what_was_sent(self, attempt: DeliveryAttempt) -> SafeString | str:
+    def what_was_sent(self, attempt: DeliveryAttempt, masked: bool = False) -> SafeString | str:
         sent = attempt.sent if isinstance(attempt.sent, dict) else {}
+        if masked:  # dry-run records too: addresses masked, no working links
+            sent = {**mask_data(sent), "to": mask_address(str(sent.get("to") or ""))}
         rows = [(key, sent.get(key)) for key in ("to", "subject", "text", "html") if sent.get(key)]
         if not rows:
             return "-"
         return format_html_join(
             "", "<div><strong>{}</strong>{}</div>", ((k, pre(v)) for k, v in rows)
         )
+
+    @admin.display(description="sent (masked)")
+    def what_was_sent_masked(self, attempt: DeliveryAttempt) -> SafeString | str:
+        return self.what_was_sent(attempt, masked=True)
+
+    @admin.display(description="provider's answer (masked)")
+    def answer_masked(self, attempt: DeliveryAttempt) -> SafeString | str:
+        return pretty_json(mask_data(attempt.response)) if attempt.response else "-"
 
     @admin.display(description="provider's answer")
     def answer(self, attempt: DeliveryAttempt) -> SafeString | str:

@@ -1,23 +1,35 @@
 """Demo data for the embedded default: users, categories, rules, a few events.
 
 Idempotent: running it again changes nothing that exists.
+
+Only for the embedded default (SQLite, sandbox providers): ``demo_refusal``
+says why anything else is refused, unless the operator asks for it
+(``notify demo --force``). Each demo user gets a random password when it is
+created, stored hashed like any other and printed that once; nothing
+published in this repository signs anyone in (``notify.checks`` refuses
+production while a user still has one of the old published passwords).
 """
 
 from __future__ import annotations
 
+import secrets
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 
+from notify.checks import embedded_database, real_providers
 from notify.intake.trigger import trigger
 from notify.models import Category, ContactPoint
 from rules.models import Rule
 
 USERS = [
-    # username, password, first name, staff
-    ("admin", "notify-admin", "Ada", True),
-    ("alice", "notify-alice", "Alice", False),
-    ("bob", "notify-bob", "Bob", False),
-    ("carol", "notify-carol", "Carol", False),
+    # username, first name, staff
+    ("admin", "Ada", True),
+    ("alice", "Alice", False),
+    ("bob", "Bob", False),
+    ("carol", "Carol", False),
 ]
 
 CATEGORIES = [
@@ -58,11 +70,52 @@ RULES = [
 ]
 
 
-def load_demo(stdout=None) -> None:
+class DemoRefused(Exception):
+    """Demo data was asked for outside the embedded default."""
+
+
+def demo_refusal() -> str:
+    """Why demo data must not be loaded here ("" on the embedded default)."""
+    reasons = []
+    if not embedded_database():
+        reasons.append("DATABASE_URL points at a database that is not the embedded SQLite one")
+    providers = real_providers()
+    if providers:
+        reasons.append(
+            f"real providers are configured ({', '.join(providers)}): the demo events "
+            "would send real messages"
+        )
+    if not reasons:
+        return ""
+    return (
+        "notify demo loads users (an admin among them) and sends demo events; it is for "
+        f"the embedded default only, and here {' and '.join(reasons)}. Unset DATABASE_URL "
+        "(and the provider settings) for a local demo, or pass --force to load it anyway."
+    )
+
+
+def random_password(user) -> str:
+    """A password Django's validators accept (AUTH_PASSWORD_VALIDATORS)."""
+    while True:
+        password = secrets.token_urlsafe(12)
+        try:
+            validate_password(password, user)
+        except ValidationError:  # pragma: no cover - 16 random characters pass
+            continue
+        return password
+
+
+def load_demo(stdout=None, *, force: bool = False) -> dict[str, str]:
+    """Load the demo data; returns the passwords of the users it created.
+    Raises ``DemoRefused`` outside the embedded default unless ``force``."""
+    refusal = demo_refusal()
+    if refusal and not force:
+        raise DemoRefused(refusal)
     write = stdout.write if stdout else print
     User = get_user_model()
     users = {}
-    for username, password, first_name, staff in USERS:
+    passwords = {}
+    for username, first_name, staff in USERS:
         user, created = User.objects.get_or_create(
             username=username,
             defaults={
@@ -73,7 +126,8 @@ def load_demo(stdout=None) -> None:
             },
         )
         if created:
-            user.set_password(password)
+            passwords[username] = random_password(user)
+            user.set_password(passwords[username])
             user.save(update_fields=["password"])
         users[username] = user
     support, _ = Group.objects.get_or_create(name="Support")
@@ -106,6 +160,15 @@ def load_demo(stdout=None) -> None:
             actor=users["carol"],
             idempotency_key="demo-comment-1",
         )
-    write("Demo users (username / password):\n")
-    for username, password, _, staff in USERS:
-        write(f"  {username:<6} / {password}{'   (admin)' if staff else ''}\n")
+    if passwords:
+        write("Demo users (username / password), shown this once:\n")
+        for username, _, staff in USERS:
+            if username in passwords:
+                admin = "   (admin)" if staff else ""
+                write(f"  {username:<6} / {passwords[username]}{admin}\n")
+    else:
+        write(
+            "Demo users exist already; their passwords were shown when they were created "
+            "(set one with `manage.py changepassword alice`).\n"
+        )
+    return passwords

@@ -51,6 +51,14 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-received_at"]
+        # Ops screens (rule preview, dry-run records, events) mask addresses and
+        # payloads and disable links for anyone without it; superusers have it.
+        permissions = [
+            (
+                "view_personal_data",
+                "Can see personal data (addresses, payloads, working links) in ops screens",
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["idempotency_scope", "idempotency_key"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
 from django.core import signing
@@ -88,8 +89,17 @@ def unsubscribe_url(scope: UnsubscribeScope) -> str:
 
 
 def email_headers(url: str) -> dict[str, str]:
-    """RFC 2369 + RFC 8058 headers for a message with an unsubscribe link."""
-    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": ONE_CLICK}
+    """RFC 2369 + RFC 8058 headers for a message with an unsubscribe link:
+    ``<https://…>`` first (one-click), then ``<mailto:…>`` when
+    ``UNSUBSCRIBE_MAILTO`` is set, its subject carrying the link's token. The
+    email channel writes them as they are here, never as encoded words
+    (``channels.email.ListHeader``)."""
+    items = [f"<{url}>"]
+    mailto = conf.get("UNSUBSCRIBE_MAILTO")
+    if mailto:
+        token = url.rstrip("/").rpartition("/")[2]
+        items.append(f"<mailto:{quote(mailto, safe='@')}?subject=unsubscribe-{quote(token)}>")
+    return {"List-Unsubscribe": ", ".join(items), "List-Unsubscribe-Post": ONE_CLICK}
 
 
 def resolve(scope: UnsubscribeScope) -> Category:

@@ -50,6 +50,35 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# HTTPS in production (README, "Production checklist"): all off by default, as
+# the embedded default serves plain http on 127.0.0.1; with the documented
+# production values `manage.py check --deploy` prints no warning.
+# DJANGO_SECURE_HSTS_SECONDS=31536000 (with _INCLUDE_SUBDOMAINS and _PRELOAD when
+# every subdomain is https), DJANGO_SECURE_SSL_REDIRECT=1, DJANGO_SECURE_COOKIES=1
+# (session and CSRF cookies only over https), and behind a proxy that ends TLS
+# DJANGO_SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto (trusted only when the proxy
+# always sets or strips that header).
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+# Health and metrics answer over plain http inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+
+def parse_proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """ "X-Forwarded-Proto" (or "X-Forwarded-Proto: https") -> Django's form."""
+    name, _, expected = value.partition(":")
+    if not name.strip():
+        return None
+    return ("HTTP_" + name.strip().upper().replace("-", "_"), expected.strip() or "https")
+
+
+SECURE_PROXY_SSL_HEADER = parse_proxy_ssl_header(
+    os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
+)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -171,9 +200,13 @@ else:
         }
     }
 
+# Django's four validators: they run where a password is chosen (the admin,
+# `changepassword`, the demo's random passwords), not in create_user().
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
 LANGUAGE_CODE = "en"
@@ -303,6 +336,7 @@ NOTIFY: dict[str, Any] = {
 # fails when due work has waited NOTIFY_READINESS_MAX_OUTBOX_LAG seconds.
 NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_SITE_URL": ("SITE_URL", str),
+    "NOTIFY_UNSUBSCRIBE_MAILTO": ("UNSUBSCRIBE_MAILTO", parse_optional),
     "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
     "NOTIFY_EAGER": ("EAGER", parse_bool),
     "NOTIFY_BROKER_URL": ("BROKER_URL", parse_optional),

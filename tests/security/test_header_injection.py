@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import pytest
 
 from channels.base import OutgoingMessage, PermanentError
-from channels.email import CheckedEmail, EmailChannel
+from channels.email import EmailChannel, NotifyEmailMessage
 from channels.headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
 from notify.models import Delivery
 from notify.models.status import Status
@@ -158,7 +158,7 @@ def test_an_injection_found_after_encoding_is_a_permanent_error(settings, smtp_p
     def vulnerable_message(self, **kwargs):
         refuse_injected_headers(VulnerableFolding({"Subject": "A\r\nX-Injected: 1"}))
 
-    monkeypatch.setattr(CheckedEmail, "message", vulnerable_message)
+    monkeypatch.setattr(NotifyEmailMessage, "message", vulnerable_message)
     channel = EmailChannel("email", MAILER="inject")
     with pytest.raises(PermanentError, match="inject a header"):
         channel.send(OutgoingMessage(delivery_id=1, channel="email", to="a@example.com"))

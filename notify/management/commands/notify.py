@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from notify.dev.demo import load_demo
+from notify.dev.demo import DemoRefused, demo_refusal, load_demo
 from notify.intake.trigger import trigger
 from notify.models import ApiKey
 from notify.project.server import serve
@@ -91,7 +91,20 @@ class Command(BaseCommand):
         run.add_argument("--no-worker", action="store_true")
         run.add_argument("--no-scheduler", action="store_true")
 
-        sub.add_parser("demo", help="load demo users, categories, rules and events")
+        demo = sub.add_parser(
+            "demo",
+            help="load demo users, categories, rules and events (embedded default only)",
+        )
+        demo.add_argument(
+            "--force",
+            action="store_true",
+            help="load them outside the embedded default too (any DATABASE_URL, real providers)",
+        )
+        demo.add_argument(
+            "--if-embedded",
+            action="store_true",
+            help="outside the embedded default, say so and load nothing (exit 0): `make run`",
+        )
 
         export = sub.add_parser("export", help="write the ops configuration to a file")
         export.add_argument("--format", choices=["yaml", "json"], default="yaml")
@@ -208,7 +221,14 @@ class Command(BaseCommand):
         )
 
     def do_demo(self, options):
-        load_demo(self.stdout)
+        refusal = demo_refusal()
+        if refusal and options["if_embedded"] and not options["force"]:
+            self.stdout.write(f"No demo data: {refusal}")
+            return
+        try:
+            load_demo(self.stdout, force=options["force"])
+        except DemoRefused as exc:
+            raise CommandError(str(exc)) from exc
 
     def do_export(self, options):
         text = dumps(export_document(timezone.now()), options["format"])
