@@ -22,6 +22,7 @@ from django.core.mail import EmailMultiAlternatives, mailers
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
 from channels import email as email_channel
+from channels import mimebytes
 from channels.base import OutgoingMessage, PermanentError
 from channels.email import CheckedEmail, EmailChannel, sends_bytes
 from channels.headers import HeaderInjection
@@ -213,6 +214,37 @@ def test_a_message_the_builder_would_refuse_is_a_permanent_error(smtp, monkeypat
                 delivery_id=9, channel="email", to="bob@example.com", subject="s", text="t"
             )
         )
+    assert raised.value.code == "header_injection"
+    assert smtp.messages == []
+
+
+class _VulnerableHeader:
+    """What a vulnerable email package writes: the decoded value, line breaks included."""
+
+    def __init__(self, name: str, value: str):
+        self.name, self.value = name, value
+
+    def fold(self, policy) -> str:
+        return f"{self.name}: A\r\nX-Injected: 1\r\n"
+
+
+class _VulnerablePolicy:
+    header_factory = _VulnerableHeader
+
+
+def test_an_injection_found_after_encoding_is_refused_on_the_bytes_path(smtp, monkeypatch):
+    monkeypatch.setattr(mimebytes, "POLICY", _VulnerablePolicy())
+    mimebytes._policy_header_line.cache_clear()
+    channel = EmailChannel("email", MAILER=MAILER)
+    try:
+        with channel, pytest.raises(PermanentError, match="inject a header") as raised:
+            channel.send(
+                OutgoingMessage(
+                    delivery_id=11, channel="email", to="bob@example.com", subject="Café", text="t"
+                )
+            )
+    finally:
+        mimebytes._policy_header_line.cache_clear()
     assert raised.value.code == "header_injection"
     assert smtp.messages == []
 
