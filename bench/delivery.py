@@ -10,10 +10,14 @@ delivery is sent: claim, load, decide again, render, send, record.
 The baseline, in the same run: the same number of ``EmailMultiAlternatives``
 with the same content, built and sent through one open SMTP connection, with
 no database and no rendering.
+
+``NOTIFY_BENCH_DELIVERY_HTTP=0`` in the environment skips the HTTP half (its
+figures are then absent), for a quicker look at the email figures alone.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from email.utils import make_msgid
 from typing import Any
@@ -69,15 +73,20 @@ def setup(ctx: Context) -> dict[str, Any]:
             "OPTIONS": {"host": "127.0.0.1", "port": peer.port, "timeout": 30},
         }
     }
-    http = http_delivery.setup(ctx, category)
+    http = http_delivery.setup(ctx, category) if _with_http() else None
     return {"peer": peer, "previous_mailers": previous, "http": http}
 
 
 def teardown(state: dict[str, Any]) -> None:
     state["peer"].stop()
-    http_delivery.teardown(state["http"])
+    if state["http"] is not None:
+        http_delivery.teardown(state["http"])
     if state["previous_mailers"] is not None:
         settings.MAILERS = state["previous_mailers"]
+
+
+def _with_http() -> bool:
+    return os.environ.get("NOTIFY_BENCH_DELIVERY_HTTP", "1") != "0"
 
 
 # Where the worker spends its time: (where the name is looked up, name, label).
@@ -167,7 +176,7 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         "phases": phases,
         "baseline": baseline,
         "ratio": watch.seconds / baseline["seconds"],
-        "http": http_delivery.run(ctx, state["http"]),
+        "http": http_delivery.run(ctx, state["http"]) if state["http"] is not None else {},
     }
     ctx.say(
         f"delivery run {ctx.run_number}: {figures['emails_per_s']:,.0f} emails/s, "

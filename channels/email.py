@@ -5,6 +5,14 @@ The channel's ``MAILER`` option names an entry of Django's ``MAILERS`` setting
 any django-anymail ESP, or the sandbox. One mailer instance (one SMTP session)
 is opened per batch and reused for every message in it, through the backend
 contract ``open`` / ``send_messages`` / ``close``.
+
+When the mailer is Django's own SMTP backend (not a subclass that changes how
+it sends), the common message (text + HTML, ASCII addresses) is written as
+bytes by ``channels.mimebytes`` and handed to the backend's open ``smtplib``
+session with ``sendmail(from, [to], bytes)``: the same message Django would
+write, without its per-header parsing and folding (see that module). Every
+other mailer (any django-anymail ESP, the sandbox, locmem, a custom backend)
+still receives a ``NotifyEmailMessage`` (an ``EmailMultiAlternatives``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, InvalidMailer, MailerDoesNotExist, mailers
+from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 from django.core.validators import validate_email
 
 from .base import (
@@ -34,6 +43,7 @@ from .base import (
     TransientError,
 )
 from .headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
+from .mimebytes import build_message
 from .ratelimit import RATE_LIMIT_OPTIONS, throttle
 
 try:  # anymail is a hard dependency, but keep the channel usable without it.
@@ -55,6 +65,7 @@ class EmailChannel(Channel):
         self.from_email = options.get("FROM_EMAIL")  # None: DEFAULT_FROM_EMAIL
         self.connection = None
         self.provider_name = provider_of(self.mailer)
+        self._envelope_from: tuple[str, str] | None = None  # (From header, prepared)
 
     def open(self) -> None:
         if self.connection is None:
@@ -98,16 +109,23 @@ class EmailChannel(Channel):
             name: neutralise_header_value(name, str(value))
             for name, value in message.headers.items()
         }
+        headers = {"Message-ID": message_id, **headers}
+        headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
+        subject = neutralise_header_value("Subject", message.subject)
+        if sends_bytes(self.connection):
+            raw = self._fast_bytes(message, subject, headers)
+            if raw is not None:
+                self._send_bytes(message.to, raw)
+                return SendResult(provider=self.provider_name, message_id=message_id)
         email = NotifyEmailMessage(
-            subject=neutralise_header_value("Subject", message.subject),
+            subject=subject,
             body=message.text,
             from_email=self.from_email,
             to=[message.to],
-            headers={"Message-ID": message_id, **headers},
+            headers=headers,
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")
-        email.extra_headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
         try:
             sent = self.connection.send_messages([email])
         except Exception as exc:
@@ -119,6 +137,54 @@ class EmailChannel(Channel):
         status = getattr(email, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+    def _fast_bytes(
+        self, message: OutgoingMessage, subject: str, headers: dict[str, str]
+    ) -> bytes | None:
+        """The message as bytes (``channels.mimebytes``), or None: Django's path."""
+        try:
+            return build_message(
+                from_email=self.from_email or settings.DEFAULT_FROM_EMAIL,
+                to=message.to,
+                subject=subject,
+                text=message.text,
+                html=message.html,
+                headers=headers,
+                use_localtime=settings.EMAIL_USE_LOCALTIME,
+            )
+        except HeaderInjection as exc:
+            raise classify_email_error(exc, self.provider_name) from exc
+        except Exception:  # whatever the bytes builder cannot write, Django's path decides
+            return None
+
+    def _send_bytes(self, to: str, raw: bytes) -> None:
+        """``sendmail`` on the backend's open session, as its ``send_messages`` would."""
+        backend = self.connection
+        from_header = self.from_email or settings.DEFAULT_FROM_EMAIL
+        if self._envelope_from is None or self._envelope_from[0] != from_header:
+            self._envelope_from = (from_header, backend.prep_address(from_header))
+        try:
+            with backend._lock:
+                if backend.connection is None:
+                    backend.open()
+                backend.connection.sendmail(self._envelope_from[1], [to], raw)
+        except Exception as exc:
+            if session_is_broken(exc):
+                self.close()
+            raise classify_email_error(exc, self.provider_name) from exc
+
+
+def sends_bytes(backend: Any) -> bool:
+    """True for Django's SMTP backend as shipped (or a subclass that changes
+    neither how it sends nor how it prepares addresses), not failing silently."""
+    cls = type(backend)
+    return (
+        isinstance(backend, SmtpBackend)
+        and cls.send_messages is SmtpBackend.send_messages
+        and cls._send is SmtpBackend._send
+        and cls.prep_address is SmtpBackend.prep_address
+        and not backend.fail_silently
+    )
 
 
 class ListHeader(UnstructuredHeader):

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from channels import email as email_channel
 from channels.base import OutgoingMessage, PermanentError
 from channels.email import EmailChannel, NotifyEmailMessage
 from channels.headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
@@ -159,6 +160,9 @@ def test_an_injection_found_after_encoding_is_a_permanent_error(settings, smtp_p
         refuse_injected_headers(VulnerableFolding({"Subject": "A\r\nX-Injected: 1"}))
 
     monkeypatch.setattr(NotifyEmailMessage, "message", vulnerable_message)
+    # Django's message path; the SMTP bytes path has its own twin of this test
+    # (tests/channels/test_email_bytes.py).
+    monkeypatch.setattr(email_channel, "sends_bytes", lambda backend: False)
     channel = EmailChannel("email", MAILER="inject")
     with pytest.raises(PermanentError, match="inject a header"):
         channel.send(OutgoingMessage(delivery_id=1, channel="email", to="a@example.com"))
