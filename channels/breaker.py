@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from .base import (
     ChannelConfigurationError,
@@ -55,8 +55,6 @@ TRIAL_WAIT = 5.0  # seconds a send waits while another worker's trial runs
 FAILURE_MEMORY = 3600
 # The options of a channel with a breaker (see Channel.accepted_options).
 BREAKER_OPTIONS = frozenset({"FAILURE_THRESHOLD", "COOL_DOWN", "CACHE"})
-
-T = TypeVar("T")
 
 
 def clock() -> float:
@@ -181,7 +179,7 @@ class CircuitBreaker:
             lambda cache: cache.delete_many([self._failures, self._open_until, self._trial])
         )
 
-    def call(self, send: Callable[[], T], provider: str = "") -> T:
+    def call[R](self, send: Callable[[], R], provider: str = "") -> R:
         """``send()`` behind this breaker: raise :class:`CircuitOpen` without
         calling it while the breaker is open; count what it raises."""
         gate = self.allow()
@@ -224,6 +222,12 @@ class CircuitBreaker:
             action(cache)
         except Exception as exc:
             log.warning("circuit breaker %s not updated, the cache failed: %s", self.name, exc)
+
+
+def guarded[T](breaker: CircuitBreaker | None, send: Callable[[], T], provider: str = "") -> T:
+    """``send()`` behind ``breaker``; straight through when there is none (a
+    provider channel inside a failover channel, whose breakers decide)."""
+    return send() if breaker is None else breaker.call(send, provider)
 
 
 def number(where: str, options: dict, key: str, default: Any, kind: type, minimum: float):

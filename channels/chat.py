@@ -62,7 +62,7 @@ from .base import (
     SendResult,
     TransientError,
 )
-from .breaker import BREAKER_OPTIONS, CircuitBreaker, number
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded, number
 from .http import (
     HTTP_OPTIONS,
     HttpWebhookChannel,
@@ -259,7 +259,7 @@ class SlackChannel(Channel):
             self.open()
         self.pacer.acquire(member, self.provider_name)
         try:
-            return self.breaker.call(lambda: self.post(member, message), self.provider_name)
+            return guarded(self.breaker, lambda: self.post(member, message), self.provider_name)
         except ProviderRateLimited as exc:
             self.pacer.pause(member, exc.retry_after)
             raise
@@ -299,7 +299,7 @@ class SlackChannel(Channel):
         )
 
 
-def pacer_and_breaker(channel: Channel, breaker_name: str) -> tuple[Pacer, CircuitBreaker]:
+def pacer_and_breaker(channel: Channel, breaker_name: str) -> tuple[Pacer, CircuitBreaker | None]:
     """A Slack channel's pacing per destination and its breaker, from its options."""
     where = f"Slack channel '{channel.alias}'"
     pace = number(where, channel.options, "PACE", SLACK_PACE, float, 0)
@@ -363,7 +363,7 @@ class SlackWebhookChannel(Channel):
         webhook = hashlib.sha256(url.encode()).hexdigest()[:24]  # one per Slack channel
         self.pacer.acquire(webhook, self.provider_name)
         try:
-            return self.breaker.call(lambda: self.post(url, message), self.provider_name)
+            return guarded(self.breaker, lambda: self.post(url, message), self.provider_name)
         except ProviderRateLimited as exc:
             self.pacer.pause(webhook, exc.retry_after)
             raise

@@ -153,6 +153,8 @@ class FailoverChannel(Channel):
         if any(p.name == name for p in self.providers):
             name = f"{name}-{index}"
         channel.alias = f"{alias}:{name}"  # names its default rate-limit bucket too
+        if isinstance(getattr(channel, "breaker", None), CircuitBreaker):
+            channel.breaker = None  # this channel's breaker per provider decides
         return channel, name
 
     def check_configuration(self) -> None:

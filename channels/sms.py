@@ -54,7 +54,7 @@ from .base import (
     Suppressed,
     TransientError,
 )
-from .breaker import BREAKER_OPTIONS, CircuitBreaker
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded
 from .segments import count_segments
 
 log = logging.getLogger("channels.sms")
@@ -172,7 +172,7 @@ class TwilioSmsChannel(Channel):
         self.http: RecordingHttpClient | None = None
         # One breaker for the account's API (channels.breaker): a Twilio that is
         # down gets FAILURE_THRESHOLD requests, then one trial per COOL_DOWN.
-        self.breaker = CircuitBreaker.from_options(
+        self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
             f"{alias}:api", options, f"{self.label} channel '{alias}'"
         )
 
@@ -251,7 +251,7 @@ class TwilioSmsChannel(Channel):
             params["messaging_service_sid"] = self.messaging_service_sid
         if self.status_callback:
             params["status_callback"] = self.status_callback
-        return self.breaker.call(lambda: self._create(params), self.provider_name)
+        return guarded(self.breaker, lambda: self._create(params), self.provider_name)
 
     def _create(self, params: dict[str, Any]) -> Any:
         """One request to Twilio (behind the account's circuit breaker)."""
