@@ -185,13 +185,14 @@ class Pacer:
 
     Unlike :class:`RateLimiter`'s windows, the spacing holds between any two
     sends: a send takes the destination's slot with ``cache.add`` (atomic),
-    which expires ``interval`` seconds later. Never sleeps: a refused send
+    which expires ``interval`` seconds later (rounded up to whole seconds,
+    which is what Redis keeps; never faster than asked). Never sleeps: a refused send
     raises :class:`RateLimited` with the wait, and the outbox brings the
     delivery back then without counting an attempt."""
 
     def __init__(self, name: str, interval: float, *, cache_alias: str = "default"):
         self.name = name
-        self.interval = interval
+        self.interval = math.ceil(interval) if interval > 0 else 0
         self.cache_alias = cache_alias
 
     def acquire(self, destination: str, provider: str = "") -> None:
