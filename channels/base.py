@@ -86,6 +86,20 @@ class TransientError(ChannelError):
         self.retry_after = retry_after
 
 
+class Deferred(TransientError):
+    """Not sent, and no request was made: our own pacing or rate limit, or an
+    open circuit breaker. Try again after ``retry_after``; the outbox does not
+    count it as an attempt (nothing was tried)."""
+
+
+class ProviderRateLimited(TransientError):
+    """The provider answered "too many requests" (HTTP 429, Slack's
+    ``ratelimited``): it is alive, we are too fast. Try again after
+    ``retry_after``; the outbox does not count it as an attempt, up to
+    ``NOTIFY["MAX_FREE_RATE_LIMITS"]`` in a row, and a circuit breaker does not
+    count it as a failure."""
+
+
 class PermanentError(ChannelError):
     """Trying again cannot help; the reason is recorded and the delivery fails."""
 

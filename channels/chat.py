@@ -10,13 +10,23 @@ templates.
 ``SlackChannel`` (address kind ``slack``: a member id such as ``U0123ABCD``)
     ``chat.postMessage`` through slack-sdk's ``WebClient``, one per batch.
     Options: ``BOT_TOKEN`` (required; ``xoxb-…`` with ``chat:write``),
-    ``BASE_URL`` (default Slack's), ``TIMEOUT`` (seconds, default 10). The
-    SDK's own retry handlers are off: our backoff decides when to try again.
+    ``BASE_URL`` (default Slack's), ``TIMEOUT`` (seconds, default 10),
+    ``PACE`` (seconds between two messages to one Slack channel or member,
+    default 1: Slack allows about one a second per channel), and the circuit
+    breaker's ``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``
+    (:mod:`channels.breaker`, one breaker for the Web API). The SDK's own
+    retry handlers are off: our backoff decides when to try again. A message
+    that would come too soon after the last one to its channel is not sent
+    but rescheduled (:class:`channels.ratelimit.RateLimited`); Slack's 429
+    pauses that channel for its ``Retry-After`` and raises
+    :class:`channels.base.ProviderRateLimited`: neither counts as an attempt
+    (the 429s up to ``NOTIFY["MAX_FREE_RATE_LIMITS"]`` in a row).
     slack-sdk's synchronous client opens one HTTPS connection per call
     (``urllib``); Slack's per-channel rate limit, not the handshake, bounds
     the throughput.
 ``SlackWebhookChannel`` (``slack_webhook``: an incoming-webhook URL)
-    slack-sdk's ``WebhookClient``.
+    slack-sdk's ``WebhookClient``; paced per webhook (``PACE``) and behind a
+    breaker per host like the Web API.
 ``TeamsWebhookChannel`` (``teams``: a Teams Workflows or connector URL)
     an Adaptive Card, over :class:`channels.http.HttpWebhookChannel`.
 ``DiscordWebhookChannel`` (``discord``: a Discord webhook URL)
@@ -29,6 +39,7 @@ hosts only) and ``TIMEOUT``.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 from typing import Any, ClassVar
@@ -47,9 +58,11 @@ from .base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    ProviderRateLimited,
     SendResult,
     TransientError,
 )
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded, number
 from .http import (
     HTTP_OPTIONS,
     HttpWebhookChannel,
@@ -58,7 +71,9 @@ from .http import (
     redact,
     without_path,
 )
+from .ratelimit import Pacer
 
+SLACK_PACE = 1.0  # seconds between two messages to one channel: Slack's documented rate
 SLACK_SECTION_LIMIT = 3000  # characters of a section block's text
 SLACK_MAX_BLOCKS = 50
 DISCORD_CONTENT_LIMIT = 2000
@@ -148,7 +163,9 @@ def slack_error(
     by HTTP status (429, 408 and 5xx transient; 404/410 ``not_found``)."""
     if known is not None:
         cls, reason = known
-    elif status in (408, 429) or status >= 500:
+    elif status == 429:
+        cls, reason = ProviderRateLimited, "rate limited by Slack"
+    elif status == 408 or status >= 500:
         cls, reason = TransientError, f"Slack answered HTTP {status}"
     elif status in (404, 410):
         cls, reason = not_found, "not found"
@@ -171,12 +188,12 @@ class SlackChannel(Channel):
     address_kind = "slack"
     message_format = "chat"
     provider_name = "slack"
-    accepted_options = frozenset({"BOT_TOKEN", "BASE_URL", "TIMEOUT"})
+    accepted_options = frozenset({"BOT_TOKEN", "BASE_URL", "TIMEOUT", "PACE"}) | BREAKER_OPTIONS
 
     # Slack's error codes -> (error class, what it means). Codes not listed are
     # permanent, unless the HTTP status says 429 or 5xx.
     ERRORS: ClassVar[dict[str, tuple[type[ChannelError], str]]] = {
-        "ratelimited": (TransientError, "rate limited by Slack"),
+        "ratelimited": (ProviderRateLimited, "rate limited by Slack"),
         "internal_error": (TransientError, "Slack had an internal error"),
         "fatal_error": (TransientError, "Slack had an internal error"),
         "service_unavailable": (TransientError, "Slack is unavailable"),
@@ -204,6 +221,7 @@ class SlackChannel(Channel):
         self.base_url: str = options.get("BASE_URL") or WebClient.BASE_URL
         self.timeout = float(options.get("TIMEOUT", 10))
         self.client: WebClient | None = None
+        self.pacer, self.breaker = pacer_and_breaker(self, f"{self.alias}:api")
 
     def check_configuration(self) -> None:
         if not self.token:
@@ -239,6 +257,14 @@ class SlackChannel(Channel):
             )
         if self.client is None:
             self.open()
+        self.pacer.acquire(member, self.provider_name)
+        try:
+            return guarded(self.breaker, lambda: self.post(member, message), self.provider_name)
+        except ProviderRateLimited as exc:
+            self.pacer.pause(member, exc.retry_after)
+            raise
+
+    def post(self, member: str, message: OutgoingMessage) -> SendResult:
         assert self.client is not None
         text = quiet_slack_mentions(message.text)
         try:
@@ -273,6 +299,15 @@ class SlackChannel(Channel):
         )
 
 
+def pacer_and_breaker(channel: Channel, breaker_name: str) -> tuple[Pacer, CircuitBreaker | None]:
+    """A Slack channel's pacing per destination and its breaker, from its options."""
+    where = f"Slack channel '{channel.alias}'"
+    pace = number(where, channel.options, "PACE", SLACK_PACE, float, 0)
+    cache_alias = channel.options.get("CACHE", "default")
+    pacer = Pacer(f"slack:{channel.alias}", pace, cache_alias=cache_alias)
+    return pacer, CircuitBreaker.from_options(breaker_name, channel.options, where)
+
+
 def header(headers: Any, name: str) -> Any:
     """A header from a plain dict whatever its case (slack-sdk keeps the server's)."""
     try:
@@ -299,7 +334,7 @@ class SlackWebhookChannel(Channel):
     address_kind = "slack_webhook"
     message_format = "chat"
     provider_name = "slack_webhook"
-    accepted_options = HTTP_OPTIONS
+    accepted_options = HTTP_OPTIONS | BREAKER_OPTIONS | {"PACE"}
     default_allowed_hosts: ClassVar[tuple[str, ...]] = ("hooks.slack.com",)
 
     # What Slack answers (the body is a plain-text code) -> (class, meaning).
@@ -321,9 +356,19 @@ class SlackWebhookChannel(Channel):
         super().__init__(alias, **options)
         self.timeout = float(options.get("TIMEOUT", 10))
         self.url_policy = UrlPolicy.from_options(options, self.default_allowed_hosts)
+        self.pacer, self.breaker = pacer_and_breaker(self, f"{self.alias}:hooks")
 
     def send(self, message: OutgoingMessage) -> SendResult:
         url = self.url_policy.check(message.to, self.provider_name)
+        webhook = hashlib.sha256(url.encode()).hexdigest()[:24]  # one per Slack channel
+        self.pacer.acquire(webhook, self.provider_name)
+        try:
+            return guarded(self.breaker, lambda: self.post(url, message), self.provider_name)
+        except ProviderRateLimited as exc:
+            self.pacer.pause(webhook, exc.retry_after)
+            raise
+
+    def post(self, url: str, message: OutgoingMessage) -> SendResult:
         # One client per URL; slack-sdk posts through urllib, one connection per call.
         client = WebhookClient(url, timeout=self.timeout, retry_handlers=[])  # type: ignore[arg-type]
         text = quiet_slack_mentions(message.text)

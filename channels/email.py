@@ -13,6 +13,12 @@ session with ``sendmail(from, [to], bytes)``: the same message Django would
 write, without its per-header parsing and folding (see that module). Every
 other mailer (any django-anymail ESP, the sandbox, locmem, a custom backend)
 still receives a ``NotifyEmailMessage`` (an ``EmailMultiAlternatives``).
+
+Each mailer has a circuit breaker (:mod:`channels.breaker`; options
+``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
+keeps failing (no connection, time-outs, 4xx/5xx temporary answers) gets no
+request for the cool-down, then one trial. Inside a failover channel the
+failover's own breakers decide instead.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from .base import (
     SendResult,
     TransientError,
 )
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded
 from .headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
 from .mimebytes import build_message
 from .ratelimit import RATE_LIMIT_OPTIONS, throttle
@@ -57,7 +64,7 @@ class EmailChannel(Channel):
 
     address_kind = "email"
     message_format = "email"
-    accepted_options = frozenset({"MAILER", "FROM_EMAIL"}) | RATE_LIMIT_OPTIONS
+    accepted_options = frozenset({"MAILER", "FROM_EMAIL"}) | RATE_LIMIT_OPTIONS | BREAKER_OPTIONS
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
@@ -66,6 +73,9 @@ class EmailChannel(Channel):
         self.connection = None
         self.provider_name = provider_of(self.mailer)
         self._envelope_from: tuple[str, str] | None = None  # (From header, prepared)
+        self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
+            f"{alias}:{self.mailer}", options, f"email channel '{alias}'"
+        )
 
     def open(self) -> None:
         if self.connection is None:
@@ -97,6 +107,10 @@ class EmailChannel(Channel):
                 f"not a valid email address: {message.to!r}", provider=self.provider_name
             ) from exc
         throttle(self)  # the RATE_LIMIT option, shared by every worker (channels.ratelimit)
+        return guarded(self.breaker, lambda: self.post(message), self.provider_name)
+
+    def post(self, message: OutgoingMessage) -> SendResult:
+        """Connect if needed and hand the message to the mailer."""
         if self.connection is None:
             self.open()
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]

@@ -55,8 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,127 +65,18 @@ from .base import (
     Channel,
     ChannelConfigurationError,
     ChannelError,
+    Deferred,
     OutgoingMessage,
     SendResult,
     TransientError,
     describe_unknown_options,
 )
-from .ratelimit import RATE_LIMIT_OPTIONS, RateLimited, cache_named, parse_rate, throttle
+from .breaker import CircuitBreaker, Gate, number
+from .ratelimit import RATE_LIMIT_OPTIONS, cache_named, parse_rate, throttle
+
+__all__ = ["CircuitBreaker", "FailoverChannel", "Gate"]
 
 log = logging.getLogger("channels.failover")
-
-# Consecutive failures older than this with no send at all are forgotten.
-FAILURE_MEMORY = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Gate:
-    """What a breaker said about one send."""
-
-    allowed: bool
-    trial: bool = False  # the one half-open trial send
-    failures: int = 0  # consecutive failures so far (closed state)
-    retry_after: float | None = None  # when not allowed: seconds until a trial may run
-
-
-class CircuitBreaker:
-    """One provider's breaker, kept in a Django cache under ``notify:circuit:<name>``."""
-
-    def __init__(
-        self, name: str, *, threshold: int = 5, cool_down: float = 60.0, cache_alias="default"
-    ):
-        self.name = name
-        self.threshold = threshold
-        self.cool_down = cool_down
-        self.cache_alias = cache_alias
-        prefix = f"notify:circuit:{name}"
-        self._failures = f"{prefix}:failures"
-        self._open_until = f"{prefix}:open_until"
-        self._trial = f"{prefix}:trial"
-
-    @property
-    def _cache(self):
-        return cache_named(self.cache_alias)
-
-    def state(self) -> str:
-        """``closed``, ``open`` or ``half-open`` (for admin pages and tests)."""
-        open_until = self._cache.get(self._open_until)
-        if open_until is None:
-            return "closed"
-        return "open" if time.time() < open_until else "half-open"
-
-    def allow(self) -> Gate:
-        cache = self._cache
-        try:
-            found = cache.get_many([self._failures, self._open_until])
-            open_until = found.get(self._open_until)
-            if open_until is None:
-                return Gate(True, failures=int(found.get(self._failures) or 0))
-            now = time.time()
-            if now < open_until:
-                return Gate(False, retry_after=open_until - now)
-            # Half-open: exactly one worker gets the trial; the lock expires in
-            # case that worker dies mid-send.
-            if cache.add(self._trial, now, timeout=math.ceil(max(self.cool_down, 1.0))):
-                return Gate(True, trial=True)
-            return Gate(False, retry_after=None)
-        except ChannelConfigurationError:
-            raise
-        except Exception as exc:
-            log.warning("circuit breaker %s not applied, the cache failed: %s", self.name, exc)
-            return Gate(True)
-
-    def record_success(self, gate: Gate) -> None:
-        """The provider answered (sent, or refused the message itself): close."""
-        if gate.trial or gate.failures:
-            self._quietly(
-                lambda cache: cache.delete_many([self._failures, self._open_until, self._trial])
-            )
-            if gate.trial:
-                log.info("circuit %s closed: the trial send went through", self.name)
-
-    def record_failure(self, gate: Gate) -> None:
-        """A transient failure: count it; open the breaker at the threshold."""
-
-        def count(cache: Any) -> None:
-            if gate.trial:
-                self._open(cache, "the half-open trial send failed")
-                cache.delete(self._trial)
-                return
-            cache.add(self._failures, 0, timeout=FAILURE_MEMORY)
-            try:
-                failures = cache.incr(self._failures)
-            except ValueError:  # expired between add and incr
-                failures = 1
-                cache.set(self._failures, 1, timeout=FAILURE_MEMORY)
-            if failures >= self.threshold:
-                self._open(cache, f"{failures} consecutive transient failures")
-                cache.delete(self._failures)
-
-        self._quietly(count)
-
-    def release(self, gate: Gate) -> None:
-        """The send never reached the provider (our own rate limit): hand back
-        the trial, change nothing else."""
-        if gate.trial:
-            self._quietly(lambda cache: cache.delete(self._trial))
-
-    def reset(self) -> None:
-        self._quietly(
-            lambda cache: cache.delete_many([self._failures, self._open_until, self._trial])
-        )
-
-    def _open(self, cache: Any, why: str) -> None:
-        until = time.time() + self.cool_down
-        cache.set(self._open_until, until, timeout=math.ceil(self.cool_down) + FAILURE_MEMORY)
-        log.warning("circuit %s open for %ss: %s", self.name, self.cool_down, why)
-
-    def _quietly(self, action) -> None:
-        cache = self._cache
-        try:
-            action(cache)
-        except Exception as exc:
-            log.warning("circuit breaker %s not updated, the cache failed: %s", self.name, exc)
 
 
 @dataclass(slots=True)
@@ -264,6 +153,8 @@ class FailoverChannel(Channel):
         if any(p.name == name for p in self.providers):
             name = f"{name}-{index}"
         channel.alias = f"{alias}:{name}"  # names its default rate-limit bucket too
+        if isinstance(getattr(channel, "breaker", None), CircuitBreaker):
+            channel.breaker = None  # this channel's breaker per provider decides
         return channel, name
 
     def check_configuration(self) -> None:
@@ -302,7 +193,7 @@ class FailoverChannel(Channel):
                 continue
             try:
                 result = provider.channel.send(message)
-            except RateLimited as exc:
+            except Deferred as exc:  # our own rate limit, an inner breaker: not tried
                 provider.breaker.release(gate)
                 last = exc
             except TransientError as exc:
@@ -337,13 +228,4 @@ class FailoverChannel(Channel):
 
 
 def _number(alias: str, options: dict, key: str, default: Any, kind: type, *, minimum: float):
-    value = options.get(key, default)
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        value = None
-    if value is None or value < minimum:
-        raise ChannelConfigurationError(
-            f"failover channel '{alias}': OPTIONS['{key}'] must be a number >= {minimum:g}."
-        )
-    return value
+    return number(f"failover channel '{alias}'", options, key, default, kind, minimum)

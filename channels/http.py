@@ -18,6 +18,17 @@ channel's allow-list (Discord, Teams) or, for channels that may post anywhere
     Host names the URL may point at; ``"example.com"`` also allows its
     subdomains. ``None`` allows any host that resolves to public addresses
     only. Tests set ``["127.0.0.1"]``.
+``FAILURE_THRESHOLD`` (default 5), ``COOL_DOWN`` (seconds, default 60), ``CACHE``
+    The circuit breaker of each host (:mod:`channels.breaker`): that many
+    consecutive failures (no connection, time-out, 5xx) stop requests to the
+    host for the cool-down, then one trial request decides. Deliveries to a
+    host whose breaker is open are rescheduled to the end of the cool-down
+    without a request and without counting an attempt.
+
+A 429 raises :class:`channels.base.ProviderRateLimited` with the
+``Retry-After``: the receiver is alive (the breaker does not count it) and the
+outbox does not count it as an attempt, up to ``NOTIFY["MAX_FREE_RATE_LIMITS"]``
+in a row.
 """
 
 from __future__ import annotations
@@ -38,9 +49,11 @@ from .base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    ProviderRateLimited,
     SendResult,
     TransientError,
 )
+from .breaker import BREAKER_OPTIONS, CircuitBreaker
 
 USER_AGENT = "notify-webhooks/1"
 # The options above, read by every channel whose URLs come from contact points.
@@ -131,7 +144,7 @@ class HttpWebhookChannel(Channel):
     """POST a JSON payload to ``message.to``; subclasses shape it and read the answer."""
 
     message_format = "chat"
-    accepted_options = HTTP_OPTIONS
+    accepted_options = HTTP_OPTIONS | BREAKER_OPTIONS
     # Hosts a URL may point at when the ALLOWED_HOSTS option is not given;
     # None: any public host.
     default_allowed_hosts: ClassVar[tuple[str, ...] | None] = None
@@ -145,6 +158,20 @@ class HttpWebhookChannel(Channel):
         self.timeout = float(options.get("TIMEOUT", 10))
         self.url_policy = UrlPolicy.from_options(options, self.default_allowed_hosts)
         self.session: requests.Session | None = None
+        self.breakers: dict[str, CircuitBreaker] = {}
+        # Checked now, so bad breaker options fail at start-up.
+        self.breaker_for("")
+
+    def breaker_for(self, url: str) -> CircuitBreaker:
+        """The circuit breaker of ``url``'s host (and port): shared by every
+        worker through the cache, whichever contact point names the host."""
+        host = urlsplit(url).netloc.rpartition("@")[2].lower()
+        breaker = self.breakers.get(host)
+        if breaker is None:
+            where = f"channel '{self.alias}'"
+            breaker = CircuitBreaker.from_options(f"{self.alias}:{host}", self.options, where)
+            self.breakers[host] = breaker
+        return breaker
 
     # -- the batch ---------------------------------------------------------------------
 
@@ -175,6 +202,14 @@ class HttpWebhookChannel(Channel):
         }
         if self.session is None:
             self.open()
+        return self.breaker_for(url).call(
+            lambda: self.post(url, body, headers, message), self.provider_name
+        )
+
+    def post(
+        self, url: str, body: bytes, headers: dict[str, str], message: OutgoingMessage
+    ) -> SendResult:
+        """One request and its answer, classified (behind the host's breaker)."""
         assert self.session is not None
         try:
             response = self.session.post(
@@ -236,6 +271,14 @@ class HttpWebhookChannel(Channel):
         code = self.error_code(response, status)
         detail = f"HTTP {status}: {response.text[:300].strip()}"
         record = self.response_record(response)
+        if status == 429:
+            return ProviderRateLimited(
+                detail,
+                code=code,
+                provider=self.provider_name,
+                response=record,
+                retry_after=self.retry_after(response),
+            )
         if status in self.transient_statuses or status >= 500:
             return TransientError(
                 detail,

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 from django.core.cache import InvalidCacheBackendError, caches
 from django.core.cache.backends.base import BaseCache
 
-from .base import ChannelConfigurationError, TransientError
+from .base import ChannelConfigurationError, Deferred
 
 if TYPE_CHECKING:
     from .base import Channel
@@ -65,9 +65,10 @@ _UNITS = {
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.IGNORECASE)
 
 
-class RateLimited(TransientError):
+class RateLimited(Deferred):
     """Our own send-rate limit, not the provider's answer: try again after
-    ``retry_after`` (a circuit breaker does not count it against the provider)."""
+    ``retry_after`` (a circuit breaker does not count it against the provider,
+    and the outbox does not count it as an attempt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,3 +176,61 @@ def throttle(channel: Channel) -> None:
     limiter = limiter_for(channel)
     if limiter is not None:
         limiter.acquire(provider=channel.provider_name)
+
+
+class Pacer:
+    """At most one send per ``interval`` seconds to one destination (a Slack
+    channel), shared by every worker through the cache, and a pause when the
+    provider answers 429 with ``Retry-After``.
+
+    Unlike :class:`RateLimiter`'s windows, the spacing holds between any two
+    sends: a send takes the destination's slot with ``cache.add`` (atomic),
+    which expires ``interval`` seconds later (rounded up to whole seconds,
+    which is what Redis keeps; never faster than asked). Never sleeps: a refused send
+    raises :class:`RateLimited` with the wait, and the outbox brings the
+    delivery back then without counting an attempt."""
+
+    def __init__(self, name: str, interval: float, *, cache_alias: str = "default"):
+        self.name = name
+        self.interval = math.ceil(interval) if interval > 0 else 0
+        self.cache_alias = cache_alias
+
+    def acquire(self, destination: str, provider: str = "") -> None:
+        """Take ``destination``'s slot or raise :class:`RateLimited`."""
+        slot = f"notify:pace:{self.name}:{destination}"
+        paused = f"{slot}:paused"
+        now = time.time()
+        cache = cache_named(self.cache_alias)
+        try:
+            until = cache.get(paused)
+            if until is not None and now < until:
+                wait = until - now
+            elif self.interval <= 0 or cache.add(slot, now, timeout=self.interval):
+                return
+            else:
+                taken = cache.get(slot)
+                wait = self.interval - (now - taken) if taken is not None else 0.05
+        except Exception as exc:  # the cache is down: send rather than stall
+            log.warning("pacing %s not applied, the cache failed: %s", self.name, exc)
+            return
+        raise RateLimited(
+            f"pacing {destination} ({self.name}): one send per {self.interval:g}s; "
+            f"next in {max(wait, 0.001):.3f}s",
+            code="paced",
+            provider=provider,
+            retry_after=max(wait, 0.001),
+        )
+
+    def pause(self, destination: str, seconds: float | None) -> None:
+        """The provider said "retry after ``seconds``" for ``destination``:
+        no worker sends there before then."""
+        seconds = max(self.interval, 1.0) if seconds is None else max(seconds, self.interval)
+        if seconds <= 0:
+            return
+        key = f"notify:pace:{self.name}:{destination}:paused"
+        try:
+            cache_named(self.cache_alias).set(
+                key, time.time() + seconds, timeout=math.ceil(seconds)
+            )
+        except Exception as exc:
+            log.warning("pacing %s not paused, the cache failed: %s", self.name, exc)

@@ -49,10 +49,12 @@ from .base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    ProviderRateLimited,
     SendResult,
     Suppressed,
     TransientError,
 )
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded
 from .segments import count_segments
 
 log = logging.getLogger("channels.sms")
@@ -96,19 +98,22 @@ class TwilioSmsChannel(Channel):
     provider_name = "twilio"
     label: ClassVar[str] = "Twilio SMS"  # how errors name the channel
     address_prefix: ClassVar[str] = ""  # "whatsapp:" on the WhatsApp channel
-    accepted_options = frozenset(
-        {
-            "ACCOUNT_SID",
-            "AUTH_TOKEN",
-            "FROM",
-            "MESSAGING_SERVICE_SID",
-            "STATUS_CALLBACK",
-            "BASE_URL",
-            "MAX_SEGMENTS",
-            "TIMEOUT",
-            "EDGE",
-            "REGION",
-        }
+    accepted_options = (
+        frozenset(
+            {
+                "ACCOUNT_SID",
+                "AUTH_TOKEN",
+                "FROM",
+                "MESSAGING_SERVICE_SID",
+                "STATUS_CALLBACK",
+                "BASE_URL",
+                "MAX_SEGMENTS",
+                "TIMEOUT",
+                "EDGE",
+                "REGION",
+            }
+        )
+        | BREAKER_OPTIONS
     )
 
     # Twilio's message statuses -> notify.outbox.status_reports report types (string values of
@@ -165,6 +170,11 @@ class TwilioSmsChannel(Channel):
         self.timeout = float(options.get("TIMEOUT", 10.0))
         self.client: Client | None = None
         self.http: RecordingHttpClient | None = None
+        # One breaker for the account's API (channels.breaker): a Twilio that is
+        # down gets FAILURE_THRESHOLD requests, then one trial per COOL_DOWN.
+        self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
+            f"{alias}:api", options, f"{self.label} channel '{alias}'"
+        )
 
     # -- contract -------------------------------------------------------------------
 
@@ -241,6 +251,11 @@ class TwilioSmsChannel(Channel):
             params["messaging_service_sid"] = self.messaging_service_sid
         if self.status_callback:
             params["status_callback"] = self.status_callback
+        return guarded(self.breaker, lambda: self._create(params), self.provider_name)
+
+    def _create(self, params: dict[str, Any]) -> Any:
+        """One request to Twilio (behind the account's circuit breaker)."""
+        assert self.client is not None
         try:
             return self.client.messages.create(**params)
         except (TwilioRestException, TwilioServiceException) as exc:
@@ -311,7 +326,9 @@ class TwilioSmsChannel(Channel):
             return Suppressed(detail, **kwargs)
         if code in self.INVALID_RECIPIENT_CODES:
             return InvalidRecipient(detail, **kwargs)
-        if code in self.TRANSIENT_CODES or status == 429 or status >= 500:
+        if status == 429 or code == 20429:
+            return ProviderRateLimited(detail, retry_after=self._retry_after(), **kwargs)
+        if code in self.TRANSIENT_CODES or status >= 500:
             return TransientError(detail, retry_after=self._retry_after(), **kwargs)
         return PermanentError(detail, **kwargs)
 

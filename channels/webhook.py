@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import ChannelConfigurationError, InvalidRecipient, OutgoingMessage, TransientError
-from .http import HTTP_OPTIONS, HttpWebhookChannel, UrlPolicy, host_allowed, redact, refused
+from .http import HttpWebhookChannel, UrlPolicy, host_allowed, redact, refused
 
 SIGNATURE_VERSION = "v1"
 INTERNAL_HOSTS_ENV = "NOTIFY_WEBHOOK_INTERNAL_HOSTS"
@@ -241,7 +241,7 @@ class SignedWebhookChannel(HttpWebhookChannel):
     # Its own format: the chat part is optional, so a rule can be data-only.
     message_format = "webhook"
     provider_name = "webhook"
-    accepted_options = HTTP_OPTIONS | {"SECRET", "INTERNAL_HOSTS"}
+    accepted_options = HttpWebhookChannel.accepted_options | {"SECRET", "INTERNAL_HOSTS"}
     # Only 410 Gone marks the address itself as dead; a 404 is a permanent error
     # like any other 4xx.
     invalid_recipient_statuses = frozenset({410})

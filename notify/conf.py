@@ -87,6 +87,12 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         "RETRY_FACTOR": Setting(2.0, "Growth factor of the delay between retries."),
         "RETRY_MAX_DELAY": Setting(6 * 3600.0, "Longest delay between two retries (seconds)."),
         "RETRY_JITTER": Setting(0.2, "Random share (+/-) added to each retry delay."),
+        "MAX_FREE_RATE_LIMITS": Setting(
+            5,
+            "Provider 429 answers in a row a delivery may get without using an attempt "
+            "(it is tried again after Retry-After); the next one counts as an attempt, "
+            "with backoff. Our own pacing and an open circuit breaker never count.",
+        ),
         # -- rules, bindings, admin --------------------------------------------------
         "CONFIG_CHECK_INTERVAL": Setting(
             1.0, "Seconds between two checks whether rules or templates changed."

@@ -141,7 +141,10 @@ def test_an_inherited_declaration_covers_subclasses(settings):
     [error] = check_channels()
     assert error.id == "notify.E008"
     assert "'SECRET'" in error.msg
-    assert "Valid options: ALLOWED_HOSTS, ALLOW_HTTP, TIMEOUT." in error.msg
+    assert (
+        "Valid options: ALLOWED_HOSTS, ALLOW_HTTP, CACHE, COOL_DOWN, FAILURE_THRESHOLD, TIMEOUT."
+        in error.msg
+    )
 
 
 def test_a_failover_provider_with_an_unknown_option_fails_at_start_up(settings):

@@ -23,7 +23,9 @@ from channels.base import (
     Channel,
     ChannelConfigurationError,
     ChannelError,
+    Deferred,
     OutgoingMessage,
+    ProviderRateLimited,
     Suppressed,
     TransientError,
 )
@@ -133,7 +135,17 @@ def error_outcome(
 ) -> Outcome:
     """The one mapping from a channel error to an outcome: permanent errors
     fail, transient ones are retried with backoff until the policy's last
-    attempt, which ends dead."""
+    attempt, which ends dead.
+
+    Two transient errors do not use an attempt (``Outcome.refund_attempt``): a
+    send that made no request (``Deferred``: our own pacing or rate limit, an
+    open circuit breaker) comes back after its wait with no attempt on record;
+    a provider's 429 (``ProviderRateLimited``) is on record and comes back after
+    its ``Retry-After``, up to ``MAX_FREE_RATE_LIMITS`` in a row, after which
+    each 429 counts like any transient error. Digests are counted as before."""
+    free = free_retry(target, exc, policy)
+    if free is not None:
+        return free
     fields = {
         "provider": exc.provider,
         "error_code": exc.code,
@@ -153,6 +165,34 @@ def error_outcome(
         Attempt.TRANSIENT,
         next_attempt_at=timezone.now() + timedelta(seconds=delay),
         **fields,
+    )
+
+
+def free_retry(target: Target, exc: ChannelError, policy: RetryPolicy) -> Outcome | None:
+    """The outcome of a send that does not use an attempt, or ``None``."""
+    if target.label != "delivery" or not isinstance(exc, Deferred | ProviderRateLimited):
+        return None
+    if isinstance(exc, ProviderRateLimited):
+        # The 429s in a row so far are this attempt number's earlier rows: a
+        # refunded attempt keeps its number, any other outcome moves it on.
+        earlier = DeliveryAttempt.objects.filter(delivery_id=target.id, number=target.attempt)
+        if earlier.count() >= policy.max_free_rate_limits:
+            return None
+    started = timezone.now()
+    return Outcome(
+        delivery_id=target.id,
+        status=Status.PENDING,
+        attempt=target.attempt,
+        started_at=started,
+        finished_at=started,
+        # No request, no attempt on record; a 429 is on record.
+        attempt_outcome=Attempt.TRANSIENT if isinstance(exc, ProviderRateLimited) else "",
+        refund_attempt=True,
+        provider=exc.provider,
+        error_code=exc.code,
+        error_message=exc.message,
+        response=jsonable(exc.response),
+        next_attempt_at=started + timedelta(seconds=policy.free_delay(exc.retry_after)),
     )
 
 

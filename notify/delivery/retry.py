@@ -15,6 +15,8 @@ class RetryPolicy:
     factor: float = 2.0
     max_delay: float = 6 * 3600.0
     jitter: float = 0.2  # +/- this share of the delay
+    # Provider 429s in a row that do not use an attempt (NOTIFY["MAX_FREE_RATE_LIMITS"]).
+    max_free_rate_limits: int = 5
 
     @classmethod
     def from_settings(cls) -> RetryPolicy:
@@ -24,6 +26,7 @@ class RetryPolicy:
             factor=conf.get("RETRY_FACTOR"),
             max_delay=conf.get("RETRY_MAX_DELAY"),
             jitter=conf.get("RETRY_JITTER"),
+            max_free_rate_limits=conf.get("MAX_FREE_RATE_LIMITS"),
         )
 
     def bounds(self, attempt: int) -> tuple[float, float]:
@@ -43,6 +46,14 @@ class RetryPolicy:
             # month must not park the delivery beyond the longest backoff.
             delay = max(delay, min(retry_after, self.max_delay))
         return delay
+
+    def free_delay(self, retry_after: float | None, rng: random.Random | None = None) -> float:
+        """Seconds to wait before trying a send that was not an attempt (paced,
+        rate limited, circuit open): the provider's or breaker's wait (1 s if
+        unsaid), plus up to a tenth more so that waiting sends do not return
+        all at once."""
+        wait = min(1.0 if retry_after is None else max(retry_after, 0.0), self.max_delay)
+        return wait + (rng or random).uniform(0.0, 0.1 * wait + 0.05)
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

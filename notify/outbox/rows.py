@@ -260,6 +260,10 @@ class Outcome:
     attempt_outcome: str = DeliveryAttempt.Outcome.SENT
     sent: dict | None = None
     response: dict | None = None
+    # Not an attempt (paced, circuit open, a provider's 429 within its
+    # allowance): the claim's count is handed back. With an empty
+    # ``attempt_outcome`` nothing was tried and no attempt row is written.
+    refund_attempt: bool = False
 
     def attempt_row(
         self, delivery_id: int | None = None, number: int | None = None, **sent: object
@@ -326,7 +330,12 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
         if rows:
             with connection.cursor() as cursor:
                 cursor.executemany(update, rows)
-        DeliveryAttempt.objects.bulk_create([by_id[i].attempt_row() for i in ours])
+        DeliveryAttempt.objects.bulk_create(
+            [by_id[i].attempt_row() for i in ours if by_id[i].attempt_outcome]
+        )
+        refunded = [i for i in ours if by_id[i].refund_attempt]
+        if refunded:
+            Delivery.objects.filter(pk__in=refunded).update(attempts=F("attempts") - 1)
     # Status reports that came before this record was committed (DESIGN.md, 8).
     apply_waiting_reports(by_id[i].message_id for i in ours if by_id[i].status == Status.SENT)
     return len(ours)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from channels import breaker
 from channels.base import (
     InvalidRecipient,
     OutgoingMessage,
@@ -15,6 +16,7 @@ from channels.base import (
     SendResult,
     TransientError,
 )
+from channels.breaker import CircuitOpen
 from channels.email import EmailChannel
 from channels.inapp import InAppChannel
 from notify.inbox.store import inbox, unread_count
@@ -253,3 +255,31 @@ def test_inapp_store_option_names_the_writer(notification):
     assert stored == [message]
     notification.refresh_from_db()
     assert notification.inbox_at is None
+
+
+def test_an_smtp_server_that_is_down_opens_the_mailers_breaker(smtp_channel_settings, monkeypatch):
+    """Three failed connections open the breaker: the next sends make no
+    connection and wait for the cool-down; then one trial closes it."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(breaker, "clock", lambda: now[0])
+    channel = EmailChannel("email", MAILER=MAILER, FAILURE_THRESHOLD=3, COOL_DOWN=30)
+    smtp_channel_settings.stop()
+    errors = []
+    for n in range(8):
+        try:
+            channel.send(outgoing(channel, f"user{n}@example.com"))
+        except TransientError as exc:
+            errors.append(exc)
+    assert [type(e) for e in errors[:3]] == [TransientError] * 3
+    assert all(isinstance(e, CircuitOpen) for e in errors[3:]) and len(errors) == 8
+    assert errors[-1].retry_after == 30
+    smtp_channel_settings.start()
+    now[0] += 30
+    with channel:
+        channel.send(outgoing(channel, "back@example.com"))  # the trial
+        channel.send(outgoing(channel, "after@example.com"))
+    assert [m.rcpt_tos for m in smtp_channel_settings.messages] == [
+        ("back@example.com",),
+        ("after@example.com",),
+    ]
+    assert channel.breaker.state() == "closed"

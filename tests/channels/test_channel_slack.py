@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from channels.base import (
@@ -17,6 +18,7 @@ from channels.base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    ProviderRateLimited,
     TransientError,
 )
 from channels.chat import (
@@ -26,6 +28,7 @@ from channels.chat import (
     quiet_slack_mentions,
     slack_blocks,
 )
+from channels.ratelimit import RateLimited
 from notify import trigger
 from notify.models import ContactPoint, Delivery, DeliveryAttempt
 from notify.models.status import Status
@@ -38,15 +41,18 @@ NOBODY = "U0NOBODY1"
 
 
 def slack_channel(peer: SlackPeer, **options) -> SlackChannel:
+    """Unpaced (``PACE`` 0) unless the test paces: the contract sends to one member
+    back to back; pacing has its own tests."""
     return SlackChannel(
-        "chat", **{"BOT_TOKEN": BOT_TOKEN, "BASE_URL": peer.api_url, "TIMEOUT": 5, **options}
+        "chat",
+        **{"BOT_TOKEN": BOT_TOKEN, "BASE_URL": peer.api_url, "TIMEOUT": 5, "PACE": 0, **options},
     )
 
 
 def webhook_channel(**options) -> SlackWebhookChannel:
     return SlackWebhookChannel(
         "slack_webhook",
-        **{"ALLOW_HTTP": True, "ALLOWED_HOSTS": ["127.0.0.1"], "TIMEOUT": 5, **options},
+        **{"ALLOW_HTTP": True, "ALLOWED_HOSTS": ["127.0.0.1"], "TIMEOUT": 5, "PACE": 0, **options},
     )
 
 
@@ -266,9 +272,16 @@ def test_ratelimited_is_transient_with_retry_after_and_no_retry_inside_the_sdk(s
         with pytest.raises(TransientError) as caught:
             channel.send(outgoing(channel, ALICE))
         assert len(slack_peer.requests) == 1  # the SDK did not sleep and retry
+        # Retry-After pauses that member's channel for every worker: no request.
+        with pytest.raises(RateLimited) as paused:
+            channel.send(outgoing(channel, ALICE))
+        assert len(slack_peer.requests) == 1
+        cache.clear()  # as if the 2 s had passed
         channel.send(outgoing(channel, ALICE))
+    assert isinstance(caught.value, ProviderRateLimited)
     assert caught.value.code == "ratelimited"
     assert caught.value.retry_after == 2.0
+    assert 1.5 < paused.value.retry_after <= 2.0
     assert len(slack_peer.messages) == 1
 
 
@@ -414,7 +427,7 @@ def test_ratelimited_end_to_end_waits_at_least_retry_after(slack_chat, alice_on_
     delivery = Delivery.objects.get()
     assert delivery.channel == "chat"
     assert delivery.status == Status.PENDING
-    assert delivery.attempts == 1
+    assert delivery.attempts == 0  # a 429 is on record but uses no attempt
     assert delivery.error_code == "ratelimited"
     [attempt] = delivery.attempt_log.all()
     assert attempt.outcome == DeliveryAttempt.Outcome.TRANSIENT
@@ -424,10 +437,11 @@ def test_ratelimited_end_to_end_waits_at_least_retry_after(slack_chat, alice_on_
     assert slack_chat.messages == []
 
     Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    cache.clear()  # Slack's Retry-After paused this member's channel for 2 s
     run_until_idle()
     delivery.refresh_from_db()
     assert delivery.status == Status.SENT
-    assert delivery.attempts == 2
+    assert delivery.attempts == 1
     [message] = slack_chat.messages
     assert delivery.provider == "slack"
     assert delivery.provider_message_id == f"D0ALICE01:{message.ts}"

@@ -24,6 +24,7 @@ from channels.base import (
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    ProviderRateLimited,
     TransientError,
 )
 from channels.chat import (
@@ -236,7 +237,7 @@ def test_the_receiver_refuses_a_tampered_body_and_the_channel_calls_it_permanent
         (404, {}, PermanentError, None),
         (400, {}, PermanentError, None),
         (422, {}, PermanentError, None),
-        (429, {"Retry-After": "17"}, TransientError, 17.0),
+        (429, {"Retry-After": "17"}, ProviderRateLimited, 17.0),
         (503, {"Retry-After": "5"}, TransientError, 5.0),
         (500, {}, TransientError, None),
         (408, {}, TransientError, None),

@@ -2,7 +2,8 @@
 
 It keeps connections alive (so a test can count how many a client opened),
 records every request with its raw body, and can misbehave the way providers
-do: canned failures for the next requests, a hang (for time-outs), and going
+do: canned failures for the next requests, a 503 outage for some seconds
+(``unavailable_for``), a hang (for time-outs), and going
 down and coming back on the same port. A subclass answers requests by
 overriding :meth:`HttpPeer.answer`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +33,7 @@ class Request:
     headers: dict[str, str]  # names lower-cased
     body: bytes = field(repr=False)
     connection: int  # which connection (1-based) carried it
+    at: float = field(default_factory=time.monotonic, compare=False)  # when it arrived
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -127,6 +130,7 @@ class HttpPeer:
         self._requests: list[Request] = []
         self._canned: list[Reply] = []
         self._hangs: list[float] = []
+        self._unavailable_until = 0.0
         self._released = threading.Event()
         self._connections = 0
         self._open_sockets: set[socket.socket] = set()
@@ -185,6 +189,12 @@ class HttpPeer:
         with self._lock:
             self._canned.extend([Reply(status, body, dict(headers or {}))] * count)
 
+    def unavailable_for(self, seconds: float) -> None:
+        """Answer every request with ``503 Service Unavailable`` for the next
+        ``seconds`` (a receiver that is down, yet counts what reaches it)."""
+        with self._lock:
+            self._unavailable_until = time.monotonic() + seconds
+
     def hang_next(self, count: int = 1, seconds: float = 5.0) -> None:
         """Hold the next ``count`` requests for ``seconds`` (or until ``stop``) and
         then answer them as usual."""
@@ -231,6 +241,8 @@ class HttpPeer:
             self._released.wait(self.latency)
         with self._lock:
             canned = self._canned.pop(0) if self._canned else None
+            if canned is None and time.monotonic() < self._unavailable_until:
+                canned = Reply(503, "Service Unavailable")
         return canned if canned is not None else self.answer(request)
 
     def _connected(self, sock: socket.socket) -> int:
