@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.utils import timezone
 
 from channels.apns import ApnsChannel
 from channels.base import (
@@ -23,6 +24,12 @@ from channels.base import (
 )
 from channels.fcm import FcmChannel
 from channels.webpush import WebPushChannel, vapid_public_key
+from notify import trigger
+from notify.models import ContactPoint, Delivery, Suppression
+from notify.models.status import Status
+from notify.preferences.devices import register_device
+from notify.registry import describe
+from notify.runtime.worker import run_until_idle
 from tests.channel_contract import ChannelContract, Received
 from tests.peers.h2 import running_h2
 from tests.peers.http import Reply, running
@@ -340,3 +347,85 @@ def test_webpush_options_are_checked_at_start_up(webpush_peer):
         WebPushChannel("push").check_configuration()
     with pytest.raises(ChannelConfigurationError, match="VAPID_SUBJECT"):
         webpush(webpush_peer, VAPID_SUBJECT="ops@example.com").check_configuration()
+
+
+# -- end to end: a rule, the worker, the user's devices ------------------------------------------
+
+
+def with_channel(settings, alias: str, backend: str, options: dict) -> None:
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {
+            **settings.NOTIFY["CHANNELS"],
+            alias: {"BACKEND": backend, "OPTIONS": options},
+        },
+    }
+
+
+def test_the_push_part_with_badge_and_deep_link_reaches_the_device_through_the_worker(
+    settings, fcm_peer, make_user, make_rule
+):
+    with_channel(settings, "mobile", "channels.fcm.FcmChannel", fcm_peer.channel_options())
+    assert describe("mobile") == ("fcm", "push")
+    alice = make_user("alice")
+    token = fcm_peer.add_device()
+    register_device(alice, "fcm", token)
+    make_rule(event_type="comment.posted", message="comment_posted", channels=["inapp"])
+    trigger("comment.posted", {"title": "Q3 plan", "comment": "Looks good"}, recipients=[alice])
+    run_until_idle()  # one unread inbox item
+    make_rule(channels=["mobile"])
+    trigger("order.shipped", {"order_id": "A1", "url": "https://shop.test/A1"}, recipients=[alice])
+    run_until_idle()
+
+    delivery = Delivery.objects.get(channel="mobile")
+    assert delivery.status == Status.SENT, delivery.error_message
+    [push] = fcm_peer.pushes
+    assert push.to == token
+    assert push.body["notification"] == {"title": "Order A1 shipped", "body": "It is on its way."}
+    assert push.body["data"]["url"] == "https://shop.test/A1"
+    assert push.body["apns"]["payload"]["aps"]["badge"] == 1
+    assert delivery.provider_message_id == push.message_id
+
+
+def test_a_gone_token_is_pruned_and_the_delivery_fails(settings, apns_peer, make_user, make_rule):
+    with_channel(settings, "ios", "channels.apns.ApnsChannel", apns_peer.channel_options())
+    alice = make_user("alice")
+    live = apns_peer.add_device()
+    register_device(alice, "apns", live)
+    register_device(alice, "apns", "cd" * 32)  # the newest, and unknown to APNs: uninstalled
+    make_rule(channels=["ios"])
+    trigger("order.shipped", {"order_id": "A1"}, recipients=[alice])
+    run_until_idle()
+
+    delivery = Delivery.objects.get()
+    assert delivery.status == Status.FAILED
+    assert delivery.error_code == "Unregistered"
+    assert list(ContactPoint.objects.filter(user=alice).values_list("address", flat=True)) == [live]
+    assert not Suppression.objects.exists()  # forgotten, not suppressed
+
+    trigger("order.shipped", {"order_id": "A2"}, recipients=[alice])
+    run_until_idle()  # the next push goes to the device that is left
+    assert [p.to for p in apns_peer.pushes] == [live]
+
+
+def test_webpush_end_to_end_the_peer_decrypts_the_push(
+    settings, webpush_peer, make_user, make_rule
+):
+    with_channel(
+        settings, "browser", "channels.webpush.WebPushChannel", webpush_peer.channel_options()
+    )
+    alice = make_user("alice")
+    address = webpush_peer.subscribe()
+    ContactPoint.objects.create(
+        user=alice, kind="webpush", address=address, verified_at=timezone.now()
+    )
+    make_rule(channels=["browser"])
+    trigger("order.shipped", {"order_id": "A1", "carrier": "DHL"}, recipients=[alice])
+    run_until_idle()
+
+    assert Delivery.objects.get().status == Status.SENT
+    [push] = webpush_peer.pushes
+    assert push.body["title"] == "Order A1 shipped"
+    assert push.body["body"] == "It is on its way with DHL."
+    assert push.body["url"].endswith("/inbox/")  # no url in the event: the inbox
+    assert push.body["badge"] == 0
