@@ -15,13 +15,14 @@ Tokens the provider says are gone are deleted by the send step
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from channels.base import ChannelConfigurationError
+from channels.base import ChannelConfigurationError, InvalidRecipient
 from channels.webpush import WebPushChannel, vapid_public_key
 from notify.api.errors import ApiError, api_view, field_error
 from notify.api.preferences import session_required
@@ -47,8 +48,8 @@ def device_json(point: ContactPoint) -> dict[str, Any]:
     }
 
 
-def webpush_application_server_key() -> str | None:
-    """The VAPID public key of the first configured Web Push channel, or None."""
+def webpush_channel() -> WebPushChannel | None:
+    """The first configured Web Push channel (unopened), or None."""
     for alias in channel_aliases():
         try:
             if describe(alias)[0] != ContactPoint.Kind.WEBPUSH:
@@ -56,12 +57,33 @@ def webpush_application_server_key() -> str | None:
             channel = build_channel(alias)
         except ChannelConfigurationError:
             continue
-        if isinstance(channel, WebPushChannel) and channel.private_key:
-            try:
-                return vapid_public_key(channel.private_key)
-            except Exception:  # a bad key is reported by the system check
-                return None
+        if isinstance(channel, WebPushChannel):
+            return channel
     return None
+
+
+def webpush_application_server_key() -> str | None:
+    """The VAPID public key pages subscribe with, or None without a Web Push channel."""
+    channel = webpush_channel()
+    if channel is None or not channel.private_key:
+        return None
+    try:
+        return vapid_public_key(channel.private_key)
+    except Exception:  # a bad key is reported by the system check
+        return None
+
+
+def check_endpoint(address: str) -> None:
+    """A subscription is accepted only where the Web Push channel may send:
+    the push services' hosts by default (its ALLOWED_HOSTS option)."""
+    channel = webpush_channel()
+    if channel is None:
+        raise field_error("kind", "no Web Push channel is configured")
+    endpoint = json.loads(address)["endpoint"]
+    try:
+        channel.url_policy.check(endpoint, channel.provider_name)
+    except InvalidRecipient as exc:
+        raise field_error("subscription", f"endpoint refused: {exc.message}") from None
 
 
 def read_device(request: HttpRequest) -> tuple[str, str]:
@@ -73,9 +95,12 @@ def read_device(request: HttpRequest) -> tuple[str, str]:
     field = "subscription" if kind == ContactPoint.Kind.WEBPUSH else "token"
     raw = body.get(field, body.get("token"))
     try:
-        return kind, normalise_device(kind, raw)
+        address = normalise_device(kind, raw)
     except ValidationError as exc:
         raise field_error(field, " ".join(exc.messages)) from None
+    if kind == ContactPoint.Kind.WEBPUSH:
+        check_endpoint(address)
+    return kind, address
 
 
 @ensure_csrf_cookie

@@ -25,7 +25,29 @@ def ann(make_user):
 
 
 @pytest.fixture
-def client(ann):
+def browser_channel(settings):
+    """A Web Push channel with the default policy: the push services' hosts."""
+    from tests.peers.push import WebPushPeer
+
+    peer = WebPushPeer()
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {
+            **settings.NOTIFY["CHANNELS"],
+            "browser": {
+                "BACKEND": "channels.webpush.WebPushChannel",
+                "OPTIONS": {
+                    "VAPID_PRIVATE_KEY": peer.vapid_private_key,
+                    "VAPID_SUBJECT": "mailto:ops@example.com",
+                },
+            },
+        },
+    }
+    return peer
+
+
+@pytest.fixture
+def client(ann, browser_channel):
     client = Client()
     client.force_login(ann)
     return client
@@ -35,7 +57,7 @@ def post(client, body, method="post"):
     return getattr(client, method)(URL, json.dumps(body), content_type="application/json")
 
 
-def test_register_list_and_forget_devices_of_each_kind(client, ann):
+def test_register_list_and_forget_devices_of_each_kind(client, ann, browser_channel):
     fcm = post(client, {"kind": "fcm", "token": "fcm-token-abcdefghijklmnop:xyz"})
     apns = post(client, {"kind": "apns", "token": APNS_TOKEN.upper()})
     web = post(client, {"kind": "webpush", "subscription": SUBSCRIPTION})
@@ -50,7 +72,7 @@ def test_register_list_and_forget_devices_of_each_kind(client, ann):
 
     listed = client.get(URL).json()
     assert [d["kind"] for d in listed["devices"]] == ["webpush", "apns", "fcm"]
-    assert listed["webpush"] == {"application_server_key": None}  # no Web Push channel
+    assert listed["webpush"] == {"application_server_key": browser_channel.vapid_public_key}
 
     gone = post(client, {"kind": "apns", "token": APNS_TOKEN}, "delete")
     assert gone.status_code == 204
@@ -117,22 +139,18 @@ def test_one_users_delete_cannot_touch_anothers_device(client, make_user):
     assert ContactPoint.objects.filter(user=bob).exists()
 
 
-def test_the_application_server_key_comes_from_the_webpush_channel(client, settings):
-    from tests.peers.push import WebPushPeer
-
-    peer = WebPushPeer()
+def test_without_a_webpush_channel_there_is_no_key_and_no_subscription(client, settings):
     settings.NOTIFY = {
         **settings.NOTIFY,
-        "CHANNELS": {
-            **settings.NOTIFY["CHANNELS"],
-            "browser": {
-                "BACKEND": "channels.webpush.WebPushChannel",
-                "OPTIONS": peer.channel_options(),
-            },
-        },
+        "CHANNELS": {k: v for k, v in settings.NOTIFY["CHANNELS"].items() if k != "browser"},
     }
-    key = client.get(URL).json()["webpush"]["application_server_key"]
-    assert key == peer.vapid_public_key
+    assert client.get(URL).json()["webpush"] == {"application_server_key": None}
+    response = post(client, {"kind": "webpush", "subscription": SUBSCRIPTION})
+    assert response.status_code == 400
+    assert response.json()["errors"][0] == {
+        "field": "kind",
+        "message": "no Web Push channel is configured",
+    }
 
 
 def test_forget_gone_deletes_only_device_kinds(make_user):
