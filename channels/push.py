@@ -44,6 +44,9 @@ from .base import (
 from .http import parse_retry_after
 
 PUSH_OPTIONS = frozenset({"BASE_URL", "TIMEOUT"})
+# Providers refuse payloads over 4 KB (APNs, FCM, Web Push): keep the text well inside.
+TITLE_LIMIT = 200
+BODY_LIMIT = 1000
 USER_AGENT = "notify-push/1"
 
 
@@ -61,11 +64,15 @@ class PushContent:
         url = message.extra.get("url")
         badge = message.extra.get("badge")
         return cls(
-            title=message.subject.strip(),
-            body=message.text.strip(),
+            title=shorten(message.subject.strip(), TITLE_LIMIT),
+            body=shorten(message.text.strip(), BODY_LIMIT),
             url=url if isinstance(url, str) else "",
             badge=badge if isinstance(badge, int) and not isinstance(badge, bool) else None,
         )
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def read_secret(options: dict[str, Any], name: str) -> str:

@@ -429,3 +429,11 @@ def test_webpush_end_to_end_the_peer_decrypts_the_push(
     assert push.body["body"] == "It is on its way with DHL."
     assert push.body["url"].endswith("/inbox/")  # no url in the event: the inbox
     assert push.body["badge"] == 0
+
+
+def test_long_text_is_shortened_to_fit_the_providers_payload_limits(webpush_peer):
+    with webpush(webpush_peer) as channel:
+        channel.send(message(webpush_peer.subscribe(), subject="T" * 500, text="B" * 5000))
+    [push] = webpush_peer.pushes
+    assert len(push.body["title"]) == 200 and push.body["title"].endswith("…")
+    assert len(push.body["body"]) == 1000

@@ -132,7 +132,7 @@ class H2Peer:
                         sock.sendall(conn.data_to_send())
                         return
                 sock.sendall(conn.data_to_send())
-        except (OSError, Exception):
+        except Exception:  # the client went away or the peer went down
             return
         finally:
             with self._lock:
