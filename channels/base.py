@@ -103,7 +103,21 @@ class InvalidRecipient(PermanentError):
 
 
 class Suppressed(PermanentError):
-    """The provider refuses the address (unsubscribed, complained, STOP)."""
+    """The provider refuses the address for good (unsubscribed, complained,
+    STOP, a mailbox that does not exist): the dispatcher puts the address on the
+    suppression list. ``reason`` is the suppression reason to record
+    (``"hard_bounce"``, ``"invalid"``, ``"sms_stop"``...; empty: decided by the
+    dispatcher)."""
+
+    def __init__(self, message: str, *, reason: str = "", **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+
+class RefusedRecipient(InvalidRecipient, Suppressed):
+    """The provider says the address cannot take mail, for good (SMTP 5.1.1 "no
+    such mailbox", an ESP's inactive or invalid recipient): invalid for this
+    message, and suppressed so that no later message tries it again."""
 
 
 class ChannelConfigurationError(ImproperlyConfigured):

@@ -9,6 +9,7 @@ contract ``open`` / ``send_messages`` / ``close``.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 from email.utils import make_msgid, parseaddr
@@ -22,12 +23,15 @@ from django.core.validators import validate_email
 from .base import (
     Channel,
     ChannelConfigurationError,
+    ChannelError,
     InvalidRecipient,
     OutgoingMessage,
     PermanentError,
+    RefusedRecipient,
     SendResult,
     TransientError,
 )
+from .headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
 from .ratelimit import RATE_LIMIT_OPTIONS, throttle
 
 try:  # anymail is a hard dependency, but keep the channel usable without it.
@@ -85,12 +89,19 @@ class EmailChannel(Channel):
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
         domain = sender.rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
-        email = EmailMultiAlternatives(
-            subject=message.subject,
+        # Payload text reaches the subject and rule-set headers: decode any
+        # RFC 2047 encoded words and neutralise line breaks before encoding
+        # (channels.headers); CheckedEmail checks again after encoding.
+        headers = {
+            name: neutralise_header_value(name, str(value))
+            for name, value in message.headers.items()
+        }
+        email = CheckedEmail(
+            subject=neutralise_header_value("Subject", message.subject),
             body=message.text,
             from_email=self.from_email,
             to=[message.to],
-            headers={"Message-ID": message_id, **message.headers},
+            headers={"Message-ID": message_id, **headers},
         )
         if message.html:
             email.attach_alternative(message.html, "text/html")
@@ -106,6 +117,17 @@ class EmailChannel(Channel):
         status = getattr(email, "anymail_status", None)
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
+
+
+class CheckedEmail(EmailMultiAlternatives):
+    """An email whose MIME message, as the SMTP backend serialises it, is
+    refused if a header would start a new header line (defence in depth
+    against header injection, whatever the interpreter's email package does)."""
+
+    def message(self, **kwargs: Any):
+        msg = super().message(**kwargs)
+        refuse_injected_headers(msg)
+        return msg
 
 
 def session_is_broken(exc: Exception) -> bool:
@@ -135,8 +157,12 @@ def provider_of(mailer: str) -> str:
 
 def classify_email_error(exc: Exception, provider: str) -> Exception:
     """Map an SMTP or ESP exception to the channel error family."""
+    if isinstance(exc, ChannelError):
+        return exc
+    if isinstance(exc, HeaderInjection):
+        return PermanentError(str(exc), provider=provider, code="header_injection")
     if AnymailRecipientsRefused is not None and isinstance(exc, AnymailRecipientsRefused):
-        return InvalidRecipient(str(exc), provider=provider, code="recipients_refused")
+        return esp_refusal(exc, provider)
     if AnymailAPIError is not None and isinstance(exc, AnymailAPIError):
         status = getattr(exc, "status_code", None)
         if status is not None and (status == 429 or status >= 500):
@@ -157,6 +183,14 @@ def classify_email_error(exc: Exception, provider: str) -> Exception:
             return TransientError(
                 f"recipient deferred: {detail}", code=str(codes[0]), provider=provider
             )
+        texts = [_text(msg) for _code, msg in exc.recipients.values()]
+        if texts and all(address_status(text) for text in texts):
+            return RefusedRecipient(
+                f"recipient refused for good: {detail}",
+                code=str(codes[0]),
+                provider=provider,
+                reason="hard_bounce",
+            )
         return InvalidRecipient(
             f"recipient refused: {detail}", code=str(codes[0] if codes else ""), provider=provider
         )
@@ -170,6 +204,13 @@ def classify_email_error(exc: Exception, provider: str) -> Exception:
             return TransientError(
                 f"{exc.smtp_code} {text}", code=str(exc.smtp_code), provider=provider
             )
+        if exc.smtp_code >= 500 and address_status(text):
+            return RefusedRecipient(
+                f"{exc.smtp_code} {text}",
+                code=str(exc.smtp_code),
+                provider=provider,
+                reason="hard_bounce",
+            )
         return PermanentError(f"{exc.smtp_code} {text}", code=str(exc.smtp_code), provider=provider)
     if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
         return TransientError(f"SMTP connection lost: {exc}", provider=provider)
@@ -178,6 +219,48 @@ def classify_email_error(exc: Exception, provider: str) -> Exception:
     if isinstance(exc, smtplib.SMTPException):
         return TransientError(str(exc), provider=provider)
     return PermanentError(f"{type(exc).__name__}: {exc}", provider=provider)
+
+
+# RFC 3463 / RFC 7505 enhanced status codes that say the address itself is
+# unusable, for good: bad mailbox (5.1.1), bad address syntax (5.1.3), mailbox
+# moved with no forwarding (5.1.6), the domain accepts no mail (null MX, 5.1.10).
+UNUSABLE_ADDRESS = re.compile(r"^\s*(5\.1\.(?:1|3|6|10))(?!\d)")
+
+# Anymail's per-recipient send statuses that refuse the address for good, and
+# the suppression reason each stands for: "rejected" is an address the ESP
+# will not send to (Postmark 406 "inactive recipient": it hard-bounced or
+# complained), "invalid" one it finds malformed (Postmark 300 "Invalid 'To'").
+ESP_REFUSALS = {"rejected": "hard_bounce", "invalid": "invalid"}
+
+
+def address_status(text: str) -> str:
+    """The enhanced status code of an SMTP answer that says the address is
+    unusable for good (``"5.1.1"``...), else ``""``."""
+    match = UNUSABLE_ADDRESS.match(text or "")
+    return match.group(1) if match else ""
+
+
+def esp_refusal(exc: Exception, provider: str) -> ChannelError:
+    """Every recipient was refused by the ESP: suppressed when anymail says
+    ``rejected`` or ``invalid`` for it."""
+    status = getattr(getattr(exc, "email_message", None), "anymail_status", None)
+    statuses = {
+        info.status for info in (getattr(status, "recipients", None) or {}).values() if info
+    }
+    reasons = {ESP_REFUSALS.get(s, "") for s in statuses}
+    if statuses and "" not in reasons:
+        reason = "hard_bounce" if "hard_bounce" in reasons else "invalid"
+        return RefusedRecipient(
+            f"the ESP refuses the recipient ({', '.join(sorted(statuses))}): {exc}",
+            code="recipients_refused",
+            provider=provider,
+            reason=reason,
+        )
+    return InvalidRecipient(str(exc), provider=provider, code="recipients_refused")
+
+
+def _text(message: Any) -> str:
+    return message.decode(errors="replace") if isinstance(message, bytes) else str(message)
 
 
 def _retry_after(response: Any) -> float | None:

@@ -144,6 +144,19 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         "READINESS_MAX_OUTBOX_LAG": Setting(
             300.0, "/readyz fails when due work has waited longer than this (seconds)."
         ),
+        "TRUSTED_PROXIES": Setting(
+            [], "Proxies (addresses or networks) whose X-Forwarded-For names the client."
+        ),
+        # -- rate limits ("N/s", "N/m", "N/15m", "N/h"; None turns one off) -------------
+        "API_RATE_LIMIT_PER_KEY": Setting("600/m", "Events API requests per API key."),
+        "API_RATE_LIMIT_PER_ADDRESS": Setting(
+            "1200/m", "Events API requests per client address, counted before authentication."
+        ),
+        "LOGIN_FAILURES_PER_USERNAME": Setting("10/15m", "Failed sign-ins per username."),
+        "LOGIN_FAILURES_PER_ADDRESS": Setting("30/15m", "Failed sign-ins per client address."),
+        "PAGE_RATE_LIMIT_PER_ADDRESS": Setting(
+            "30/m", "Verification, unsubscribe and send-test requests per client address."
+        ),
     }
 )
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import TemplateError
 
 from .fastpath import UNDEFINED, Evaluator, Fallback, compile_fast, evaluate_fast
@@ -63,11 +63,16 @@ class CompiledExpression:
             except Fallback:
                 pass
         try:
-            return _env.evaluate_bounded(self._expression, context)
+            value = _env.evaluate_bounded(self._expression, context)
         except TemplateError as exc:
             raise ConditionError(f"expression failed: {exc}") from exc
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise ConditionError(f"expression failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(value, Undefined):
+            # A missing field: the value would only blow up later, when used.
+            hint = value._undefined_hint or f"{value._undefined_name!r} is undefined"
+            raise ConditionError(f"expression failed: {hint}")
+        return value
 
 
 def compile_expression(source: str) -> CompiledExpression | None:

@@ -60,6 +60,7 @@ class RuleMatch(NamedTuple):
     rule: CompiledRule
     matched: bool
     reason: str = ""
+    failed: bool = False  # the condition could not be evaluated (``reason`` says why)
 
 
 @dataclass(slots=True)
@@ -120,7 +121,7 @@ class RuleIndex:
                     try:
                         value = evaluate(context)
                     except ConditionError as exc:
-                        append(RuleMatch(rule, False, str(exc)))
+                        append(RuleMatch(rule, False, str(exc), True))
                         continue
                 if not value:
                     append(RuleMatch(rule, False, "condition is false"))

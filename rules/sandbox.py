@@ -2,89 +2,90 @@
 
 Ops-written text is untrusted code. On top of Jinja2's
 ``ImmutableSandboxedEnvironment`` (no private attributes, no mutation of
-builtins) this module bounds what a template may cost:
+builtins) this module bounds what any template or condition may cost, at
+save-time validation and in the worker alike (both call ``render_bounded`` /
+``evaluate_bounded``):
 
 * static checks at save time: syntax, ``_private`` attribute access, names
   that the render context does not provide;
-* a size bound: the amplifying operations (``*``, ``**``, ``%``, string
-  formatting, calls and filters with huge numbers or strings) are refused
-  *before* they allocate, and the streamed output is capped;
-* a time bound: a deadline checked by every call, filter, ``range`` step and
-  output chunk.
+* **time**: a wall-clock deadline per render and per condition (default 1 s;
+  ``NOTIFY["RENDER_TIMEOUT"]``), checked at every loop iteration, call, filter,
+  operator, concatenation and output write;
+* **work**: a loop-iteration budget per render, counted whatever is iterated;
+* **size**: output capped per part (default 256 KB; ``RENDER_MAX_OUTPUT``), and
+  a budget of characters produced in all, buffers and intermediate results
+  included; the amplifying operations (``*``, ``**``, ``%``, ``~``,
+  ``format``, ``join``, ``replace``, ``indent``, ``wordwrap``, printing a
+  container...) are estimated and refused *before* they allocate.
 
-Why not a subprocess with resource limits: rendering is on the hot path
-(1,000+ messages per second per worker) and a fork per message costs more
-than the message itself.
+The counting lives in ``rules.bounds``: a code generator that makes the compiled
+template spend at each loop iteration and output write (points no sandbox hook
+sees), and this environment's ``call``, ``call_binop`` (``intercepted_binops``)
+and filter wrappers for the rest.
+
+Why counting in-process rather than a render subprocess with resource
+limits: rendering is on the hot path (1,000+ messages per second per worker)
+and a fork or an IPC round trip per message costs more than the message. A
+wall-clock deadline (rather than CPU time) also bounds how long a bomb can
+hold a worker thread, which is what other deliveries wait on; a thread's
+wall time is never less than its CPU time, so the CPU bound holds too.
 """
 
 from __future__ import annotations
 
-import contextvars
-import re
 import string
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.exceptions import TemplateError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-DEFAULT_MAX_OUTPUT = 256 * 1024
-DEFAULT_TIMEOUT = 0.5
+from . import bounds
+from .bounds import (
+    BUDGET_FACTOR,
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_TIMEOUT,
+    FILTER_ESTIMATES,
+    BoundedCodeGenerator,
+    TemplateLimitError,
+    check_deadline,
+    check_format_spec,
+    percent_estimate,
+    printed_size,
+    refuse_estimate,
+    spend,
+)
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
-# Characters produced by calls, filters and joins during one render; bounded so
-# that many results each under the limit cannot add up to gigabytes.
-_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("budget", default=None)
-BUDGET_FACTOR = 8
-_WIDTH = re.compile(r"\d+")
-_STAR_WIDTH = re.compile(r"%[^a-zA-Z%]*\*")
+__all__ = [
+    "DEFAULT_MAX_OUTPUT",
+    "DEFAULT_TIMEOUT",
+    "BoundedSandbox",
+    "TemplateCheckError",
+    "TemplateLimitError",
+    "check_tree",
+]
 
-
-class TemplateLimitError(SecurityError):
-    """A template went past the size or time bound."""
+# String methods whose output can be many times their input, with no useful
+# place in a message template.
+_REFUSED_STR_METHODS = frozenset(["translate", "maketrans", "expandtabs"])
 
 
 class TemplateCheckError(TemplateError):
     """A template or condition was refused before it ever ran."""
 
 
-def _spend(size: int) -> None:
-    budget = _budget.get()
-    if budget is not None:
-        budget[0] += size
-        if budget[0] > budget[1]:
-            raise TemplateLimitError(
-                f"stopped: the template produced more than {budget[1]} characters in all"
-            )
-
-
-def _size_of(value: Any) -> int:
-    if isinstance(value, (str, bytes)):
-        return len(value)
-    if isinstance(value, (list, tuple)):
-        return len(value) + sum(len(v) for v in value if isinstance(v, (str, bytes, list, tuple)))
-    return 0
-
-
-def _check_deadline() -> None:
-    deadline = _deadline.get()
-    if deadline is not None and time.monotonic() > deadline:
-        raise TemplateLimitError("stopped: the template took longer than its time limit")
-
-
 class BoundedNamespace(Namespace):
     """``namespace()`` whose attributes cannot grow past the size bound
-    (a loop doubling ``ns.s = ns.s ~ ns.s`` would otherwise)."""
+    (a loop doubling ``ns.s = ns.s ~ ns.s`` or ``ns.x = [ns.x, ns.x]`` would)."""
 
     max_output = DEFAULT_MAX_OUTPUT
 
     def __setitem__(self, name: str, value: Any) -> None:
         _check_size(value, type(self).max_output)
-        _check_deadline()
+        check_deadline()
         super().__setitem__(name, value)
 
 
@@ -93,52 +94,17 @@ def _check_size(value: Any, limit: int) -> None:
         return
     if isinstance(value, int) and abs(value) > limit:
         raise TemplateLimitError(f"number {value} is larger than the {limit} limit")
-    if isinstance(value, (str, bytes, list, tuple, dict)) and len(value) > limit:
-        raise TemplateLimitError(
-            f"value of length {len(value)} exceeds the {limit}-character limit"
-        )
-
-
-def _check_format_spec(fmt: str, limit: int) -> None:
-    if _STAR_WIDTH.search(fmt):
-        raise TemplateLimitError("'*' widths in %-formats are not allowed")
-    for width in _WIDTH.findall(fmt):
-        if int(width) > limit:
-            raise TemplateLimitError(f"format width {width} exceeds the {limit}-character limit")
-
-
-class BoundedCodeGenerator(CodeGenerator):
-    """Routes ``~`` (string concatenation) through a size check: Jinja compiles
-    it to a plain join that no sandbox hook sees."""
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        if frame.eval_ctx.volatile:
-            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
-        elif frame.eval_ctx.autoescape:
-            func_name = "markup_join"
-        else:
-            func_name = "str_join"
-        self.write(f"environment.join_bounded({func_name}, (")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
+    if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset, Namespace)):
+        size = len(value) if isinstance(value, (str, bytes)) else printed_size(value, limit)
+        if size > limit:
+            raise TemplateLimitError(f"a value of {size}+ characters exceeds the {limit} limit")
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """A sandbox with size and time bounds. One per (autoescape, limits)."""
+    """A sandbox with time, iteration and size bounds. One per (autoescape, limits)."""
 
     intercepted_binops = frozenset(["*", "**", "%", "+"])
     code_generator_class = BoundedCodeGenerator
-
-    def join_bounded(self, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
-        _check_deadline()
-        total = sum(len(p) if isinstance(p, str) else 16 for p in parts)
-        if total > self.max_output:
-            raise TemplateLimitError(f"concatenation exceeds the {self.max_output}-character limit")
-        result = join(parts)
-        _spend(len(result))
-        return result
 
     def __init__(
         self,
@@ -146,6 +112,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         autoescape: bool = False,
         max_output: int = DEFAULT_MAX_OUTPUT,
         timeout: float = DEFAULT_TIMEOUT,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
         **kwargs: Any,
     ):
         super().__init__(
@@ -153,10 +120,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             undefined=StrictUndefined,
             keep_trailing_newline=False,
             auto_reload=False,
+            finalize=self._finalize,
             **kwargs,
         )
         self.max_output = max_output
         self.timeout = timeout
+        self.max_iterations = max_iterations
         namespace_cls = type("Namespace", (BoundedNamespace,), {"max_output": max_output})
         self.globals = {
             "range": self._bounded_range,
@@ -166,10 +135,39 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters = {name: self._bounded_filter(func) for name, func in self.filters.items()}
         self.filters["format"] = self._bounded_filter(self._safe_format)
 
+    # -- hooks the compiled code calls (rules.bounds.BoundedCodeGenerator) ----------
+
+    tick = staticmethod(bounds.tick)
+    bounded_iter = staticmethod(bounds.bounded_iter)
+
+    @staticmethod
+    def spend_output(text: str) -> str:
+        spend(len(text))
+        return text
+
+    def join_bounded(self, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
+        limit = self.max_output
+        total = sum(len(p) if isinstance(p, str) else printed_size(p, limit) for p in parts)
+        refuse_estimate(total, "concatenation", limit)
+        result = join(parts)
+        spend(len(result))
+        return result
+
+    def _finalize(self, value: Any) -> Any:
+        """Every ``{{ value }}`` printed: a container is measured before ``str()``."""
+        if not isinstance(value, (str, int, float)):
+            refuse_estimate(printed_size(value, self.max_output), "printing", self.max_output)
+        return value
+
     # -- size bounds --------------------------------------------------------------
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, (str, bytes)) and attr in _REFUSED_STR_METHODS:
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _check_deadline()
+        check_deadline()
         limit = self.max_output
         if operator == "**":
             if isinstance(right, int) and not isinstance(right, bool):
@@ -180,71 +178,91 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         elif operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
-                    if max(len(seq), _size_of(seq)) * count > limit:
-                        raise TemplateLimitError(
-                            f"repeating a value {count} times exceeds the {limit}-character limit"
-                        )
+                    size = len(seq) if isinstance(seq, str) else printed_size(seq, limit)
+                    refuse_estimate(size * count, f"repeating a value {count} times", limit)
             if isinstance(left, int) and isinstance(right, int):
                 if left.bit_length() + right.bit_length() > 4096:
                     raise TemplateLimitError("product is too large")
         elif operator == "%" and isinstance(left, str):
-            _check_format_spec(left, limit)
+            check_format_spec(left, limit)
+            refuse_estimate(percent_estimate(left, right, limit), "formatting", limit)
         elif operator == "+" and isinstance(left, (str, list, tuple)):
-            if isinstance(right, (str, list, tuple)) and len(left) + len(right) > limit:
-                raise TemplateLimitError(f"concatenation exceeds the {limit}-character limit")
-        return super().call_binop(context, operator, left, right)
+            if isinstance(right, (str, list, tuple)):
+                size = printed_size(left, limit) + printed_size(right, limit)
+                refuse_estimate(size, "concatenation", limit)
+        result = super().call_binop(context, operator, left, right)
+        if isinstance(result, (str, list, tuple)):
+            spend(len(result))
+        return result
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_deadline()
+        check_deadline()
+        limit = __self.max_output
         for value in (*args, *kwargs.values()):
-            _check_size(value, __self.max_output)
+            _check_size(value, limit)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            __self._estimate_str_method(owner, getattr(__obj, "__name__", ""), args)
         result = super().call(__context, __obj, *args, **kwargs)
-        _check_size(result, __self.max_output)
-        _spend(_size_of(result))
+        _check_size(result, limit)
+        if isinstance(result, (str, list, tuple)):
+            spend(len(result))
         return result
+
+    def _estimate_str_method(self, text: str, name: str, args: tuple[Any, ...]) -> None:
+        limit = self.max_output
+        if name == "replace" and len(args) >= 2:
+            old, new = str(args[0]), str(args[1])
+            count = (len(text) + 1) if not old else text.count(old)
+            refuse_estimate(len(text) + count * len(new), "replace", limit)
+        elif name == "join" and args:
+            parts = args[0]
+            if isinstance(parts, (str, list, tuple)):
+                size = printed_size(parts, limit) + len(text) * len(parts)
+                refuse_estimate(size, "join", limit)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None
         fmt, limit = value.__self__, self.max_output
-        for _, _, spec, _ in string.Formatter().parse(fmt):
+        fields = 0
+        for _, field, spec, _ in string.Formatter().parse(fmt):
             if spec and "{" in spec:
                 raise TemplateLimitError(
                     "nested replacement fields in format specs are not allowed"
                 )
             if spec:
-                _check_format_spec(spec, limit)
-        return wrapped
+                check_format_spec(spec, limit)
+            fields += field is not None
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            values = [*args, *kwargs.values()]
+            if len(args) == 1 and isinstance(args[0], dict) and not kwargs:  # format_map
+                values = list(args[0].values())
+            biggest = max((printed_size(v, limit) for v in values), default=0)
+            refuse_estimate(len(fmt) + fields * biggest, "format", limit)
+            result = wrapped(*args, **kwargs)
+            spend(len(result))
+            return result
+
+        return bounded_format
 
     def _bounded_filter(self, func: Callable[..., Any]) -> Callable[..., Any]:
         limit = self.max_output
+        estimate = FILTER_ESTIMATES.get(func.__name__)
 
         def bounded(*args: Any, **kwargs: Any) -> Any:
-            _check_deadline()
+            check_deadline()
             for value in (*args, *kwargs.values()):
-                if isinstance(value, int) and not isinstance(value, bool):
+                if isinstance(value, (int, list, tuple, dict, Namespace)):
                     _check_size(value, limit)
-            if func.__name__ == "sync_do_sum" and isinstance(
-                kwargs.get("start", args[3] if len(args) > 3 else 0), (list, tuple)
-            ):
-                raise TemplateLimitError("sum() of lists is not allowed; use a loop")
-            if (
-                func.__name__ == "sync_do_join"
-                and len(args) >= 2
-                and isinstance(args[1], (list, tuple))
-            ):
-                if _size_of(args[1]) > limit:
-                    raise TemplateLimitError(f"join would exceed the {limit}-character limit")
-            if func.__name__ == "do_replace" and len(args) >= 4:
-                _, subject, old, new = args[:4]
-                estimate = len(str(subject)) * max(1, len(str(new))) // max(1, len(str(old)))
-                if estimate > limit:
-                    raise TemplateLimitError(f"replace would exceed the {limit}-character limit")
+            if estimate is not None:
+                args = estimate(limit, *args, **kwargs) or args
             result = func(*args, **kwargs)
-            if isinstance(result, str):
+            if isinstance(result, (str, list, tuple, dict)):
                 _check_size(result, limit)
-                _spend(len(result))
+                spend(len(result))
             return result
 
         # Keep Jinja's pass_context/pass_environment markers.
@@ -256,10 +274,15 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def _safe_format(value: str, *args: Any, **kwargs: Any) -> str:
-        _check_format_spec(str(value), DEFAULT_MAX_OUTPUT)
+        fmt = str(value)
+        check_format_spec(fmt, DEFAULT_MAX_OUTPUT)
         if args and kwargs:
             raise TemplateLimitError("format takes positional or keyword arguments, not both")
-        return str(value) % (kwargs or args)
+        values = kwargs or args
+        refuse_estimate(
+            percent_estimate(fmt, values, DEFAULT_MAX_OUTPUT), "format", DEFAULT_MAX_OUTPUT
+        )
+        return fmt % values
 
     @staticmethod
     def _bounded_range(*args: int) -> Iterable[int]:
@@ -268,7 +291,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             raise TemplateLimitError(f"range of {len(numbers)} items exceeds the {MAX_RANGE} limit")
         for index, number in enumerate(numbers):
             if index % 256 == 0:
-                _check_deadline()
+                check_deadline()
             yield number
 
     # -- checks at save time -------------------------------------------------
@@ -280,7 +303,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         try:
             tree = self.parse(source)
             # Compiling too: deep nesting can pass the parser and fail here.
-            self.compile(tree)
+            self.compile(self.parse(source))
         except TemplateSyntaxError as exc:
             raise TemplateCheckError(f"syntax error on line {exc.lineno}: {exc.message}") from exc
         except RecursionError as exc:
@@ -298,10 +321,12 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     # -- rendering -----------------------------------------------------------------
 
+    def _start(self) -> Any:
+        return bounds.start(self.timeout, self.max_iterations, self.max_output * BUDGET_FACTOR)
+
     def render_bounded(self, template: Any, context: dict[str, Any]) -> str:
-        """Render with the deadline and the output cap in force."""
-        token = _deadline.set(time.monotonic() + self.timeout)
-        budget = _budget.set([0, self.max_output * BUDGET_FACTOR])
+        """Render with the deadline, the iteration budget and the output cap in force."""
+        token = self._start()
         try:
             size = 0
             parts: list[str] = []
@@ -312,24 +337,20 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                         f"output exceeds the {self.max_output}-character limit"
                     )
                 parts.append(chunk)
-                _check_deadline()
             return "".join(parts)
         except RecursionError as exc:
             raise TemplateLimitError("stopped: the template recursed too deeply") from exc
         finally:
-            _deadline.reset(token)
-            _budget.reset(budget)
+            bounds.stop(token)
 
     def evaluate_bounded(self, expression: Callable[..., Any], context: dict[str, Any]) -> Any:
-        token = _deadline.set(time.monotonic() + self.timeout)
-        budget = _budget.set([0, self.max_output * BUDGET_FACTOR])
+        token = self._start()
         try:
             return expression(**context)
         except RecursionError as exc:
             raise TemplateLimitError("stopped: the expression recursed too deeply") from exc
         finally:
-            _deadline.reset(token)
-            _budget.reset(budget)
+            bounds.stop(token)
 
 
 def check_tree(tree: nodes.Node) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 
 from notify.models import Category
 from rules.bindings import binding_index
@@ -46,9 +47,12 @@ def _notify_settings(settings, tmp_path):
     # index could outlive its rows under a revision number seen again.
     rule_index.clear()
     binding_index.clear()
+    # Rate limits and throttles count in the cache; every test client is 127.0.0.1.
+    cache.clear()
     yield
     rule_index.clear()
     binding_index.clear()
+    cache.clear()
 
 
 @pytest.fixture

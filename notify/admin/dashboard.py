@@ -175,6 +175,8 @@ class Dashboard:
             events=sum(events),
             notifications=sum(notifications),
             events_failed=states.get("failed", 0),
+            rule_errors=queries.rule_error_count(self.period),
+            rule_errors_url=changelist("ruleerror", **period_filter(self.period)),
             failed_events_url=changelist(
                 "event", status__exact="failed", **period_filter(self.period, "received_at")
             ),
@@ -371,6 +373,12 @@ def tiles(totals: dict[str, Any]) -> list[dict[str, Any]]:
             "value": count(totals.get("events_failed")),
             "tone": "bad" if totals.get("events_failed") else "",
             "url": totals.get("failed_events_url"),
+        },
+        {
+            "name": "rule errors",
+            "value": count(totals.get("rule_errors")),
+            "tone": "bad" if totals.get("rule_errors") else "",
+            "url": totals.get("rule_errors_url"),
         },
     ]
 

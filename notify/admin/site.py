@@ -35,6 +35,7 @@ from notify.models import (
     Event,
     MessageTemplate,
     Notification,
+    RuleError,
     UserSettings,
 )
 from notify.outbox.rows import retry_now
@@ -125,6 +126,24 @@ class NotificationInline(ReadOnlyMixin, admin.TabularInline):
         return delivery_summary(notification.deliveries.all())
 
 
+class RuleErrorInline(ReadOnlyMixin, admin.TabularInline):
+    """Each rule that failed for the event, and why (the other rules went on)."""
+
+    model = RuleError
+    fields = ("rule", "rule_name", "kind", "message", "created_at")
+    readonly_fields = fields
+    extra = 0
+    verbose_name_plural = "rules that failed for this event"
+
+
+@admin.register(RuleError)
+class RuleErrorAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("created_at", "event", "rule_name", "kind", "message")
+    list_filter = ("kind", "created_at")
+    list_select_related = ("event",)
+    show_full_result_count = False
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "type", "source", "status", "received_at", "processed_at")
@@ -132,7 +151,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("type", "idempotency_key")
     show_full_result_count = False
     actions = ("process_again",)
-    inlines = (NotificationInline,)
+    inlines = (RuleErrorInline, NotificationInline)
     fields = (
         ("type", "source", "status"),
         ("received_at", "processed_at", "claimed_until"),

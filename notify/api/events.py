@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from notify import conf
 from notify.api.auth import api_key_required
 from notify.api.errors import ApiError, api_view, field_error, from_pydantic, invalid
+from notify.api.ratelimit import limited_per_address, limited_per_key
 from notify.api.schemas import EventIn, json_size, read_json_body
 from notify.fanout.payload import to_json
 from notify.intake.scheduled import EventNotFound, NotCancellable, cancel
@@ -65,7 +66,9 @@ def validate_event(request: HttpRequest) -> tuple[EventIn, Any]:
 
 @csrf_exempt  # bearer auth: no cookies, so no cross-site request to forge
 @api_view("POST")
+@limited_per_address
 @api_key_required
+@limited_per_key
 def create_event(request: HttpRequest) -> JsonResponse:
     key = request.api_key
     idempotency_key = read_idempotency_key(request)
@@ -128,7 +131,9 @@ def create_event(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET")
+@limited_per_address
 @api_key_required
+@limited_per_key
 def event_detail(request: HttpRequest, event_id: int) -> JsonResponse:
     """An event sent with the calling key; other keys' events are 404, not 403,
     so ids do not reveal what others sent."""
@@ -152,7 +157,9 @@ def event_detail(request: HttpRequest, event_id: int) -> JsonResponse:
 
 @csrf_exempt  # bearer auth: no cookies, so no cross-site request to forge
 @api_view("DELETE")
+@limited_per_address
 @api_key_required
+@limited_per_key
 def cancel_event(request: HttpRequest, idempotency_key: str) -> JsonResponse:
     """Cancel an event sent with the calling key, by its Idempotency-Key: a
     scheduled event not yet fanned out never will be; of one already fanned

@@ -227,7 +227,17 @@ RESPONSES: dict[str, Schema] = {
     "MethodNotAllowed": error(
         "The method is not allowed.", {"Allow": {"schema": STRING, "description": "Allowed."}}
     ),
+    "TooManyRequests": error(
+        "Over a rate limit (token buckets, notify.api.ratelimit): per API key "
+        "(NOTIFY['API_RATE_LIMIT_PER_KEY'], default 600/m) and per client address, "
+        "counted before authentication (NOTIFY['API_RATE_LIMIT_PER_ADDRESS'], default "
+        "1200/m). The message names the limit that was hit.",
+        {"Retry-After": {"schema": INTEGER, "description": "Seconds until a retry can pass."}},
+    ),
 }
+
+# The endpoints behind the rate limits of notify.api.ratelimit.
+RATE_LIMITED_PREFIX = f"{PREFIX}/events"
 
 BEARER = [{"bearerAuth": []}]
 SESSION = [{"sessionCookie": []}]
@@ -526,6 +536,15 @@ def request_schemas() -> dict[str, Schema]:
     return schemas
 
 
+def with_rate_limits(all_paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Each operation of the events endpoints may answer 429."""
+    for path, operations in all_paths.items():
+        if path.startswith(RATE_LIMITED_PREFIX):
+            for operation in operations.values():
+                operation["responses"]["429"] = use("TooManyRequests")
+    return all_paths
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -537,7 +556,7 @@ def document() -> dict[str, Any]:
             "user's in-app inbox. Every error body is "
             '{"error": code, "message": text}.',
         },
-        "paths": paths(),
+        "paths": with_rate_limits(paths()),
         "components": {
             "schemas": {**request_schemas(), **preference_schemas(), **RESPONSE_SCHEMAS},
             "responses": RESPONSES,

@@ -4,10 +4,16 @@ actor, the recipient and the links of the recipient's locale and channel.
 Used at send time by the worker (``notify.delivery.send``), for dry runs
 (``notify.delivery.dry_run``), by the admin preview and by digests, which
 render each item's title with the same context (``render_context``).
+
+Besides the rendered text, the message carries the event as data in its
+``extra`` (``event``: id, type, occurred_at, actor_id; ``data``: the payload as
+stored, after event middleware and a binding's allow-list): signed webhooks
+send both, so a receiver can sync from data instead of parsing text.
 """
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from jinja2.exceptions import TemplateError
@@ -16,7 +22,7 @@ from channels.base import OutgoingMessage
 from notify import conf
 from notify.delivery.rendering import template_store
 from notify.fanout.pipeline import actor_context, event_context
-from notify.models import Delivery, Notification
+from notify.models import Delivery, Event, Notification
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 
 
@@ -48,6 +54,29 @@ def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
     }
 
 
+def event_data(event: Event) -> dict[str, Any]:
+    """The event as a message's ``extra`` carries it (see the module docstring).
+
+    ``occurred_at`` is when the event was stored (for a model change: in the
+    change's transaction), in UTC with microseconds, so receivers can order by
+    it, then by ``id``."""
+    received = event.received_at
+    return {
+        "event": {
+            "id": event.pk,
+            "type": event.type,
+            "occurred_at": received.astimezone(UTC).isoformat(timespec="microseconds")
+            if received
+            else None,
+            # A custom user model's key may be a UUID: JSON gets its string.
+            "actor_id": event.actor_id
+            if event.actor_id is None or isinstance(event.actor_id, int)
+            else str(event.actor_id),
+        },
+        "data": event.payload if isinstance(event.payload, dict) else {},
+    }
+
+
 def unsubscribe_link(delivery: Delivery, message_format: str) -> str:
     """The signed one-click link for an email of a non-critical category ("" otherwise)."""
     notification = delivery.notification
@@ -69,15 +98,16 @@ def build_message(
     unsubscribe = unsubscribe_link(delivery, message_format)
     context = render_context(delivery, unsubscribe)
     parts = template_store.render(rule.message, message_format, context, locale)
-    payload = notification.event.payload if isinstance(notification.event.payload, dict) else {}
-    url = payload.get("url") if isinstance(payload.get("url"), str) else ""
+    event = event_data(notification.event)
+    url = event["data"].get("url")
     extra: dict[str, Any] = {
         "notification_id": notification.pk,
         "user_id": notification.user_id,
-        "url": url,
+        "url": url if isinstance(url, str) else "",
+        **event,
     }
     if message_format == "push":  # the deep link (the inbox when the event has none), the badge
-        extra["url"] = url or context["inbox_url"]
+        extra["url"] = extra["url"] or context["inbox_url"]
         extra["badge"] = unread_inbox_count(notification.user_id)
     return OutgoingMessage(
         delivery_id=delivery.pk,

@@ -169,7 +169,7 @@ def suppress_refused(exc: ChannelError, address_kind: str | None, address: str) 
         suppress(
             kind=address_kind,
             address=address,
-            reason="sms_stop" if exc.code == "21610" else "invalid",
+            reason=exc.reason or ("sms_stop" if exc.code == "21610" else "invalid"),
             source=exc.provider,
             detail=str(exc),
         )

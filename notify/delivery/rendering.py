@@ -49,6 +49,9 @@ PARTS_BY_FORMAT: dict[str, tuple[tuple[str, bool], ...]] = {
     "inapp": (("inapp", True),),
     # A push notification: the first line is its title, the rest its body.
     "push": (("push", True),),
+    # Signed webhooks carry the event as data: the chat part, if the message has
+    # one, is their text; a message without it (or no message folder) is data-only.
+    "webhook": (("chat", False),),
 }
 ALL_PARTS = ("email.subject", "email.txt", "email.html", "sms", "chat", "inapp", "push")
 
@@ -203,7 +206,7 @@ def shape(message_format: str, parts: dict[str, str]) -> RenderedParts:
         title, _, body = parts[message_format].strip().partition("\n")
         return RenderedParts(subject=title.strip(), text=body.strip())
     key = "sms" if message_format == "sms" else "chat"
-    return RenderedParts(text=parts[key].strip())
+    return RenderedParts(text=parts.get(key, "").strip())
 
 
 def validate_template_source(

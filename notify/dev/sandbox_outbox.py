@@ -1,6 +1,7 @@
 """``/dev/outbox/``: what the sandbox providers would have sent."""
 
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404
 from django.shortcuts import render
 
@@ -8,8 +9,10 @@ from channels import sandbox
 from notify import conf
 
 
+@staff_member_required
 def sandbox_outbox(request):
-    """What the sandbox providers would have sent (only when the sandbox is on)."""
+    """What the sandbox providers would have sent (only when the sandbox is on), to
+    staff only: it shows every user's messages, verification codes included."""
     if not conf.get("SANDBOX"):
         raise Http404("The sandbox is off.")
     records = sandbox.read(limit=200, directory=conf.get("SANDBOX_DIR"))

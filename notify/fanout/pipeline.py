@@ -35,8 +35,9 @@ from notify.fanout import sequence
 from notify.fanout.context import actor_context, condition_context, event_context
 from notify.fanout.middleware import EventMiddlewareError, apply_event_middleware
 from notify.logs import log_context
-from notify.models import Event
+from notify.models import Event, RuleError
 from notify.outbox.rows import write_fanout_chunk
+from rules.index import CompiledRule
 
 # Where they were first defined; callers still import them from here.
 __all__ = [
@@ -62,6 +63,14 @@ class FanoutStats:
     chunks: int = 0
     decisions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # per rule that wrote nothing
+    # (rule id, rule name, RuleError kind, message) per rule that failed for the event
+    rule_errors: list[tuple[int, str, str, str]] = field(default_factory=list)
+
+    def rule_failed(self, event_id: int, rule: CompiledRule, kind: str, message: str) -> None:
+        """One rule failed for this event: said on the event, logged with its id."""
+        log.warning("event %s, rule %s (%s) failed: %s", event_id, rule.id, rule.name, message)
+        self.rule_errors.append((rule.id, rule.name, kind, message))
+        self.errors.append(f"rule {rule.id} ({rule.name}): {message}; nothing sent for it")
 
 
 GROUP_PAYLOAD_KEYS = ("thread", "group")
@@ -88,6 +97,14 @@ def notification_group_key(rule_id: int, event: Event) -> str:
     return key
 
 
+# A rule that fails for one event: recorded as a RuleError, the other rules go on.
+RULE_FAILURES = {
+    sequence.CONDITION_FAILED: RuleError.Kind.CONDITION,
+    sequence.BAD_SEND_TIME: RuleError.Kind.SEND_AT,
+    sequence.DEDUP_FAILED: RuleError.Kind.DEDUP_KEY,
+}
+
+
 def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
     """Write the outbox rows for one event. Idempotent: safe to run again."""
     now = now or timezone.now()
@@ -95,11 +112,8 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
     # 1-3. context, match, per rule: route, send time, ops controls (claimed)
     for plan in sequence.plan_event(event, now=now, record=True):
         rule = plan.rule
-        if plan.stop == sequence.BAD_SEND_TIME:
-            log.warning(
-                "event %s, rule %s: %s; nothing written for this rule", event.pk, rule.id, plan.why
-            )
-            stats.errors.append(f"rule {rule.id} ({rule.name}): {plan.why}; nothing sent for it")
+        if plan.stop in RULE_FAILURES:
+            stats.rule_failed(event.pk, rule, RULE_FAILURES[plan.stop], plan.why)
             continue
         policy = plan.policy
         if policy is not None and (policy.note or policy.skip):
@@ -167,6 +181,7 @@ def _process_event(event_id: int) -> FanoutStats | None:
         claimed_until=None,
         error="\n".join(stats.errors)[:2000],
     )
+    record_rule_errors(event_id, stats.rule_errors)
     log.debug(
         "event %s fanned out: %d rules, %d notifications, %d deliveries",
         event_id,
@@ -175,6 +190,24 @@ def _process_event(event_id: int) -> FanoutStats | None:
         stats.deliveries,
     )
     return stats
+
+
+def record_rule_errors(event_id: int, errors: list[tuple[int, str, str, str]]) -> None:
+    """Keep each rule's failure on the event (a re-run records it once)."""
+    if errors:
+        RuleError.objects.bulk_create(
+            [
+                RuleError(
+                    event_id=event_id,
+                    rule_id=rule_id,
+                    rule_name=name[:200],
+                    kind=kind,
+                    message=message,
+                )
+                for rule_id, name, kind, message in errors
+            ],
+            ignore_conflicts=True,
+        )
 
 
 def reprocess_events(event_ids: Iterable[int]) -> int:

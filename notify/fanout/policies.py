@@ -54,7 +54,8 @@ DRY_RUN_RENDER_LIMIT = 100
 class RulePolicy:
     rule: CompiledRule
     skip: str = ""  # why the rule writes nothing for this event
-    note: str = ""  # worth recording, not stopping (a key that could not be evaluated)
+    note: str = ""  # worth recording, not stopping
+    failed: str = ""  # the deduplication key could not be evaluated: the rule failed
     duplicate_of: int | None = None  # the event that holds the deduplication key
     rendered: int = 0  # dry-run deliveries handed to the worker to render so far
 
@@ -74,7 +75,10 @@ class RulePolicy:
         try:
             key = dedup.key_digest(rule.dedup_key.evaluate(context))
         except ConditionError as exc:
-            policy.note = f"deduplication key not evaluated ({exc}); not deduplicated"
+            # Sending anyway could notify everyone again for each duplicate:
+            # the rule fails for this event, visibly (notify.fanout.pipeline).
+            policy.failed = f"deduplication key not evaluated: {exc}"
+            policy.skip = f"failed: {policy.failed}"
             return policy
         if key is None:
             return policy

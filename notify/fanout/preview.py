@@ -160,8 +160,8 @@ def preview_rule(item: RulePreview, plan: sequence.RulePlan, shown: int) -> None
     if plan.stop == sequence.NO_ROUTE:
         item.notes.append("no category or no configured channel: the rule writes nothing")
         return
-    if plan.stop == sequence.BAD_SEND_TIME:
-        item.notes.append(f"{plan.why}; nothing would be sent for this rule")
+    if plan.stop in (sequence.BAD_SEND_TIME, sequence.DEDUP_FAILED):
+        item.notes.append(f"fails for this event: {plan.why}; nothing would be sent for this rule")
         return
     policy = plan.policy
     if policy is not None and policy.note:

@@ -71,6 +71,8 @@ NOT_MATCHED = "not_matched"  # only for the matches a caller passes in
 NO_ROUTE = "no_route"  # no category or no configured channel
 BAD_SEND_TIME = "bad_send_time"  # the payload time is missing or invalid
 DUPLICATE = "duplicate"  # the deduplication key was notified already
+CONDITION_FAILED = "condition_failed"  # the rule's condition raised (a rule error)
+DEDUP_FAILED = "dedup_failed"  # the deduplication key could not be evaluated (a rule error)
 
 
 def chunked(ids: Iterable[int], size: int) -> Iterator[list[int]]:
@@ -241,7 +243,7 @@ def plan_event(
     now = now or timezone.now()
     context: dict[str, Any] = condition_context(event)
     if matches is None:
-        matches = [m for m in rule_index.get().match(event.type, context) if m.matched]
+        matches = [m for m in rule_index.get().match(event.type, context) if m.matched or m.failed]
     matches = list(matches)
     matched = {m.rule.category_id for m in matches if m.matched}
     categories = {c.pk: c for c in Category.objects.filter(pk__in=matched)} if matched else {}
@@ -255,7 +257,8 @@ def plan_event(
     for match in matches:
         plan = RulePlan(match, event, now, audience, directory, user_ids=recipients)
         if not match.matched:
-            plan.stop, plan.why = NOT_MATCHED, match.reason
+            plan.stop = CONDITION_FAILED if match.failed else NOT_MATCHED
+            plan.why = match.reason
             yield plan
             continue
         rule = match.rule
@@ -273,6 +276,10 @@ def plan_event(
             yield plan
             continue
         plan.policy = RulePolicy.start(rule, event, context, now, record=record)
+        if plan.policy.failed:
+            plan.stop, plan.why = DEDUP_FAILED, plan.policy.failed
+            yield plan
+            continue
         if plan.policy.skip:
             plan.stop, plan.why = DUPLICATE, plan.policy.skip
             yield plan

@@ -1,6 +1,6 @@
 """The core app's models: events in, preferences, the outbox, templates."""
 
-from notify.models.events import ApiKey, Event
+from notify.models.events import ApiKey, Event, RuleError
 from notify.models.outbox import Delivery, DeliveryAttempt, Digest, Notification, ProviderEvent
 from notify.models.preferences import (
     Category,
@@ -28,6 +28,7 @@ __all__ = [
     "MessageTemplate",
     "Notification",
     "ProviderEvent",
+    "RuleError",
     "Subscription",
     "Suppression",
     "UserSettings",

@@ -64,6 +64,36 @@ class Event(models.Model):
         return f"{self.type} #{self.pk}"
 
 
+class RuleError(models.Model):
+    """A rule that failed for one event (its condition or deduplication key
+    could not be evaluated): that rule wrote nothing for the event, the other
+    rules went on. Shown per rule on the event in admin, counted in /metrics
+    and on the delivery-health dashboard."""
+
+    class Kind(models.TextChoices):
+        CONDITION = "condition"
+        DEDUP_KEY = "dedup_key", "deduplication key"
+        SEND_AT = "send_at", "send time"
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="rule_errors")
+    rule = models.ForeignKey("rules.Rule", null=True, on_delete=models.SET_NULL, related_name="+")
+    rule_name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["event", "rule_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "rule", "kind"], name="rule_error_unique")
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"rule {self.rule_name or self.rule_id}: {self.kind} failed for event {self.event_id}"
+        )
+
+
 class ApiKey(models.Model):
     """A credential for the HTTP API. Only a SHA-256 of the secret is kept.
 

@@ -3,6 +3,8 @@ bad configuration fails at start-up and says what to set."""
 
 from __future__ import annotations
 
+import sys
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -62,3 +64,25 @@ def check_metrics_access(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+# CVE-2024-6923: the email package let CR/LF inside RFC 2047 encoded words
+# through into folded headers (header injection). Fixed in 3.12.5 and 3.13.0.
+SAFE_INTERPRETER = (3, 12, 5)
+
+
+@checks.register()
+def check_interpreter(app_configs=None, *, version_info=None, **kwargs):
+    """Refuse to start on a Python whose email package allows header injection."""
+    version = tuple((version_info or sys.version_info)[:3])
+    if version >= SAFE_INTERPRETER:
+        return []
+    found = ".".join(str(part) for part in version)
+    return [
+        checks.Critical(
+            f"Python {found} lets payload text inject email headers (CVE-2024-6923).",
+            hint="Run notify on Python 3.12.5 or newer (scripts/find-python picks one), "
+            "then re-create the virtualenv: rm -rf .venv && make .venv/.installed",
+            id="notify.E210",
+        )
+    ]

@@ -85,6 +85,18 @@ def event_metrics() -> Iterator[Metric]:
     for source, status, n in fetch(sql):
         events.add_metric([source, status], n)
     yield events
+    from notify.models import RuleError
+
+    rule_errors = GaugeMetricFamily(
+        "notify_rule_errors",
+        "Rules that failed for an event (condition, deduplication key or send time "
+        "could not be evaluated), by kind.",
+        labels=["kind"],
+    )
+    counts = dict(fetch(f"SELECT kind, COUNT(*) FROM {table(RuleError)} GROUP BY kind"))
+    for kind in RuleError.Kind.values:
+        rule_errors.add_metric([kind], counts.get(kind, 0))
+    yield rule_errors
     notifications = GaugeMetricFamily(
         "notify_notifications", "Notifications in the database by category.", labels=["category"]
     )

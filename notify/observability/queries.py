@@ -359,6 +359,14 @@ def event_states(period: Period) -> dict[str, int]:
     return {state: n for state, n in fetch(sql, params)}
 
 
+def rule_error_count(period: Period) -> int:
+    """Rules that failed for an event in ``period`` (index on ``created_at``)."""
+    from notify.models import RuleError
+
+    sql = f"SELECT COUNT(*) FROM {table(RuleError)} WHERE created_at >= %s AND created_at < %s"
+    return fetch(sql, [adapt(period.start), adapt(period.end)])[0][0]
+
+
 def id_edges(model: type, column: str, moments: Iterable[datetime]) -> list[int]:
     """For each moment (ascending), the smallest id whose ``column`` is at or
     after it, by bisecting the primary key (``column`` grows with the id); one

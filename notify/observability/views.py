@@ -1,5 +1,7 @@
 """Small pages for operators and their tools: health, readiness, metrics."""
 
+import ipaddress
+
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -21,7 +23,22 @@ def readyz(request):
     an outbox that keeps up. 503 names each failing check
     (``notify.observability.health``)."""
     ready, body = readiness()
+    if not may_see_details(request):
+        # Anyone may ask whether the service is ready; what failed and where (lock
+        # file paths, pids, hosts) is for staff and for probes on this machine.
+        body = {"status": body["status"]}
     return JsonResponse(body, status=200 if ready else 503)
+
+
+def may_see_details(request) -> bool:
+    """Staff, or a request from the loopback interface (a local probe)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
 
 
 @never_cache

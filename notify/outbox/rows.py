@@ -25,6 +25,7 @@ from django.utils import timezone
 from notify import conf
 from notify.models import Delivery, DeliveryAttempt, Event, Notification
 from notify.models.status import Status
+from notify.outbox.status_reports import apply_waiting_reports
 
 
 class PlannedDelivery(NamedTuple):
@@ -326,6 +327,8 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
             with connection.cursor() as cursor:
                 cursor.executemany(update, rows)
         DeliveryAttempt.objects.bulk_create([by_id[i].attempt_row() for i in ours])
+    # Status reports that came before this record was committed (DESIGN.md, 8).
+    apply_waiting_reports(by_id[i].message_id for i in ours if by_id[i].status == Status.SENT)
     return len(ours)
 
 

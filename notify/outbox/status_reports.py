@@ -2,11 +2,29 @@
 
 Every provider's webhook view parses its own format, checks its own
 signature, then hands the normalised report here. The report is kept
-(``ProviderEvent``) whether or not a delivery matches it.
+(``ProviderEvent``) whether or not a delivery matches it, and the view answers
+2xx only after it is stored (DESIGN.md, 8: no report is lost).
+
+A report can arrive before the send is recorded: Twilio and ESPs post their
+first callbacks within milliseconds of accepting a message, while our worker
+is still writing the outcome. Such a report is stored unattached ("waiting")
+and applied when the send is recorded (``apply_waiting_reports``, called by
+``notify.outbox.rows.record_outcomes`` once the provider's id is committed).
+Both sides write, commit, then look for the other: the report after storing
+itself looks for the delivery again, the recorder after committing looks for
+waiting reports; whichever commits second sees the other, and the delivery's
+row lock makes applying a report happen once.
+
+Reports may come in any order. A delivery's status only moves forward through
+``sent`` → ``delivered`` → ``bounced`` / ``failed`` (a bounce after delivery is
+still bad news; a late "delivered" or "sent" never undoes a bounce), so the
+final state does not depend on the order the reports arrived in.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +34,8 @@ from django.utils import timezone
 from notify.models import Delivery, ProviderEvent
 from notify.models.status import Status
 from notify.preferences.suppressions import suppress
+
+log = logging.getLogger("notify.outbox.status_reports")
 
 # Normalised report types, mapped by each provider from its own codes.
 QUEUED, SENT, DELIVERED, DEFERRED, BOUNCED, FAILED, COMPLAINED, REJECTED = (
@@ -59,7 +79,10 @@ class StatusReport:
 
 
 def apply_status(report: StatusReport) -> Delivery | None:
-    """Record the report, move the delivery it names, suppress if it says so."""
+    """Record the report, move the delivery it names, suppress if it says so.
+
+    Returns the delivery the report was applied to; ``None`` when no send with
+    that provider id is recorded yet (the report waits for it)."""
     with transaction.atomic():
         delivery = (
             Delivery.objects.select_for_update()
@@ -68,7 +91,7 @@ def apply_status(report: StatusReport) -> Delivery | None:
             if report.message_id
             else None
         )
-        ProviderEvent.objects.create(
+        stored = ProviderEvent.objects.create(
             provider=report.provider,
             event_type=report.event_type,
             provider_message_id=report.message_id[:255],
@@ -78,18 +101,7 @@ def apply_status(report: StatusReport) -> Delivery | None:
             payload=report.payload,
         )
         if delivery is not None:
-            new_status = STATUS_FOR.get(report.event_type)
-            if new_status and delivery.status in OVERRIDABLE and delivery.status != new_status:
-                delivery.status = new_status
-                fields = ["status", "updated_at"]
-                if new_status == Status.DELIVERED:
-                    delivery.delivered_at = timezone.now()
-                    fields.append("delivered_at")
-                else:
-                    delivery.error_code = report.error_code[:50]
-                    delivery.error_message = (report.detail or report.event_type)[:2000]
-                    fields += ["error_code", "error_message"]
-                delivery.save(update_fields=fields)
+            move_delivery(delivery, stored)
         if report.suppress_reason and report.recipient and report.suppress_kind:
             suppress(
                 report.suppress_kind,
@@ -98,4 +110,64 @@ def apply_status(report: StatusReport) -> Delivery | None:
                 source=report.provider,
                 detail=report.detail or report.event_type,
             )
+    if delivery is None and report.message_id:
+        # The send may have been recorded after our look-up and before we
+        # committed: look again now that the report is stored.
+        apply_waiting_reports([report.message_id])
+        delivery = Delivery.objects.filter(provider_message_id=report.message_id).first()
     return delivery
+
+
+def move_delivery(delivery: Delivery, report: ProviderEvent) -> bool:
+    """Apply one stored report to a delivery locked by the caller; True if it moved."""
+    new_status = STATUS_FOR.get(report.event_type)
+    if not new_status or delivery.status not in OVERRIDABLE or delivery.status == new_status:
+        return False
+    delivery.status = new_status
+    fields = ["status", "updated_at"]
+    if new_status == Status.DELIVERED:
+        delivery.delivered_at = report.received_at or timezone.now()
+        fields.append("delivered_at")
+    else:
+        delivery.error_code = report.error_code[:50]
+        delivery.error_message = (report.detail or report.event_type)[:2000]
+        fields += ["error_code", "error_message"]
+    delivery.save(update_fields=fields)
+    return True
+
+
+def apply_waiting_reports(message_ids: Iterable[str]) -> int:
+    """Apply the stored reports that arrived before their send was recorded.
+
+    Called with the provider ids of sends just recorded (committed); one
+    indexed query when nothing waits. Returns how many reports were applied."""
+    ids = sorted({m[:255] for m in message_ids if m})
+    if not ids:
+        return 0
+    waiting = ProviderEvent.objects.filter(delivery__isnull=True, provider_message_id__in=ids)
+    if not waiting.exists():
+        return 0
+    applied = 0
+    with transaction.atomic():
+        # Lock the deliveries first: a concurrent apply_status or another
+        # recorder waits here, then finds these reports attached.
+        deliveries = {
+            d.provider_message_id: d
+            for d in Delivery.objects.select_for_update()
+            .filter(provider_message_id__in=ids)
+            .order_by("pk")
+        }
+        if not deliveries:
+            return 0
+        reports = list(
+            waiting.filter(provider_message_id__in=list(deliveries)).order_by("received_at", "pk")
+        )
+        for report in reports:
+            delivery = deliveries[report.provider_message_id]
+            move_delivery(delivery, report)
+            report.delivery = delivery
+        ProviderEvent.objects.bulk_update(reports, ["delivery"])
+        applied = len(reports)
+    if applied:
+        log.info("%d status report(s) applied on arriving before their send was recorded", applied)
+    return applied

@@ -3,6 +3,14 @@
 A real ASGI server (uvicorn, which also serves the live inbox's long-lived
 connections), the in-process worker pool and the scheduler, started together
 and stopped together on Ctrl-C or SIGTERM.
+
+Client addresses: Django sees the socket's peer as ``REMOTE_ADDR``, and that is
+what ``/metrics``, ``/readyz`` and the rate limits trust. uvicorn would replace
+it with ``X-Forwarded-For`` from 127.0.0.1 by default, so that anything able to
+reach the port through a local proxy could claim any address; here forwarded
+headers are honoured only from the proxies listed in
+``NOTIFY["TRUSTED_PROXIES"]`` (addresses or networks; empty by default:
+forwarded headers are never trusted).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import logging
 
 import uvicorn
 
+from notify import conf
 from notify.runtime.worker import WorkerPool
 from notify.scheduling.scheduler import SchedulerService
 
@@ -26,15 +35,7 @@ def serve(
         pool.start()
     if service:
         service.start()
-    config = uvicorn.Config(
-        "notify.project.asgi:application",
-        host=host,
-        port=port,
-        lifespan="off",
-        log_level="info",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn_config(host, port)
     try:
         uvicorn.Server(config).run()  # returns on SIGINT / SIGTERM
     finally:
@@ -43,3 +44,24 @@ def serve(
         if service:
             service.stop()
         log.info("stopped")
+
+
+def trusted_proxies() -> list[str]:
+    """``NOTIFY["TRUSTED_PROXIES"]``: the proxies whose ``X-Forwarded-For`` counts."""
+    proxies = conf.get("TRUSTED_PROXIES") or []
+    return [proxies] if isinstance(proxies, str) else list(proxies)
+
+
+def uvicorn_config(host: str, port: int) -> uvicorn.Config:
+    proxies = trusted_proxies()
+    return uvicorn.Config(
+        "notify.project.asgi:application",
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or [],
+    )

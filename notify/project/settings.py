@@ -104,9 +104,11 @@ SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
 # (`celery -A notify worker`, `notify worker`) keep their threads and may set
 # 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
 # outlives a database restart.
+# An empty DATABASE_URL (``DATABASE_URL=`` in an env file) means "not set": the
+# embedded SQLite default, rather than dj-database-url's KeyError: 'ENGINE'.
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{SQLITE_PATH}",
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{SQLITE_PATH}",
         conn_max_age=int(os.environ.get("NOTIFY_DB_CONN_MAX_AGE", "0")),
         conn_health_checks=True,
     )
@@ -342,6 +344,17 @@ if os.environ.get("NOTIFY_EMAIL_FALLBACK_BACKEND"):
         )
 if os.environ.get("NOTIFY_EMAIL_RATE_LIMIT"):
     NOTIFY["CHANNELS"]["email"]["OPTIONS"]["RATE_LIMIT"] = os.environ["NOTIFY_EMAIL_RATE_LIMIT"]
+
+# Signed webhooks (README, "Signed webhooks"): NOTIFY_WEBHOOK_INTERNAL_HOSTS names
+# receivers (billing.internal,127.0.0.1) reachable over http and at private
+# addresses; link-local and cloud metadata addresses stay refused. The sandbox
+# stand-in (no NOTIFY_WEBHOOK_SECRET) posts nothing; it takes the webhook format,
+# so data-only rules work in the demo.
+_webhook = NOTIFY["CHANNELS"]["webhook"]
+if _webhook["BACKEND"] == "channels.sandbox.SandboxChannel":
+    _webhook["OPTIONS"]["FORMAT"] = "webhook"
+elif os.environ.get("NOTIFY_WEBHOOK_INTERNAL_HOSTS"):
+    _webhook["OPTIONS"]["INTERNAL_HOSTS"] = env_list("NOTIFY_WEBHOOK_INTERNAL_HOSTS")
 
 # Logs: plain lines, or one JSON object per line with NOTIFY_LOG_FORMAT=json. Every
 # record is redacted as it is made (notify.logs.configure): no

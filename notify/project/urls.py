@@ -6,6 +6,7 @@ from notify.dev import sandbox_outbox
 from notify.observability import views
 from notify.pages import inbox as inbox_pages
 from notify.pages import unsubscribe as unsubscribe_pages
+from notify.pages.throttle import throttled_login, throttled_page
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -17,11 +18,17 @@ urlpatterns = [
     path("inbox/read-all", inbox_pages.mark_all_read, name="inbox-read-all"),
     path("inbox/<int:item_id>/read", inbox_pages.mark_read, name="inbox-read"),
     path("inbox/<int:item_id>/unread", inbox_pages.mark_unread, name="inbox-unread"),
-    path("unsubscribe/<str:token>/", unsubscribe_pages.unsubscribe, name="unsubscribe"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "unsubscribe/<str:token>/",
+        throttled_page("unsubscribe")(unsubscribe_pages.unsubscribe),
+        name="unsubscribe",
+    ),
+    # Failed sign-ins throttled per username and per address (notify.pages.throttle).
+    path("accounts/login/", throttled_login(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("settings/notifications/", include("notify.pages.urls")),
     path("api/v1/", include("notify.api.urls")),
     path("webhooks/", include("notify.webhooks.urls")),
+    path("admin/login/", throttled_login(admin.site.login)),  # before admin's own URLs
     path("admin/", admin.site.urls),
 ]

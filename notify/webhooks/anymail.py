@@ -2,7 +2,8 @@
 
 Anymail's view (routed in ``notify.webhooks.urls``) checks the HTTP basic auth
 of ``ANYMAIL["WEBHOOK_SECRET"]`` — a forged or missing credential is a 400 and
-nothing runs — then parses the ESP's payload into a normalised
+nothing runs; with no secret configured the view is closed (403,
+``notify.webhooks.closed``) — then parses the ESP's payload into a normalised
 ``AnymailTrackingEvent`` and sends the ``tracking`` signal. This module
 receives it and turns it into a :class:`notify.outbox.status_reports.StatusReport`:
 
@@ -145,8 +146,9 @@ def check_webhook_secret(app_configs: Any = None, **kwargs: Any) -> list[checks.
         return []
     return [
         checks.Warning(
-            "The ESP tracking webhooks under /webhooks/anymail/ accept posts from anyone: "
-            "no ANYMAIL['WEBHOOK_SECRET'] is set.",
+            "The ESP tracking webhooks under /webhooks/anymail/ are closed (every report is "
+            "refused with a 403): no ANYMAIL['WEBHOOK_SECRET'] is set, so bounces and "
+            "complaints never reach notify.",
             hint="Set NOTIFY_WEBHOOK_BASIC_AUTH='user:password' and give the ESP the webhook "
             "URL https://user:password@<host>/webhooks/anymail/postmark/tracking/.",
             id="notify.W101",

@@ -17,7 +17,9 @@
 
 Both check ``X-Twilio-Signature`` with the SDK's ``RequestValidator`` and the
 auth token of the Twilio channel(s) in ``NOTIFY["CHANNELS"]``: a missing or
-forged signature is a 403 and changes nothing. Twilio signs the URL it called,
+forged signature is a 403 and changes nothing. With no Twilio channel
+configured (no auth token to check against) both are closed: a 403 that says
+what to set. Twilio signs the URL it called,
 which behind a proxy or load balancer is not what Django sees
 (``request.build_absolute_uri`` gives the internal host and scheme). The URL
 is therefore rebuilt from ``NOTIFY["SITE_URL"]`` (the public base URL of this
@@ -51,7 +53,11 @@ log = logging.getLogger("notify.webhooks.twilio")
 
 PROVIDER = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
-STOP_CODE = "21610"  # "Attempt to send to unsubscribed recipient"
+STOP_CODE = "21610"
+CLOSED = (
+    "This webhook is closed: no Twilio channel with ACCOUNT_SID and AUTH_TOKEN is configured "
+    "in NOTIFY['CHANNELS']. Set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM."
+)  # "Attempt to send to unsubscribed recipient"
 
 # Twilio's default opt-out / opt-in / help keywords (matched whole, any case).
 OPT_OUT_KEYWORDS = frozenset(
@@ -79,6 +85,8 @@ def status_callback(request: HttpRequest) -> HttpResponse:
     params = _form(request)
     if params is None:
         return HttpResponseBadRequest("Expected a form-encoded body.")
+    if not any(_twilio_accounts()):
+        return HttpResponseForbidden(CLOSED, content_type="text/plain")
     if not verify_signature(request, params):
         return HttpResponseForbidden("Missing or invalid X-Twilio-Signature.")
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
@@ -119,6 +127,8 @@ def inbound_message(request: HttpRequest) -> HttpResponse:
     params = _form(request)
     if params is None:
         return HttpResponseBadRequest("Expected a form-encoded body.")
+    if not any(_twilio_accounts()):
+        return HttpResponseForbidden(CLOSED, content_type="text/plain")
     if not verify_signature(request, params):
         return HttpResponseForbidden("Missing or invalid X-Twilio-Signature.")
     sender = _phone(params.get("From", ""))

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -34,9 +35,12 @@ from channels.chat import (
 from channels.http import HttpWebhookChannel, UrlPolicy, host_allowed
 from channels.webhook import SignedWebhookChannel, sign, verify_signature
 from tests.channel_contract import ChannelContract, Received
+from tests.json_schema import errors
 from tests.peers.webhooks import WebhookPeer
 
 SECRET = "whsec-test-5f0c1d"
+ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD_SCHEMA = json.loads((ROOT / "docs" / "webhook-payload.schema.json").read_text())
 LOCAL = {"ALLOW_HTTP": True, "ALLOWED_HOSTS": ["127.0.0.1"], "TIMEOUT": 5}
 
 
@@ -125,8 +129,11 @@ def test_signed_webhook_payload_headers_and_signature(webhook_peer):
     request = got.request
     assert result.message_id == "501" == request.header("x-notify-delivery")
     assert result.provider == "webhook"
-    assert set(got.body) == {"id", "channel", "subject", "text", "url", "sent_at"}
+    assert set(got.body) == set(PAYLOAD_SCHEMA["properties"])
+    assert errors(got.body, PAYLOAD_SCHEMA) == []
     assert got.body["id"] == 501
+    assert got.body["event"] is None  # a message about no single event (a digest)
+    assert got.body["data"] == {}
     assert got.body["channel"] == "webhook"
     assert got.body["subject"] == "Shipped"
     assert got.body["text"] == "Order A1 shipped\nWith DHL."
@@ -138,6 +145,51 @@ def test_signed_webhook_payload_headers_and_signature(webhook_peer):
     assert request.header("x-notify-signature") == f"v1={expected.hexdigest()}"
     assert verify_signature(SECRET, timestamp, request.body, request.header("x-notify-signature"))
     assert request.header("content-type") == "application/json"
+
+
+def test_signed_webhook_carries_the_event_as_data(webhook_peer):
+    url = webhook_peer.add_endpoint("signed", secret=SECRET)
+    event = {
+        "id": 9,
+        "type": "shop.order.deleted",
+        "occurred_at": "2026-01-01T12:00:00.123456+00:00",
+        "actor_id": 3,
+    }
+    data = {"model": "shop.order", "pk": 7, "object": {"number": "A-7", "total": "12.50"}}
+    with make(SignedWebhookChannel) as channel:
+        channel.send(message(url, text="", extra={"event": event, "data": data, "url": ""}))
+    [got] = webhook_peer.accepted
+    assert errors(got.body, PAYLOAD_SCHEMA) == []
+    assert got.body["event"] == event
+    assert got.body["data"] == data
+    assert (got.body["subject"], got.body["text"]) == ("", "")  # data-only
+    assert json.loads(got.request.body) == got.body  # signed as sent, parsed as JSON
+
+
+def test_the_readme_example_body_follows_the_schema():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Signed webhooks\n", 1)[1]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    assert errors(example, PAYLOAD_SCHEMA) == []
+    assert set(example) == set(PAYLOAD_SCHEMA["properties"])
+
+
+def test_the_schema_checker_finds_what_is_wrong():
+    body = {
+        "id": 0,
+        "channel": "webhook",
+        "event": {"id": 1, "type": "t", "occurred_at": "2026-01-01 12:00", "actor_id": None},
+        "data": [],
+        "subject": "",
+        "text": "",
+        "sent_at": "2026-01-01T12:00:00+00:00",
+    }
+    assert sorted(errors(body, PAYLOAD_SCHEMA)) == [
+        "$.data: [] is not of type object",
+        "$.event.occurred_at: '2026-01-01 12:00' is not a date-time",
+        "$.id: 0 is less than 1",
+        "$: 'url' is required",
+    ]
 
 
 def test_verify_signature_rejects_tampering_old_timestamps_and_other_secrets():
@@ -373,7 +425,7 @@ def test_chat_and_webhook_aliases_are_the_sandbox_unless_credentials_are_set(tmp
     from notify.registry import describe
 
     assert describe("chat") == ("slack", "chat")
-    assert describe("webhook") == ("webhook", "chat")
+    assert describe("webhook") == ("webhook", "webhook")  # data-only rules work in the sandbox
     script = (
         "import json, notify.project.settings as s; "
         "print(json.dumps({a: s.NOTIFY['CHANNELS'][a] for a in ('chat', 'webhook')}))"

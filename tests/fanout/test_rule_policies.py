@@ -131,15 +131,18 @@ def test_dedup_holds_at_its_window_boundary(make_user, make_rule):
     assert DedupRecord.objects.count() == 2  # one per key
 
 
-def test_an_empty_or_broken_dedup_key_never_deduplicates(make_user, make_rule):
+def test_an_empty_key_never_deduplicates_and_a_broken_one_fails_its_rule(make_user, make_rule):
+    """A key that cannot be evaluated fails that rule for the event (sending
+    anyway could repeat every duplicate); the other rules go on (issue 12)."""
     alice = make_user("alice")
     make_rule(dedup_key="payload.order_id", dedup_window=timedelta(hours=1))
     make_rule(name="broken key", dedup_key="payload.order_id > 3", dedup_window=timedelta(hours=1))
     for _ in range(2):
         event = trigger("order.shipped", {"order_id": None}, recipients=[alice])
         stats = fan_out(event)
-        assert stats.rules == 2
-    assert Notification.objects.count() == 4
+        assert stats.rules == 1
+        assert [e[1:3] for e in stats.rule_errors] == [("broken key", "dedup_key")]
+    assert Notification.objects.count() == 2
     assert any("deduplication key not evaluated" in e for e in stats.errors)
 
 

@@ -32,7 +32,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
@@ -187,6 +187,11 @@ class PostmarkPeer:
         self._release = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Seconds every answer takes (Postmark's ordinary latency), and a hook
+        # called with each accepted message before the API answers (its
+        # webhooks can reach us before the send is recorded).
+        self.latency = 0.0
+        self.on_accept: Callable[[PostmarkMessage], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -337,10 +342,16 @@ class PostmarkPeer:
                 raise ValueError("not an object")
         except ValueError:
             return _json(422, {"ErrorCode": 402, "Message": "Received invalid JSON input."})
+        if self.latency:
+            self._release.wait(self.latency)
         with self._lock:
-            answer = self._next.pop(0) if self._next else self._decide(data)
+            canned = bool(self._next)
+            answer = self._next.pop(0) if canned else self._decide(data)
             self._requests.append(PostmarkRequest(path, token, data, answer.status))
-            return answer
+            accepted = self._messages[-1] if not canned and answer.status == 200 else None
+        if accepted is not None and self.on_accept is not None:
+            self.on_accept(accepted)
+        return answer
 
     def _decide(self, data: dict[str, Any]) -> _Answer:
         """The answer to a well-formed send (called with the lock held)."""

@@ -132,6 +132,8 @@ class HttpPeer:
         self._open_sockets: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Seconds every answer takes (a provider's ordinary latency).
+        self.latency = 0.0
 
     @property
     def base_url(self) -> str:
@@ -225,6 +227,8 @@ class HttpPeer:
             self._released.wait(hang)
             if self._server is None:
                 return None
+        if self.latency:
+            self._released.wait(self.latency)
         with self._lock:
             canned = self._canned.pop(0) if self._canned else None
         return canned if canned is not None else self.answer(request)

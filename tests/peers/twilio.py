@@ -43,7 +43,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -108,6 +108,9 @@ class TwilioPeer(HttpPeer):
         self._closed_sessions: set[str] = set()  # WhatsApp numbers outside the 24 h window
         self._messages: list[TwilioMessage] = []
         self._data_lock = threading.Lock()
+        # Called with each accepted message before the API answers: Twilio's
+        # first status callbacks can reach us before the send is recorded.
+        self.on_accept: Callable[[TwilioMessage], None] | None = None
 
     # -- set-up -------------------------------------------------------------------
 
@@ -243,6 +246,8 @@ class TwilioPeer(HttpPeer):
         )
         with self._data_lock:
             self._messages.append(message)
+        if self.on_accept is not None:
+            self.on_accept(message)
         return Reply(201, self.resource(message))
 
     def _render_content(self, sid: str, variables: str | None) -> str | Reply:

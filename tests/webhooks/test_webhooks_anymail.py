@@ -294,3 +294,41 @@ def test_postmark_events_map_to_reports(fixture, fields, event_type, suppress):
 def test_engagement_events_are_ignored():
     assert report_for(payload("open")) is None
     assert report_for(payload("subscription_change", SuppressSending=False)) is None
+
+
+@pytest.mark.parametrize("secret", [None, "", []], ids=["unset", "empty", "empty-list"])
+def test_without_credentials_configured_a_forged_bounce_is_refused(sent, client, settings, secret):
+    """Issue 13: no NOTIFY_WEBHOOK_BASIC_AUTH must mean closed, not open."""
+    anymail = {k: v for k, v in getattr(settings, "ANYMAIL", {}).items() if k != "WEBHOOK_SECRET"}
+    if secret is not None:
+        anymail["WEBHOOK_SECRET"] = secret
+    settings.ANYMAIL = anymail
+    alice, delivery = sent
+    body = payload("hard_bounce", MessageID=delivery.provider_message_id, Email=alice.email)
+    for headers in ({}, basic_auth("anyone:anything")):
+        response = client.post(
+            URL, data=json.dumps(body), content_type="application/json", **headers
+        )
+        assert response.status_code == 403
+        assert b"NOTIFY_WEBHOOK_BASIC_AUTH" in response.content
+    delivery.refresh_from_db()
+    assert delivery.status == Status.SENT
+    assert not ProviderEvent.objects.exists()
+    assert not Suppression.objects.exists()
+    assert not is_suppressed("email", alice.email)
+
+
+def test_the_system_check_says_what_to_set_when_an_esp_is_configured(settings):
+    from notify.webhooks.anymail import check_webhook_secret
+
+    settings.DEBUG = False
+    settings.ANYMAIL = {}
+    settings.MAILERS = {
+        **settings.MAILERS,
+        "postmark": {"BACKEND": "anymail.backends.postmark.EmailBackend"},
+    }
+    [warning] = check_webhook_secret()
+    assert warning.id == "notify.W101"
+    assert "NOTIFY_WEBHOOK_BASIC_AUTH" in warning.hint
+    settings.ANYMAIL = {"WEBHOOK_SECRET": SECRET}
+    assert check_webhook_secret() == []

@@ -117,6 +117,16 @@ def test_without_a_twilio_channel_every_callback_is_refused(client):
         STATUS, params, headers={"X-Twilio-Signature": sign(f"http://testserver{STATUS}", params)}
     )
     assert response.status_code == 403
+    assert b"TWILIO_AUTH_TOKEN" in response.content  # says what to set
+    inbound = inbound_params(ALICE, "STOP")
+    response = client.post(
+        INBOUND,
+        inbound,
+        headers={"X-Twilio-Signature": sign(f"http://testserver{INBOUND}", inbound)},
+    )
+    assert response.status_code == 403
+    assert b"TWILIO_AUTH_TOKEN" in response.content
+    assert not Suppression.objects.exists()
 
 
 def test_the_public_url_from_site_url_is_what_twilio_signed(settings, twilio_webhooks, sent):

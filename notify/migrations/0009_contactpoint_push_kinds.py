@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notify', '0007_contactpoint_robot_kinds'),
+        ('notify', '0008_rule_errors'),
     ]
 
     operations = [
