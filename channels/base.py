@@ -105,7 +105,15 @@ class PermanentError(ChannelError):
 
 
 class InvalidRecipient(PermanentError):
-    """The address is malformed or the provider says it does not exist."""
+    """The address is malformed or the provider says it does not exist.
+
+    ``gone=True``: the provider says the address existed and is gone for good (a
+    push token unregistered, an app uninstalled); the pipeline then forgets the
+    contact point instead of trying it again."""
+
+    def __init__(self, message: str, *, gone: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.gone = gone
 
 
 class Suppressed(PermanentError):

@@ -165,6 +165,30 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         "description": "The item after the change, and the new unread count.",
     },
     "ReadAll": obj(updated=INTEGER, unread_count=INTEGER),
+    "Device": obj(
+        "A push device of yours (a contact point of kind fcm, apns or webpush).",
+        id=INTEGER,
+        kind={"enum": ["fcm", "apns", "webpush"]},
+        label=STRING,
+        primary=BOOLEAN,
+        created_at=DATETIME,
+    ),
+    "Devices": obj(
+        "Your push devices, newest first, and the Web Push applicationServerKey "
+        "(null when no Web Push channel is configured).",
+        devices={"type": "array", "items": ref("Device")},
+        webpush=obj(application_server_key=nullable(STRING)),
+    ),
+    "DeviceIn": {
+        **obj(
+            "A device: token for fcm and apns, subscription (PushSubscription.toJSON()) "
+            "for webpush.",
+            kind={"enum": ["fcm", "apns", "webpush"]},
+            token=STRING,
+            subscription=obj(endpoint=URI, keys=obj(p256dh=STRING, auth=STRING)),
+        ),
+        "required": ["kind"],
+    },
 }
 
 
@@ -296,6 +320,57 @@ def preferences_path() -> Schema:
                 "405": use("MethodNotAllowed"),
                 "413": error("The body is over API_MAX_BODY_BYTES."),
                 "415": error("The body is not application/json (UTF-8)."),
+            },
+        },
+    }
+
+
+def devices_path() -> Schema:
+    """``/devices``: push devices registered by the app or the page."""
+    body = {"required": True, "content": {"application/json": {"schema": ref("DeviceIn")}}}
+    refused = {
+        "400": use("BadRequest"),
+        "401": use("Unauthorized"),
+        "403": use("Forbidden"),
+        "405": use("MethodNotAllowed"),
+        "415": error("The body is not application/json (UTF-8)."),
+    }
+    common = {"tags": ["devices"], "parameters": []}
+    return {
+        "get": {
+            "operationId": "listDevices",
+            "summary": "Your push devices and the Web Push key. Sets the csrftoken cookie.",
+            "security": SESSION,
+            **common,
+            "responses": {
+                "200": ok("The devices.", "Devices"),
+                "401": use("Unauthorized"),
+                "405": use("MethodNotAllowed"),
+            },
+        },
+        "post": {
+            "operationId": "registerDevice",
+            "summary": "Register a device (verified by registering); a known one becomes "
+            "the newest.",
+            "security": SESSION_CSRF,
+            **common,
+            "requestBody": body,
+            "responses": {
+                "201": ok("Registered.", "Device"),
+                "200": ok("Already registered.", "Device"),
+                **refused,
+            },
+        },
+        "delete": {
+            "operationId": "forgetDevice",
+            "summary": "Forget one of your devices.",
+            "security": SESSION_CSRF,
+            **common,
+            "requestBody": body,
+            "responses": {
+                "204": {"description": "Forgotten."},
+                "404": use("NotFound"),
+                **refused,
             },
         },
     }
@@ -433,6 +508,7 @@ def paths() -> dict[str, Schema]:
             ok("How many items changed.", "ReadAll"),
         ),
         f"{PREFIX}/preferences": preferences_path(),
+        f"{PREFIX}/devices": devices_path(),
         f"{PREFIX}/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",

@@ -3,7 +3,7 @@
 
 from django.urls import path, re_path
 
-from notify.api import errors, events, inbox, openapi, preferences
+from notify.api import devices, errors, events, inbox, openapi, preferences
 
 app_name = "api"
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("inbox/<int:item_id>/read", inbox.mark_read, name="inbox-read"),
     path("inbox/<int:item_id>/unread", inbox.mark_unread, name="inbox-unread"),
     path("preferences", preferences.preferences, name="preferences"),
+    path("devices", devices.devices, name="devices"),
     path("openapi.json", openapi.openapi_json, name="openapi"),
     re_path(r"^", errors.not_found, name="not-found"),
 ]

@@ -22,7 +22,7 @@ from channels.base import OutgoingMessage
 from notify import conf
 from notify.delivery.rendering import template_store
 from notify.fanout.pipeline import actor_context, event_context
-from notify.models import Delivery, Event
+from notify.models import Delivery, Event, Notification
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 
 
@@ -100,6 +100,15 @@ def build_message(
     parts = template_store.render(rule.message, message_format, context, locale)
     event = event_data(notification.event)
     url = event["data"].get("url")
+    extra: dict[str, Any] = {
+        "notification_id": notification.pk,
+        "user_id": notification.user_id,
+        "url": url if isinstance(url, str) else "",
+        **event,
+    }
+    if message_format == "push":  # the deep link (the inbox when the event has none), the badge
+        extra["url"] = extra["url"] or context["inbox_url"]
+        extra["badge"] = unread_inbox_count(notification.user_id)
     return OutgoingMessage(
         delivery_id=delivery.pk,
         channel=delivery.channel,
@@ -108,10 +117,13 @@ def build_message(
         text=parts.text,
         html=parts.html,
         headers=email_headers(unsubscribe) if unsubscribe else {},
-        extra={
-            "notification_id": notification.pk,
-            "user_id": notification.user_id,
-            "url": url if isinstance(url, str) else "",
-            **event,
-        },
+        extra=extra,
     )
+
+
+def unread_inbox_count(user_id: int) -> int:
+    """A push's badge: the recipient's unread inbox items (the query of
+    ``notify.inbox.store.unread_count``, which sits above this layer)."""
+    return Notification.objects.filter(
+        user_id=user_id, inbox_at__isnull=False, read_at__isnull=True
+    ).count()

@@ -24,6 +24,7 @@ from channels.base import (
     ChannelConfigurationError,
     ChannelError,
     Deferred,
+    InvalidRecipient,
     OutgoingMessage,
     ProviderRateLimited,
     Suppressed,
@@ -33,6 +34,7 @@ from notify.delivery.retry import RetryPolicy
 from notify.models import DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.rows import Outcome
+from notify.preferences.devices import forget_gone
 from notify.preferences.suppressions import suppress
 
 log = logging.getLogger("notify.delivery.send")
@@ -198,8 +200,12 @@ def free_retry(target: Target, exc: ChannelError, policy: RetryPolicy) -> Outcom
 
 def suppress_refused(exc: ChannelError, address_kind: str | None, address: str) -> None:
     """Suppress an address the provider refuses for good (SMS STOP, ...):
-    nothing may be sent to it again until it is lifted."""
-    if isinstance(exc, Suppressed) and address_kind and address:
+    nothing may be sent to it again until it is lifted. A device token the
+    provider says is gone (uninstalled, unsubscribed) is forgotten instead: the
+    device registers a new one if it comes back."""
+    if isinstance(exc, InvalidRecipient) and exc.gone:
+        forget_gone(address_kind, address)
+    elif isinstance(exc, Suppressed) and address_kind and address:
         suppress(
             kind=address_kind,
             address=address,

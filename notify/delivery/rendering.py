@@ -2,7 +2,7 @@
 
 A message is a folder ``templates/<message>/`` with one file per part
 (``email.subject``, ``email.txt``, ``email.html``, ``sms``, ``chat``,
-``inapp``) and optional locale folders (``templates/<message>/fr/sms``). Ops
+``inapp``, ``push``) and optional locale folders (``templates/<message>/fr/sms``). Ops
 override any part in admin (``MessageTemplate``). Lookup for locale ``pt-br``:
 ``pt-br``, then ``pt``, then the default, each first in admin, then on disk.
 
@@ -47,11 +47,13 @@ PARTS_BY_FORMAT: dict[str, tuple[tuple[str, bool], ...]] = {
     "sms": (("sms", True),),
     "chat": (("chat", True),),
     "inapp": (("inapp", True),),
+    # A push notification: the first line is its title, the rest its body.
+    "push": (("push", True),),
     # Signed webhooks carry the event as data: the chat part, if the message has
     # one, is their text; a message without it (or no message folder) is data-only.
     "webhook": (("chat", False),),
 }
-ALL_PARTS = ("email.subject", "email.txt", "email.html", "sms", "chat", "inapp")
+ALL_PARTS = ("email.subject", "email.txt", "email.html", "sms", "chat", "inapp", "push")
 
 
 class MessageTemplateMissing(TemplateError):
@@ -200,8 +202,8 @@ def shape(message_format: str, parts: dict[str, str]) -> RenderedParts:
             text=parts["email.txt"].strip() + "\n",
             html=parts.get("email.html", ""),
         )
-    if message_format == "inapp":
-        title, _, body = parts["inapp"].strip().partition("\n")
+    if message_format in ("inapp", "push"):
+        title, _, body = parts[message_format].strip().partition("\n")
         return RenderedParts(subject=title.strip(), text=body.strip())
     key = "sms" if message_format == "sms" else "chat"
     return RenderedParts(text=parts.get(key, "").strip())

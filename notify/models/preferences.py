@@ -138,12 +138,16 @@ class ContactPoint(models.Model):
         WECOM = "wecom", "WeCom group robot"
         DINGTALK = "dingtalk", "DingTalk group robot"
         FEISHU = "feishu", "Feishu/Lark group robot"
+        FCM = "fcm", "FCM registration token"
+        APNS = "apns", "APNs device token"
+        WEBPUSH = "webpush", "Web Push subscription"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="contact_points"
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    address = models.CharField(max_length=500)
+    # 1000: a Web Push subscription (JSON: endpoint and keys) can pass 500.
+    address = models.CharField(max_length=1000)
     verified_at = models.DateTimeField(null=True, blank=True)
     is_primary = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -17,6 +17,7 @@ class MessageTemplate(models.Model):
         SMS = "sms"
         CHAT = "chat"
         INAPP = "inapp"
+        PUSH = "push"
 
     message = models.SlugField(max_length=100, help_text="The message name, e.g. order_shipped.")
     part = models.CharField(max_length=20, choices=Part.choices)

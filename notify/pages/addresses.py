@@ -22,6 +22,7 @@ from channels.base import ChannelConfigurationError
 from notify import conf
 from notify.models import ContactPoint
 from notify.models.phone import normalise_phone
+from notify.preferences.devices import DEVICE_KINDS, describe_device, normalise_device
 from notify.registry import describe
 
 Kind = ContactPoint.Kind
@@ -40,6 +41,9 @@ LABELS = {
     Kind.WECOM: "WeCom robot webhook URL",
     Kind.DINGTALK: "DingTalk robot webhook URL",
     Kind.FEISHU: "Feishu/Lark robot webhook URL",
+    Kind.FCM: "Mobile device (FCM)",
+    Kind.APNS: "Apple device (APNs)",
+    Kind.WEBPUSH: "Browser",
 }
 HINTS = {
     Kind.EMAIL: "We send a link to confirm it.",
@@ -84,12 +88,18 @@ def channel_for(kind: str) -> str | None:
 
 def addable_kinds() -> list[str]:
     """Email always (verified through Django's mailers); other kinds when a
-    configured channel sends to them (it also carries their codes)."""
-    return [Kind.EMAIL] + [k for k in Kind.values if k != Kind.EMAIL and channel_for(k)]
+    configured channel sends to them (it also carries their codes). Devices
+    register themselves (``notify.preferences.devices``), never by typing."""
+    return [Kind.EMAIL] + [
+        k for k in Kind.values if k != Kind.EMAIL and k not in DEVICE_KINDS and channel_for(k)
+    ]
 
 
 def display(point: ContactPoint) -> str:
-    """The address as people read it: phone numbers grouped (+44 7911 123456)."""
+    """The address as people read it: phone numbers grouped (+44 7911 123456),
+    a browser by its push service, a device token by its first characters."""
+    if point.kind in DEVICE_KINDS:
+        return describe_device(point.kind, point.address)
     return readable(point.address) if point.kind == Kind.PHONE else point.address
 
 
@@ -160,6 +170,8 @@ def normalise_url(kind: str, raw: str) -> str:
 
 def normalise(kind: str, raw: Any) -> str:
     """The address as stored, or ``ValidationError`` saying what is wrong."""
+    if kind in DEVICE_KINDS:
+        return normalise_device(kind, raw)
     if not isinstance(raw, str) or not raw.strip():
         raise ValidationError(f"enter the {LABELS.get(kind, 'address').lower()}")
     if len(raw.strip()) > 500:

@@ -596,6 +596,7 @@ def test_openapi_document(client, db):
         "/api/v1/inbox/{item_id}/unread",
         "/api/v1/inbox/read-all",
         "/api/v1/preferences",
+        "/api/v1/devices",
         "/api/v1/openapi.json",
     }
     schemes = doc["components"]["securitySchemes"]
