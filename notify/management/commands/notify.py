@@ -87,7 +87,12 @@ class Command(BaseCommand):
 
         run = sub.add_parser("run", help="web + worker pool + scheduler in one process")
         run.add_argument("--host", default="127.0.0.1")
-        run.add_argument("--port", type=int, default=8000)
+        run.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("PORT") or 8000),
+            help="default: $PORT, else 8000; links in messages follow it unless NOTIFY_SITE_URL is set",
+        )
         run.add_argument("--no-worker", action="store_true")
         run.add_argument("--no-scheduler", action="store_true")
 
@@ -199,6 +204,7 @@ class Command(BaseCommand):
 
     def do_run(self, options):
         prepare_var_dir()
+        follow_port(options["host"], options["port"])
         self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
         serve(
             options["host"],
@@ -284,6 +290,21 @@ def prepare_var_dir() -> None:
     if key_file is None or not getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False):
         return
     settings.SECRET_KEY = ensure_secret_key_file(Path(key_file))
+
+
+def follow_port(host: str, port: int) -> None:
+    """Point the links in messages at the address this server answers on, when
+    NOTIFY_SITE_URL is not configured: ``settings.NOTIFY["SITE_URL"]`` for this
+    process, and ``NOTIFY_SITE_URL`` in the environment for any process it starts.
+    A configured SITE_URL (a public address behind a proxy) is left alone."""
+    if "SITE_URL" in getattr(settings, "NOTIFY", {}) or os.environ.get("NOTIFY_SITE_URL"):
+        return
+    shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 -- names a reachable address, binds nothing
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
+    site_url = f"http://{shown}:{port}"
+    settings.NOTIFY = {**getattr(settings, "NOTIFY", {}), "SITE_URL": site_url}
+    os.environ["NOTIFY_SITE_URL"] = site_url
 
 
 def ensure_secret_key_file(path: Path) -> str:
