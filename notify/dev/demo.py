@@ -109,3 +109,14 @@ def load_demo(stdout=None) -> None:
     write("Demo users (username / password):\n")
     for username, password, _, staff in USERS:
         write(f"  {username:<6} / {password}{'   (admin)' if staff else ''}\n")
+
+
+def demo_logins() -> list[str]:
+    """``username / password`` of each demo user that still has its demo
+    password (none once they are changed, or on a database without the demo)."""
+    users = get_user_model().objects.in_bulk([u[0] for u in USERS], field_name="username")
+    return [
+        f"{username} / {password}{' (staff)' if staff else ''}"
+        for username, password, _, staff in USERS
+        if username in users and users[username].check_password(password)
+    ]

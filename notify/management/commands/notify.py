@@ -28,7 +28,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from notify.dev.demo import load_demo
+from notify import conf
+from notify.dev.demo import demo_logins, load_demo
 from notify.intake.trigger import trigger
 from notify.models import ApiKey
 from notify.project.server import serve
@@ -205,7 +206,8 @@ class Command(BaseCommand):
     def do_run(self, options):
         prepare_var_dir()
         follow_port(options["host"], options["port"])
-        self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
+        self.stdout.write(run_banner(f"http://{options['host']}:{options['port']}"))
+        self.stdout.flush()
         serve(
             options["host"],
             options["port"],
@@ -290,6 +292,24 @@ def prepare_var_dir() -> None:
     if key_file is None or not getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False):
         return
     settings.SECRET_KEY = ensure_secret_key_file(Path(key_file))
+
+
+def run_banner(base: str) -> str:
+    """The one block `notify run` prints: where to go, and the demo logins."""
+    lines = [
+        f"notify is running on {base}/ (Ctrl-C to stop)",
+        f"  home       {base}/",
+        f"  inbox      {base}/inbox/",
+        f"  settings   {base}/settings/notifications/",
+        f"  admin      {base}/admin/  (dashboard: {base}/admin/notify/delivery/dashboard/)",
+        f"  API        {base}/api/v1/openapi.json",
+    ]
+    if conf.get("SANDBOX"):
+        lines.append(f"  outbox     {base}/dev/outbox/  (sandbox: what would have been sent)")
+    logins = demo_logins()
+    if logins:
+        lines.append("  log in as  " + ", ".join(logins))
+    return "\n".join(lines)
 
 
 def follow_port(host: str, port: int) -> None:
