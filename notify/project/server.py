@@ -32,7 +32,10 @@ def serve(
         port=port,
         lifespan="off",
         log_level="info",
-        access_log=False,
+        log_config=None,  # uvicorn's records go through LOGGING: one format, redacted
+        # One line per request, so a newcomer sees their own clicks; unsubscribe
+        # tokens in paths are redacted like every record (notify.logs).
+        access_log=True,
         timeout_graceful_shutdown=5,
     )
     try:

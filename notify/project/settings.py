@@ -350,15 +350,16 @@ LOG_FORMAT = os.environ.get("NOTIFY_LOG_FORMAT", "plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ValueError(f"NOTIFY_LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING_CONFIG = "notify.logs.configure"
+LOG_LEVEL = os.environ.get("NOTIFY_LOG_LEVEL", "INFO").strip().upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "notify.logs.PlainFormatter"},
         "json": {"()": "notify.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("NOTIFY_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # SQL parameters and request bodies hold addresses and message text: these
         # loggers stay at WARNING whatever NOTIFY_LOG_LEVEL says.
@@ -368,5 +369,10 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "apprise": {"level": "WARNING"},
         "mail.log": {"level": "WARNING"},
+        # APScheduler says at INFO what is per-tick detail ("Running job ...",
+        # "executed successfully" every SCHEDULER_TICK seconds): a console for
+        # people shows it only at NOTIFY_LOG_LEVEL=DEBUG. Its warnings and errors
+        # (a missed or failed job) always show.
+        "apscheduler": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
     },
 }
