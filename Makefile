@@ -23,9 +23,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## run: migrate, load demo data (embedded SQLite only) and start web + worker pool + scheduler on 127.0.0.1:$(PORT)
 run: $(STAMP)
-	$(PY) manage.py migrate --no-input
-	$(PY) manage.py notify demo --if-embedded
-	$(PY) manage.py notify run --port $(PORT)
+	@$(PY) manage.py migrate --no-input -v 0
+	@$(PY) manage.py notify demo --if-embedded  # new demo users' passwords are printed once, here
+	@$(PY) manage.py notify run --port $(PORT)
 
 ## test: the whole suite on SQLite
 test: $(STAMP)

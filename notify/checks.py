@@ -4,7 +4,7 @@ Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
 options, E009 no secret key. Production (``production_reasons``): E020 a user
 with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
-observability's.)
+observability's.) W010 links in messages to a host this service refuses.
 """
 
 import difflib
@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
+from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
@@ -41,6 +42,37 @@ def check_notify_keys(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@checks.register()
+def check_site_url_host(app_configs=None, **kwargs):
+    """Warn when the links in messages name a host that ALLOWED_HOSTS refuses:
+    every unsubscribe and preferences link would answer 400."""
+    site_url = conf.get("SITE_URL") or ""
+    host = urlsplit(site_url).hostname
+    if not host:
+        return [
+            checks.Warning(
+                f"NOTIFY['SITE_URL'] ({site_url!r}) is not an absolute URL: links in messages "
+                "will not work.",
+                hint="Set NOTIFY_SITE_URL to the public address, e.g. https://notify.example.com.",
+                id="notify.W010",
+            )
+        ]
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]  # what Django allows then
+    if validate_host(f"[{host}]" if ":" in host else host, allowed):
+        return []
+    return [
+        checks.Warning(
+            f"NOTIFY['SITE_URL'] is {site_url!r} but ALLOWED_HOSTS ({', '.join(allowed) or 'empty'})"
+            f" does not allow {host!r}: every link in messages would answer 400.",
+            hint="Set NOTIFY_SITE_URL to the address users reach this service at, and add its "
+            "host to DJANGO_ALLOWED_HOSTS.",
+            id="notify.W010",
+        )
+    ]
 
 
 @checks.register()

@@ -17,7 +17,9 @@
 * **Context.** ``log_context(event_id=..., delivery_id=..., attempt=...)`` puts
   ids on every record made inside it (a ``ContextVar``, so threads and tasks
   keep their own); ``extra=`` works too. ``JsonFormatter`` writes them as
-  fields: ``NOTIFY_LOG_FORMAT=json``.
+  fields (``NOTIFY_LOG_FORMAT=json``); ``PlainFormatter`` ends the line with
+  them (``event_id=12 delivery_id=40 channel=email``), so every line of a send
+  says which send it is about.
 """
 
 from __future__ import annotations
@@ -179,6 +181,29 @@ def configure(config: dict[str, Any]) -> None:
     install_redaction()
     if config:
         logging.config.dictConfig(config)
+
+
+# -- plain lines --------------------------------------------------------------------------
+
+
+class PlainFormatter(logging.Formatter):
+    """``time LEVEL logger message``, then the context fields present
+    (``FIELDS``) as ``key=value``: the ids of a send stay on each of its lines."""
+
+    def __init__(self, fmt: str | None = None, *args: Any, **kwargs: Any):
+        super().__init__(fmt or "%(asctime)s %(levelname)s %(name)s %(message)s", *args, **kwargs)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{key}={record.__dict__[key]}"
+            for key in FIELDS
+            if record.__dict__.get(key) is not None
+        ]
+        if not fields:
+            return line
+        first, newline, rest = line.partition("\n")  # a traceback stays below
+        return f"{first} {redact(' '.join(fields))}{newline}{rest}"
 
 
 # -- JSON lines ---------------------------------------------------------------------------

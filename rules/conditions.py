@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import TemplateError
+from jinja2.lexer import TokenStream
+from jinja2.parser import Parser
 
 from .fastpath import UNDEFINED, Evaluator, Fallback, compile_fast, evaluate_fast
 from .sandbox import BoundedSandbox, TemplateCheckError, check_tree
@@ -88,6 +91,9 @@ def compile_condition(source: str) -> CompiledCondition | None:
     source = (source or "").strip()
     if not source:
         return None
+    located = locate_syntax_error(source)
+    if located is not None:
+        raise located
     try:
         tree = _env.parse("{{ (" + source + ") }}")
     except TemplateSyntaxError as exc:
@@ -109,3 +115,59 @@ def compile_condition(source: str) -> CompiledCondition | None:
     single = len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
     fast = compile_fast(body[0].nodes[0]) if single else None
     return CompiledCondition(source, expression, fast)
+
+
+def locate_syntax_error(source: str) -> ConditionError | None:
+    """A syntax error in ``source`` as the user typed it, or ``None``.
+
+    The checks below parse the condition wrapped in ``{{ ( … ) }}``, so Jinja's
+    own error would name a ``)`` the user never typed and a line of the wrapper.
+    Here ``source`` alone is parsed as one expression, over a token stream that
+    remembers where in ``source`` each token starts: the error says the line and
+    column of the user's text, and what stands there."""
+    end = _position(source, len(source))
+    # Where the token the parser stands on starts; set to where lexing stopped
+    # when the lexer itself refuses a character or an unbalanced bracket.
+    where = {"start": (1, 1), "lexer_stopped_at": None}
+
+    def raw_tokens():
+        offset = 0
+        try:
+            for lineno, kind, value in _env.lexer.tokeniter(source, None, state="variable"):
+                where["start"] = _position(source, offset)
+                offset += len(value)
+                yield lineno, kind, value
+        except TemplateSyntaxError:
+            where["lexer_stopped_at"] = offset
+            raise
+        where["start"] = end
+
+    parser = Parser(_env, source, state="variable")
+    parser.stream = TokenStream(_env.lexer.wrap(raw_tokens()), None, None)
+    try:
+        parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("unexpected text after the condition", 1)
+    except TemplateSyntaxError as exc:
+        message = (exc.message or "invalid syntax").replace("template", "condition")
+        stopped = where["lexer_stopped_at"]
+        current = parser.stream.current
+        if stopped is not None:
+            (line, column), at = _position(source, stopped), f"at {source[stopped]!r}"
+            message = re.sub(r" at \d+$", "", message)
+        elif current.type == "eof":
+            (line, column), at = end, "at the end"
+        else:
+            (line, column), at = where["start"], f"at {str(current.value)!r}"
+        return ConditionError(
+            f"syntax error in condition, line {line} column {column} ({at}): {message}"
+        )
+    except RecursionError:
+        return ConditionError("the condition is nested too deeply")
+    return None
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """Line and column (both from 1) of ``offset`` in ``text``."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1

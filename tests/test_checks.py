@@ -2,7 +2,7 @@
 
 from channels.base import Channel
 from notify import conf
-from notify.checks import check_channels, check_notify_keys, check_secret_key
+from notify.checks import check_channels, check_notify_keys, check_secret_key, check_site_url_host
 from notify.testing import CapturingChannel
 
 
@@ -192,3 +192,12 @@ def test_no_secret_key_fails_at_start_up(settings):
 def test_a_secret_key_passes(settings):
     settings.SECRET_KEY_IS_EPHEMERAL = False  # configured (DJANGO_SECRET_KEY), not made up
     assert check_secret_key() == []
+
+
+def test_site_url_outside_allowed_hosts_warns(settings):
+    settings.ALLOWED_HOSTS = ["notify.example.com"]
+    settings.NOTIFY = {**settings.NOTIFY, "SITE_URL": "http://127.0.0.1:8123"}
+    [warning] = check_site_url_host()
+    assert warning.id == "notify.W010" and "'127.0.0.1'" in warning.msg
+    settings.NOTIFY = {**settings.NOTIFY, "SITE_URL": "https://notify.example.com"}
+    assert check_site_url_host() == []

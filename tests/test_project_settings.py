@@ -145,3 +145,56 @@ def test_notify_run_leaves_a_configured_key_alone(settings, tmp_path):
     prepare_var_dir()
     assert django_settings.SECRET_KEY == "configured"
     assert tree(tmp_path) == []
+
+
+def test_every_channel_and_the_worker_knobs_come_from_the_environment(tmp_path):
+    notify = import_settings(
+        tmp_path,
+        TWILIO_ACCOUNT_SID="AC1",
+        TWILIO_AUTH_TOKEN="token",
+        TWILIO_MESSAGING_SERVICE_SID="MG1",
+        TWILIO_WHATSAPP_FROM="+15550002222",
+        TWILIO_WHATSAPP_CONTENT_SID="HX" + "0" * 32,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_TIMEOUT="4",
+        NOTIFY_SLACK_WEBHOOKS="1",
+        NOTIFY_TEAMS_WEBHOOKS="1",
+        NOTIFY_DISCORD_WEBHOOKS="1",
+        NOTIFY_APPRISE="1",
+        NOTIFY_APPRISE_SCHEMES="ntfys, tgram",
+        NOTIFY_WEBHOOK_SECRET="s3cret",
+        NOTIFY_WEBHOOK_TIMEOUT="3",
+        NOTIFY_WEBHOOK_ALLOWED_HOSTS="hooks.example.com,.example.org",
+        NOTIFY_WORKER_BATCH_SIZE="20",
+        NOTIFY_CLAIM_TTL="300",
+        NOTIFY_RETRY_BASE_DELAY="30",
+        NOTIFY_MAX_ATTEMPTS="4",
+    )["NOTIFY"]
+    channels = notify["CHANNELS"]
+    assert channels["sms"]["OPTIONS"]["MESSAGING_SERVICE_SID"] == "MG1"
+    whatsapp = channels["whatsapp"]
+    assert whatsapp["BACKEND"] == "channels.whatsapp.TwilioWhatsAppChannel"
+    assert whatsapp["OPTIONS"]["FROM"] == "+15550002222"
+    assert whatsapp["OPTIONS"]["ACCOUNT_SID"] == "AC1"
+    assert channels["chat"]["OPTIONS"] == {"BOT_TOKEN": "xoxb-1", "TIMEOUT": 4.0}
+    for alias in ("slack_webhook", "teams", "discord"):
+        assert channels[alias]["OPTIONS"] == {"TIMEOUT": 3.0}  # providers' own hosts
+    hosts = ["hooks.example.com", ".example.org"]
+    assert channels["apprise"]["OPTIONS"] == {
+        "TIMEOUT": 3.0,
+        "ALLOWED_HOSTS": hosts,
+        "SCHEMES": ["ntfys", "tgram"],
+    }
+    assert channels["webhook"]["OPTIONS"] == {
+        "SECRET": "s3cret",
+        "TIMEOUT": 3.0,
+        "ALLOWED_HOSTS": hosts,
+    }
+    assert (notify["WORKER_BATCH_SIZE"], notify["CLAIM_TTL"]) == (20, 300.0)
+    assert (notify["RETRY_BASE_DELAY"], notify["MAX_ATTEMPTS"]) == (30.0, 4)
+
+
+def test_without_their_variables_the_optional_channels_are_absent(tmp_path):
+    channels = import_settings(tmp_path)["NOTIFY"]["CHANNELS"]
+    assert set(channels) == {"email", "inapp", "sms", "chat", "webhook"}
+    assert channels["sms"]["BACKEND"] == "channels.sandbox.SandboxChannel"

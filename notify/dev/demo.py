@@ -172,3 +172,14 @@ def load_demo(stdout=None, *, force: bool = False) -> dict[str, str]:
             "(set one with `manage.py changepassword alice`).\n"
         )
     return passwords
+
+
+def demo_logins() -> list[str]:
+    """The demo users that exist, for the banner ``notify run`` prints. Their
+    passwords are random and shown once, by ``notify demo``; never here."""
+    users = set(
+        get_user_model()
+        .objects.filter(username__in=[u[0] for u in USERS])
+        .values_list("username", flat=True)
+    )
+    return [f"{name}{' (staff)' if staff else ''}" for name, _, staff in USERS if name in users]

@@ -10,6 +10,9 @@
   to the settings page.
 * The page's button is a form ``POST`` with a CSRF token, checked here (the
   view as a whole has to be exempt for the one-click request).
+* A used link (the cell is off already) says "you are unsubscribed" on ``GET``
+  and offers a "Resubscribe" button: a form ``POST`` (``action=resubscribe``,
+  CSRF checked) that turns the cell back on.
 * A tampered, foreign, expired token, or one naming a critical category, is a
   400 page that says so and points to the settings page.
 """
@@ -72,6 +75,11 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         one_click = request.POST.get("List-Unsubscribe") == "One-Click"
         if not one_click and (rejection := csrf_rejection(request)) is not None:
             return rejection
+        if not one_click and request.POST.get("action") == "resubscribe":
+            links.resubscribe(scope, category)
+            return render(request, "unsubscribe_done.html", {**context, "resubscribed": True})
         links.unsubscribe(scope, category)
+        return render(request, "unsubscribe_done.html", context)
+    if links.is_unsubscribed(scope, category):
         return render(request, "unsubscribe_done.html", context)
     return render(request, "unsubscribe.html", context)

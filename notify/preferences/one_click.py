@@ -120,6 +120,23 @@ def resolve(scope: UnsubscribeScope) -> Category:
     return category
 
 
+def is_unsubscribed(scope: UnsubscribeScope, category: Category) -> bool:
+    """Whether the link's (category, channel) cell is off already."""
+    return ChannelPreference.objects.filter(
+        user_id=scope.user_id, category=category, channel=scope.channel, enabled=False
+    ).exists()
+
+
+def resubscribe(scope: UnsubscribeScope, category: Category) -> None:
+    """Turn the (category, channel) cell back on; idempotent."""
+    ChannelPreference.objects.update_or_create(
+        user_id=scope.user_id,
+        category=category,
+        channel=scope.channel,
+        defaults={"enabled": True},
+    )
+
+
 def unsubscribe(scope: UnsubscribeScope, category: Category) -> None:
     """Turn the (category, channel) cell off; idempotent."""
     ChannelPreference.objects.update_or_create(

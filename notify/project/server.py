@@ -60,7 +60,10 @@ def uvicorn_config(host: str, port: int) -> uvicorn.Config:
         port=port,
         lifespan="off",
         log_level="info",
-        access_log=False,
+        log_config=None,  # uvicorn's records go through LOGGING: one format, redacted
+        # One line per request, so a newcomer sees their own clicks; unsubscribe
+        # tokens in paths are redacted like every record (notify.logs).
+        access_log=True,
         timeout_graceful_shutdown=5,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or [],

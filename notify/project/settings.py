@@ -256,43 +256,68 @@ if os.environ.get("NOTIFY_WEBHOOK_BASIC_AUTH"):
     ANYMAIL["WEBHOOK_SECRET"] = env_list("NOTIFY_WEBHOOK_BASIC_AUTH")
 
 # SMS goes through Twilio when TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM
-# are set (TWILIO_STATUS_CALLBACK defaults to NOTIFY_SITE_URL + /webhooks/twilio/status;
-# TWILIO_MAX_SEGMENTS, TWILIO_TIMEOUT); otherwise the sandbox records it.
-if all(os.environ.get(name) for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM")):
-    SMS_CHANNEL = {
-        "BACKEND": "channels.sms.TwilioSmsChannel",
-        "OPTIONS": {
-            "ACCOUNT_SID": os.environ["TWILIO_ACCOUNT_SID"],
-            "AUTH_TOKEN": os.environ["TWILIO_AUTH_TOKEN"],
-            "FROM": os.environ["TWILIO_FROM"],
-            "STATUS_CALLBACK": os.environ.get("TWILIO_STATUS_CALLBACK")
-            or (
-                os.environ["NOTIFY_SITE_URL"].rstrip("/") + "/webhooks/twilio/status"
-                if os.environ.get("NOTIFY_SITE_URL")
-                else ""
-            ),
-        },
+# (or TWILIO_MESSAGING_SERVICE_SID) are set; otherwise the sandbox records it.
+# TWILIO_STATUS_CALLBACK defaults to NOTIFY_SITE_URL + /webhooks/twilio/status.
+# TWILIO_WHATSAPP_FROM adds a "whatsapp" channel on the same account. README,
+# "Channels from the environment", has one table per channel.
+TWILIO_CONFIGURED = bool(
+    os.environ.get("TWILIO_ACCOUNT_SID")
+    and os.environ.get("TWILIO_AUTH_TOKEN")
+    and (os.environ.get("TWILIO_FROM") or os.environ.get("TWILIO_MESSAGING_SERVICE_SID"))
+)
+
+
+def twilio_options() -> dict[str, Any]:
+    """The Twilio account's options, shared by the SMS and WhatsApp channels."""
+    site_url = os.environ.get("NOTIFY_SITE_URL", "").rstrip("/")
+    options: dict[str, Any] = {
+        "ACCOUNT_SID": os.environ["TWILIO_ACCOUNT_SID"],
+        "AUTH_TOKEN": os.environ["TWILIO_AUTH_TOKEN"],
+        "FROM": os.environ.get("TWILIO_FROM", ""),
+        "STATUS_CALLBACK": os.environ.get("TWILIO_STATUS_CALLBACK")
+        or (f"{site_url}/webhooks/twilio/status" if site_url else ""),
     }
     # Unset: the channel's own defaults (channels.sms).
+    if os.environ.get("TWILIO_MESSAGING_SERVICE_SID"):
+        options["MESSAGING_SERVICE_SID"] = os.environ["TWILIO_MESSAGING_SERVICE_SID"]
     if "TWILIO_MAX_SEGMENTS" in os.environ:
-        SMS_CHANNEL["OPTIONS"]["MAX_SEGMENTS"] = int(os.environ["TWILIO_MAX_SEGMENTS"])
+        options["MAX_SEGMENTS"] = int(os.environ["TWILIO_MAX_SEGMENTS"])
     if "TWILIO_TIMEOUT" in os.environ:
-        SMS_CHANNEL["OPTIONS"]["TIMEOUT"] = float(os.environ["TWILIO_TIMEOUT"])
+        options["TIMEOUT"] = float(os.environ["TWILIO_TIMEOUT"])
+    return options
+
+
+if TWILIO_CONFIGURED:
+    SMS_CHANNEL = {"BACKEND": "channels.sms.TwilioSmsChannel", "OPTIONS": twilio_options()}
 else:
     SMS_CHANNEL = {
         "BACKEND": "channels.sandbox.SandboxChannel",
         "OPTIONS": {"ADDRESS_KIND": "phone", "FORMAT": "sms"},
     }
 
+# Options of every channel whose URLs come from users' contact points (signed
+# webhooks, Slack incoming webhooks, Teams, Discord, Apprise): time-out and plain
+# http or not. The hosts they may reach only for signed webhooks and Apprise:
+# Slack, Teams and Discord keep their providers' hosts. Unset: the channels' defaults.
+URL_CHANNEL_OPTIONS: dict[str, Any] = {}
+ANY_HOST_OPTIONS: dict[str, Any] = {}
+if "NOTIFY_WEBHOOK_TIMEOUT" in os.environ:
+    URL_CHANNEL_OPTIONS["TIMEOUT"] = float(os.environ["NOTIFY_WEBHOOK_TIMEOUT"])
+if "NOTIFY_WEBHOOK_ALLOWED_HOSTS" in os.environ:
+    ANY_HOST_OPTIONS["ALLOWED_HOSTS"] = env_list("NOTIFY_WEBHOOK_ALLOWED_HOSTS")
+if "NOTIFY_WEBHOOK_ALLOW_HTTP" in os.environ:
+    URL_CHANNEL_OPTIONS["ALLOW_HTTP"] = env_bool("NOTIFY_WEBHOOK_ALLOW_HTTP", False)
+
 # Chat goes to Slack (direct messages through the Web API) when SLACK_BOT_TOKEN is
 # set, and signed JSON webhooks are sent when NOTIFY_WEBHOOK_SECRET is set;
-# otherwise the sandbox records them. Teams, Discord, Slack incoming webhooks and
-# Apprise are channels too (channels.chat, channels.apprise): add an alias for them.
+# otherwise the sandbox records them.
 if os.environ.get("SLACK_BOT_TOKEN"):
     CHAT_CHANNEL = {
         "BACKEND": "channels.chat.SlackChannel",
         "OPTIONS": {"BOT_TOKEN": os.environ["SLACK_BOT_TOKEN"]},
     }
+    if "SLACK_TIMEOUT" in os.environ:
+        CHAT_CHANNEL["OPTIONS"]["TIMEOUT"] = float(os.environ["SLACK_TIMEOUT"])
 else:
     CHAT_CHANNEL = {
         "BACKEND": "channels.sandbox.SandboxChannel",
@@ -301,13 +326,27 @@ else:
 if os.environ.get("NOTIFY_WEBHOOK_SECRET"):
     WEBHOOK_CHANNEL = {
         "BACKEND": "channels.webhook.SignedWebhookChannel",
-        "OPTIONS": {"SECRET": os.environ["NOTIFY_WEBHOOK_SECRET"]},
+        "OPTIONS": {
+            "SECRET": os.environ["NOTIFY_WEBHOOK_SECRET"],
+            **URL_CHANNEL_OPTIONS,
+            **ANY_HOST_OPTIONS,
+        },
     }
 else:
     WEBHOOK_CHANNEL = {
         "BACKEND": "channels.sandbox.SandboxChannel",
         "OPTIONS": {"ADDRESS_KIND": "webhook", "FORMAT": "chat"},
     }
+
+# Channels added by a switch: their addresses (webhook URLs, Apprise URLs) are
+# the users' contact points, so turning one on needs no secret here.
+# variable -> (alias, backend)
+OPTIONAL_URL_CHANNELS = {
+    "NOTIFY_SLACK_WEBHOOKS": ("slack_webhook", "channels.chat.SlackWebhookChannel"),
+    "NOTIFY_TEAMS_WEBHOOKS": ("teams", "channels.chat.TeamsWebhookChannel"),
+    "NOTIFY_DISCORD_WEBHOOKS": ("discord", "channels.chat.DiscordWebhookChannel"),
+    "NOTIFY_APPRISE": ("apprise", "channels.apprise.AppriseChannel"),
+}
 
 # NOTIFY: what this project sets differently from notify.conf's defaults (five
 # channels, sandbox providers, files in VAR_DIR), then the keys fed from
@@ -325,6 +364,22 @@ NOTIFY: dict[str, Any] = {
     "TEMPLATE_DIRS": [str(BASE_DIR / "templates")],
     "SCHEDULER_LOCK_FILE": str(VAR_DIR / "scheduler.lock"),
 }
+if TWILIO_CONFIGURED and os.environ.get("TWILIO_WHATSAPP_FROM"):
+    NOTIFY["CHANNELS"]["whatsapp"] = {
+        "BACKEND": "channels.whatsapp.TwilioWhatsAppChannel",
+        "OPTIONS": {**twilio_options(), "FROM": os.environ["TWILIO_WHATSAPP_FROM"]},
+    }
+    if os.environ.get("TWILIO_WHATSAPP_CONTENT_SID"):
+        NOTIFY["CHANNELS"]["whatsapp"]["OPTIONS"]["CONTENT_SID"] = os.environ[
+            "TWILIO_WHATSAPP_CONTENT_SID"
+        ]
+for variable, (alias, backend) in OPTIONAL_URL_CHANNELS.items():
+    if env_bool(variable, False):
+        NOTIFY["CHANNELS"][alias] = {"BACKEND": backend, "OPTIONS": dict(URL_CHANNEL_OPTIONS)}
+if env_bool("NOTIFY_APPRISE", False):
+    NOTIFY["CHANNELS"]["apprise"]["OPTIONS"].update(ANY_HOST_OPTIONS)
+    if os.environ.get("NOTIFY_APPRISE_SCHEMES"):
+        NOTIFY["CHANNELS"]["apprise"]["OPTIONS"]["SCHEMES"] = env_list("NOTIFY_APPRISE_SCHEMES")
 
 # Environment variable -> (NOTIFY key, how to read its value). A variable that is
 # not in the environment leaves its key out, so notify.conf's default applies.
@@ -338,6 +393,17 @@ NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_SITE_URL": ("SITE_URL", str),
     "NOTIFY_UNSUBSCRIBE_MAILTO": ("UNSUBSCRIBE_MAILTO", parse_optional),
     "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
+    "NOTIFY_WORKER_BATCH_SIZE": ("WORKER_BATCH_SIZE", int),
+    "NOTIFY_CLAIM_TTL": ("CLAIM_TTL", float),
+    "NOTIFY_POLL_INTERVAL": ("POLL_INTERVAL", float),
+    "NOTIFY_FANOUT_CHUNK_SIZE": ("FANOUT_CHUNK_SIZE", int),
+    "NOTIFY_MAX_ATTEMPTS": ("MAX_ATTEMPTS", int),
+    "NOTIFY_RETRY_BASE_DELAY": ("RETRY_BASE_DELAY", float),
+    "NOTIFY_RETRY_FACTOR": ("RETRY_FACTOR", float),
+    "NOTIFY_RETRY_MAX_DELAY": ("RETRY_MAX_DELAY", float),
+    "NOTIFY_RETRY_JITTER": ("RETRY_JITTER", float),
+    "NOTIFY_SCHEDULER_TICK": ("SCHEDULER_TICK", float),
+    "NOTIFY_RETENTION_DAYS": ("RETENTION_DAYS", int),
     "NOTIFY_EAGER": ("EAGER", parse_bool),
     "NOTIFY_BROKER_URL": ("BROKER_URL", parse_optional),
     "NOTIFY_CELERY_QUEUE": ("CELERY_QUEUE", str),
@@ -397,15 +463,16 @@ LOG_FORMAT = os.environ.get("NOTIFY_LOG_FORMAT", "plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ValueError(f"NOTIFY_LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING_CONFIG = "notify.logs.configure"
+LOG_LEVEL = os.environ.get("NOTIFY_LOG_LEVEL", "INFO").strip().upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {"()": "notify.logs.PlainFormatter"},
         "json": {"()": "notify.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("NOTIFY_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # SQL parameters and request bodies hold addresses and message text: these
         # loggers stay at WARNING whatever NOTIFY_LOG_LEVEL says.
@@ -415,5 +482,10 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "apprise": {"level": "WARNING"},
         "mail.log": {"level": "WARNING"},
+        # APScheduler says at INFO what is per-tick detail ("Running job ...",
+        # "executed successfully" every SCHEDULER_TICK seconds): a console for
+        # people shows it only at NOTIFY_LOG_LEVEL=DEBUG. Its warnings and errors
+        # (a missed or failed job) always show.
+        "apscheduler": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"},
     },
 }

@@ -1,14 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from notify.dev import sandbox_outbox
 from notify.observability import views
+from notify.pages import home as home_page
 from notify.pages import inbox as inbox_pages
 from notify.pages import unsubscribe as unsubscribe_pages
 from notify.pages.throttle import throttled_login, throttled_page
 
 urlpatterns = [
+    path("", home_page.home, name="home"),
+    # Browsers ask for /favicon.ico on pages that name no icon (admin's).
+    path("favicon.ico", RedirectView.as_view(url=static("notify/favicon.svg"), permanent=True)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),

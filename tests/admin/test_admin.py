@@ -218,6 +218,10 @@ BAD_TEMPLATES = [
 ]
 
 
+# The links every email body must show (notify.admin.forms.EMAIL_FOOTER_LINKS).
+FOOTER = "{{ settings_url }}{% if unsubscribe_url %} {{ unsubscribe_url }}{% endif %}"
+
+
 def template_data(**overrides):
     data = {
         "message": "welcome",
@@ -253,7 +257,7 @@ def test_a_good_template_saves_and_shows_a_preview(admin_client):
     data = template_data(
         part="email.html",
         locale="pt_BR",
-        body="<p>Hi {{ payload.name }}</p>",
+        body="<p>Hi {{ payload.name }}</p>" + FOOTER,
         sample_payload=json.dumps({"name": SCRIPT}),
     )
     response = admin_client.post(url(MessageTemplate, "add"), data)
@@ -271,7 +275,7 @@ def test_a_good_template_saves_and_shows_a_preview(admin_client):
 def test_a_text_preview_is_escaped(admin_client):
     response = admin_client.post(
         url(MessageTemplate, "add"),
-        template_data(body="{{ payload.name }}", sample_payload='{"name": "<b>Ann</b>"}'),
+        template_data(body=FOOTER + " {{ payload.name }}", sample_payload='{"name": "<b>Ann</b>"}'),
     )
     assert response.status_code == 302
     response = admin_client.get(url(MessageTemplate, "change", MessageTemplate.objects.get().pk))
@@ -522,3 +526,28 @@ def test_every_changelist_and_change_page_renders(
         response = admin_client.get(url(model, "change", obj.pk))
         assert response.status_code == 200, model
     assert admin.site.site_header == "notify"
+
+
+@pytest.mark.parametrize("part", ["email.txt", "email.html"])
+@pytest.mark.parametrize(
+    ("body", "missing"),
+    [
+        ("Hi {{ payload.name }}", ["{{ unsubscribe_url }}", "{{ settings_url }}"]),
+        ("Hi {{ settings_url }} {# {{ unsubscribe_url }} #}", ["{{ unsubscribe_url }}"]),
+        ("Hi {% if unsubscribe_url %}{{ unsubscribe_url }}{% endif %}", ["{{ settings_url }}"]),
+    ],
+)
+def test_an_email_body_without_its_footer_links_is_refused(admin_client, part, body, missing):
+    response = admin_client.post(url(MessageTemplate, "add"), template_data(part=part, body=body))
+    assert response.status_code == 200
+    assert_says(response, "every email must show its unsubscribe and manage-preferences links")
+    for name in missing:
+        assert_says(response, name)
+    assert MessageTemplate.objects.count() == 0
+
+
+def test_other_parts_need_no_footer(admin_client):
+    response = admin_client.post(
+        url(MessageTemplate, "add"), template_data(part="email.subject", body="Hi")
+    )
+    assert response.status_code == 302

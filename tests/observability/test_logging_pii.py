@@ -19,6 +19,7 @@ from django.utils import timezone
 from notify import trigger
 from notify.logs import (
     JsonFormatter,
+    PlainFormatter,
     RedactingFilter,
     log_context,
     redact,
@@ -35,7 +36,7 @@ PHONE_RE = re.compile(r"\+\d[\d ()-]{7,}\d|555\W?867\W?5309")
 
 def lines_of(records: list[logging.LogRecord]) -> list[str]:
     """Each record as the plain and the JSON handler would print it, traceback included."""
-    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    plain = PlainFormatter()
     as_json = JsonFormatter()
     return [text for r in records for text in (plain.format(r), as_json.format(r))]
 

@@ -190,3 +190,25 @@ def test_a_broken_row_is_reported_not_matched():
 def test_a_deeply_nested_condition_is_a_condition_error():
     with pytest.raises(ConditionError):
         compile_condition("(" * 3000 + "1" + ")" * 3000)
+
+
+@pytest.mark.parametrize(
+    "source, where",
+    [
+        # The condition is wrapped in parentheses before the checks: the error must
+        # still name what the user typed, where they typed it.
+        ("payload.total > 1)", "line 1 column 18 (at ')'): unexpected ')'"),
+        ("payload.total > > 1", "line 1 column 17 (at '>')"),
+        ("payload.total >", "line 1 column 16 (at the end)"),
+        ("payload.a == 1 and\n  (payload.b ==)", "line 2 column 16 (at ')')"),
+        ("payload.x == 'a", 'line 1 column 14 (at "\'"): unexpected char "\'"'),
+        ("payload.total }} {{ 1", "line 1 column 15 (at '}}')"),
+    ],
+)
+def test_syntax_errors_point_at_the_users_own_text(source, where):
+    with pytest.raises(ConditionError) as info:
+        compile_condition(source)
+    message = str(info.value)
+    assert message.startswith("syntax error in condition, ")
+    assert where in message
+    assert "template" not in message

@@ -41,7 +41,8 @@ def configuration(db):
         message="order_shipped",
         part="email.txt",
         locale="fr",
-        body="Bonjour {{ recipient.name }},\n\nVotre commande {{ payload.order_id }} est partie.\n",
+        body="Bonjour {{ recipient.name }},\n\nVotre commande {{ payload.order_id }} est partie.\n"
+        "{{ settings_url }}\n{% if unsubscribe_url %}{{ unsubscribe_url }}{% endif %}\n",
         sample_payload={"order_id": "A-1"},
     )
     Rule.objects.create(

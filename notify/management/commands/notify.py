@@ -28,7 +28,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from notify.dev.demo import DemoRefused, demo_refusal, load_demo
+from notify import conf
+from notify.dev.demo import DemoRefused, demo_logins, demo_refusal, load_demo
 from notify.intake.trigger import trigger
 from notify.models import ApiKey
 from notify.project.server import serve
@@ -87,7 +88,12 @@ class Command(BaseCommand):
 
         run = sub.add_parser("run", help="web + worker pool + scheduler in one process")
         run.add_argument("--host", default="127.0.0.1")
-        run.add_argument("--port", type=int, default=8000)
+        run.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("PORT") or 8000),
+            help="default: $PORT, else 8000; links in messages follow it unless NOTIFY_SITE_URL is set",
+        )
         run.add_argument("--no-worker", action="store_true")
         run.add_argument("--no-scheduler", action="store_true")
 
@@ -212,7 +218,9 @@ class Command(BaseCommand):
 
     def do_run(self, options):
         prepare_var_dir()
-        self.stdout.write(f"notify on http://{options['host']}:{options['port']}/ (Ctrl-C to stop)")
+        follow_port(options["host"], options["port"])
+        self.stdout.write(run_banner(f"http://{options['host']}:{options['port']}"))
+        self.stdout.flush()
         serve(
             options["host"],
             options["port"],
@@ -304,6 +312,41 @@ def prepare_var_dir() -> None:
     if key_file is None or not getattr(settings, "SECRET_KEY_IS_EPHEMERAL", False):
         return
     settings.SECRET_KEY = ensure_secret_key_file(Path(key_file))
+
+
+def run_banner(base: str) -> str:
+    """The one block `notify run` prints: where to go, and the demo logins."""
+    lines = [
+        f"notify is running on {base}/ (Ctrl-C to stop)",
+        f"  home       {base}/",
+        f"  inbox      {base}/inbox/",
+        f"  settings   {base}/settings/notifications/",
+        f"  admin      {base}/admin/  (dashboard: {base}/admin/notify/delivery/dashboard/)",
+        f"  API        {base}/api/v1/openapi.json",
+    ]
+    if conf.get("SANDBOX"):
+        lines.append(f"  outbox     {base}/dev/outbox/  (sandbox: what would have been sent)")
+    logins = demo_logins()
+    if logins:
+        lines.append(
+            "  log in as  " + ", ".join(logins) + "  (passwords: printed by `notify demo`)"
+        )
+    return "\n".join(lines)
+
+
+def follow_port(host: str, port: int) -> None:
+    """Point the links in messages at the address this server answers on, when
+    NOTIFY_SITE_URL is not configured: ``settings.NOTIFY["SITE_URL"]`` for this
+    process, and ``NOTIFY_SITE_URL`` in the environment for any process it starts.
+    A configured SITE_URL (a public address behind a proxy) is left alone."""
+    if "SITE_URL" in getattr(settings, "NOTIFY", {}) or os.environ.get("NOTIFY_SITE_URL"):
+        return
+    shown = "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host  # noqa: S104 -- names a reachable address, binds nothing
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
+    site_url = f"http://{shown}:{port}"
+    settings.NOTIFY = {**getattr(settings, "NOTIFY", {}), "SITE_URL": site_url}
+    os.environ["NOTIFY_SITE_URL"] = site_url
 
 
 def ensure_secret_key_file(path: Path) -> str:
