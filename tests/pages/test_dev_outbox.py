@@ -12,7 +12,7 @@ HTML = (
 )
 
 
-def test_email_headers_and_html_in_a_sandboxed_iframe(client, settings, tmp_path):
+def test_email_headers_and_html_in_a_sandboxed_iframe(admin_client, settings, tmp_path):
     settings.NOTIFY = {**settings.NOTIFY, "SANDBOX": True, "SANDBOX_DIR": str(tmp_path)}
     sandbox.record(
         {
@@ -27,7 +27,7 @@ def test_email_headers_and_html_in_a_sandboxed_iframe(client, settings, tmp_path
         },
         directory=str(tmp_path),
     )
-    page = client.get("/dev/outbox/").content.decode()
+    page = admin_client.get("/dev/outbox/").content.decode()  # staff only
     assert f'<iframe class="html-part" sandbox="" srcdoc="{escape(HTML)}"' in page
     assert "<script>alert(1)</script>" not in page
     assert '<th scope="row">List-Unsubscribe</th><td>&lt;http://x/unsubscribe/t/&gt;</td>' in page
