@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from channels.base import OutgoingMessage
+from channels.breaker import BREAKER_OPTIONS
 from channels.http import HTTP_OPTIONS, HttpWebhookChannel
 from tests.peers.http import HttpPeer, Reply, Request, running
 
@@ -128,7 +129,7 @@ class CountingChannel(HttpWebhookChannel):
     address_kind = None
     message_format = "chat"
     provider_name = "counting"
-    accepted_options = HTTP_OPTIONS | {"URL", "KILL_ON"}
+    accepted_options = HTTP_OPTIONS | BREAKER_OPTIONS | {"URL", "KILL_ON"}
 
     def __init__(self, alias: str, **options: Any):
         options = {"ALLOW_HTTP": True, "ALLOWED_HOSTS": ["127.0.0.1"], **options}
