@@ -234,7 +234,9 @@ def test_time_zone_is_filled_in_from_the_browser(browser, login, settings_url, a
         assert UserSettings.objects.get(user=ann).timezone == "America/Sao_Paulo"
         # Once saved, the browser's zone no longer replaces the user's choice.
         page.get_by_label("Time zone").fill("Asia/Tokyo")
-        page.get_by_role("button", name="Save settings").click()
+        with page.expect_navigation():  # the save's own page load, before reloading it
+            page.get_by_role("button", name="Save settings").click()
+        expect(page.locator(".messages")).to_contain_text("saved")
         page.reload()
         expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
     finally:
