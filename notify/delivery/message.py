@@ -21,7 +21,7 @@ from jinja2.exceptions import TemplateError
 from channels.base import OutgoingMessage
 from notify import conf
 from notify.delivery.rendering import template_store
-from notify.fanout.pipeline import actor_context, event_context
+from notify.fanout.context import actor_context, event_context
 from notify.models import Delivery, Event, Notification
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 

@@ -32,12 +32,9 @@ from channels.base import Channel, ChannelConfigurationError
 from notify.delivery.cancel import CancelCheck
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.message import build_message
-from notify.delivery.message import recipient_context as recipient_context  # re-exported
-from notify.delivery.message import render_context as render_context  # re-exported
 from notify.delivery.outcomes import Target, config_failure, done, send_one, template_failure
-from notify.delivery.outcomes import suppress_refused as suppress_refused  # re-exported
 from notify.delivery.retry import RetryPolicy
-from notify.fanout.pipeline import condition_context
+from notify.fanout.context import condition_context
 from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status

@@ -32,24 +32,11 @@ from typing import Any
 from django.utils import timezone
 
 from notify.fanout import sequence
-from notify.fanout.context import actor_context, condition_context, event_context
 from notify.fanout.middleware import EventMiddlewareError, apply_event_middleware
 from notify.logs import log_context
 from notify.models import Event, RuleError
 from notify.outbox.rows import write_fanout_chunk
 from rules.index import CompiledRule
-
-# Where they were first defined; callers still import them from here.
-__all__ = [
-    "FanoutStats",
-    "actor_context",
-    "condition_context",
-    "event_context",
-    "fan_out",
-    "notification_group_key",
-    "process_event",
-    "reprocess_events",
-]
 
 log = logging.getLogger("notify.fanout.pipeline")
 

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from notify import trigger
-from notify.delivery.send import build_message, render_context
+from notify.delivery.message import build_message, render_context
 from notify.fanout.pipeline import fan_out
 from notify.models import Category, ChannelPreference, Delivery
 from notify.models.status import Status

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from channels.base import OutgoingMessage
 from notify import conf
+from notify.delivery.message import recipient_context, render_context
 from notify.delivery.rendering import template_store
-from notify.delivery.send import recipient_context, render_context
 from notify.models import Delivery, Digest
 from notify.preferences.one_click import UnsubscribeScope, unsubscribe_url
 from notify.scheduling.digests.periods import DigestItem, digest_payload
