@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "anymail",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /api/docs/ (static only; no DRF)
     "notify",
     "rules",
 ]
