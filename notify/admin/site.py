@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
 from notify.admin.dashboard import dashboard_urls
+from notify.admin.file_templates import file_source, file_templates, sample_payload
 from notify.admin.forms import ApiKeyCreateForm, CategoryForm, MessageTemplateForm, check_template
 from notify.fanout.pipeline import reprocess_events
 from notify.models import (
@@ -406,6 +407,52 @@ class MessageTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("message", "body")
     fields = ("message", "part", "locale", "body", "sample_payload", "preview")
     readonly_fields = ("preview",)
+    change_list_template = "admin_messagetemplate_changelist.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        """The overrides, then the shipped file templates (read-only), each with
+        "Override" (or a link to the override that replaces it)."""
+        overrides = {
+            (m, p, loc): pk
+            for pk, m, p, loc in MessageTemplate.objects.values_list(
+                "pk", "message", "part", "locale"
+            )
+        }
+        add = reverse("admin:notify_messagetemplate_add")
+        rows = []
+        for t in file_templates():
+            pk = overrides.get((t.message, t.part, t.locale))
+            rows.append(
+                {
+                    "message": t.message,
+                    "part": t.part,
+                    "locale": t.locale,
+                    "relative": t.relative,
+                    "source": t.path.read_text(encoding="utf-8"),
+                    "add_url": f"{add}?{urlencode({'message': t.message, 'part': t.part, 'locale': t.locale})}",
+                    "override_url": reverse("admin:notify_messagetemplate_change", args=[pk])
+                    if pk
+                    else "",
+                }
+            )
+        context = {**(extra_context or {}), "file_templates": rows}
+        return super().changelist_view(request, extra_context=context)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """``?message=…&part=…&locale=…`` (the "Override" link): the body starts
+        as the shipped file's text."""
+        initial = super().get_changeform_initial_data(request)
+        source = file_source(
+            str(initial.get("message", "")),
+            str(initial.get("part", "")),
+            str(initial.get("locale", "")),
+        )
+        if source is not None and "body" not in initial:
+            initial["body"] = source
+            initial["sample_payload"] = sample_payload(
+                str(initial["message"]), source, timezone.now()
+            )
+        return initial
 
     @admin.display(description="preview")
     def preview(self, template: MessageTemplate) -> SafeString | str:
