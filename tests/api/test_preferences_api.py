@@ -89,7 +89,9 @@ def test_put_changes_what_it_names_and_keeps_the_rest(ann_client, ann, grid):
     assert (row.quiet_start, row.quiet_end) == (time(22), time(7))
     # The page shows what the API wrote.
     fields = form_fields(ann_client)
-    assert fields["mode-orders"] == "weekly" and "cell-orders-sms" in fields
+    assert fields["mode-orders"] == "weekly" and "cell-product-news-inapp" in fields
+    # Orders' SMS is kept, but not drawn: no rule sends orders by SMS (notify.pages.grid).
+    assert "cell-orders-sms" not in fields
 
 
 def test_a_get_body_can_be_put_back(ann_client, ann, grid):
