@@ -11,4 +11,5 @@ class NotifyConfig(AppConfig):
         from notify import checks  # noqa: F401 - registers the system checks
         from notify.delivery import template_revision  # noqa: F401 - connects its receivers
         from notify.observability import checks as _  # noqa: F401 - the security checks too
+        from notify.outbox import checks as _claims  # noqa: F401 - the claim checks
         from notify.webhooks import anymail  # noqa: F401 - connects the ESP tracking receiver

@@ -18,10 +18,10 @@ in tests. For a batch of claimed delivery ids:
 The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
 after ``WORKER_BATCH_SECONDS`` and puts the rest back. Rows are sent and
-recorded in ``SEND_ORDER``, so after a crash the first unrecorded row of a lost
-batch is the one that was in flight (``notify.outbox.rows.reap_lost``); such a
-suspect is sent alone, with nothing else in flight in this process
-(``notify.delivery.gate``). A channel that refuses its configuration mid-batch
+recorded one at a time, each marked in flight while its send runs, so after a
+crash the marked row of a lost batch is the one that may have reached the
+provider (``notify.outbox.rows.reap_lost``); such a suspect is sent alone,
+with nothing else in flight in this process (``notify.delivery.gate``). A channel that refuses its configuration mid-batch
 fails the rest of its batch with the reason (``refused_configuration``).
 """
 
@@ -52,7 +52,14 @@ from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.lease import Lease
-from notify.outbox.rows import SEND_ORDER, SUSPECT, Outcome, record_outcomes, release
+from notify.outbox.rows import (
+    SEND_ORDER,
+    SUSPECT,
+    Outcome,
+    mark_in_flight,
+    record_outcomes,
+    release,
+)
 from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
@@ -110,7 +117,7 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                 "notification__user",
                 "notification__category",
             )
-            .order_by(*SEND_ORDER)  # reap_lost counts on this order
+            .order_by(*SEND_ORDER)
         )
     if not deliveries:
         return stats
@@ -174,8 +181,12 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                     channel=alias,
                 ):
                     suspect = delivery.hold_reason == SUSPECT
-                    try:
-                        with gate.exclusive() if suspect else gate.shared():
+                    # In the gate: marked in flight, sent, recorded (a suspect
+                    # waits until no other send of this process is unrecorded).
+                    with gate.exclusive() if suspect else gate.shared():
+                        with lease.held() as token:
+                            mark_in_flight(delivery.pk, token)
+                        try:
                             result = _deliver_one(
                                 delivery,
                                 channel,
@@ -185,14 +196,16 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                                 policy,
                                 cancels,
                             )
-                    except ChannelConfigurationError as exc:
-                        rest = batch[position:]
-                        for outcome in refused_configuration(alias, rest, exc, channel):
-                            record(outcome)
-                        break
-                    status = "held" if isinstance(result, Hold) else result.status
-                    log.debug("delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status)
-                record(result)
+                        except ChannelConfigurationError as exc:
+                            rest = batch[position:]
+                            for outcome in refused_configuration(alias, rest, exc, channel):
+                                record(outcome)
+                            break
+                        status = "held" if isinstance(result, Hold) else result.status
+                        log.debug(
+                            "delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status
+                        )
+                        record(result)
         finally:
             channel.close()
     return stats
@@ -309,6 +322,7 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
             hold_reason=reason,
             claimed_until=None,
             attempts=F("attempts") - 1,
+            sending_since=None,
             updated_at=timezone.now(),
         )
     return held
