@@ -33,6 +33,7 @@ from notify import conf
 from notify.fanout.pipeline import process_event
 from notify.models import Category, ContactPoint, Delivery, DeliveryAttempt, Event
 from notify.models.status import Status
+from notify.observability.queries import Period, failure_reasons
 from notify.outbox.rows import (
     SUSPECT,
     Outcome,
@@ -187,6 +188,14 @@ def test_twilio_refusing_the_credentials_mid_batch(twilio_sms, make_user, make_r
     message = record.getMessage()
     assert "'sms'" in message and str(refused.pk) in message
     assert all(str(d.pk) in message for d in untried)
+    # And on the delivery-health dashboard's failure reasons.
+    [reason] = failure_reasons(Period.last("24h"))
+    assert (reason.channel, reason.status, reason.error_code, reason.count) == (
+        "sms",
+        Status.FAILED,
+        "config",
+        6,
+    )
     # Nothing is claimed or sent again, even once claims would have expired.
     assert run_until_idle() == 0
     assert len(twilio_sms.requests) == 5
