@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -91,16 +91,26 @@ class DispatchStats:
 
 
 def deliver(
-    delivery_ids: Iterable[int], token: datetime, now: datetime | None = None
+    delivery_ids: Iterable[int],
+    token: datetime,
+    now: datetime | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> DispatchStats:
     """Send a batch of deliveries claimed with ``token``, keeping the claim
-    (``notify.outbox.lease``) while it runs and recording each as it is done."""
+    (``notify.outbox.lease``) while it runs and recording each as it is done.
+    Once ``stopping()`` is true (the worker pool is stopping), no send starts
+    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``."""
     lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
     with lease:
-        return _deliver(delivery_ids, lease, now)
+        return _deliver(delivery_ids, lease, now, stopping or (lambda: False))
 
 
-def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) -> DispatchStats:
+def _deliver(
+    delivery_ids: Iterable[int],
+    lease: Lease,
+    now: datetime | None,
+    stopping: Callable[[], bool],
+) -> DispatchStats:
     stats = DispatchStats()
     started = time.monotonic()
     budget = float(conf.get("WORKER_BATCH_SECONDS"))
@@ -162,13 +172,15 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
         channel = build_channel(alias)
         try:
             for position, delivery in enumerate(batch):
-                if time.monotonic() - started >= budget:
+                if time.monotonic() - started >= budget or stopping():
                     rest = [d.pk for b in by_channel.values() for d in b]
                     rest = rest[rest.index(delivery.pk) :]
                     with lease.held() as token:
                         stats.released = release(rest, token)
                     log.info(
-                        "batch ran %.0f s (WORKER_BATCH_SECONDS): %d deliveries put back",
+                        "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
+                        "worker stopping): %d deliveries put back",
+                        time.monotonic() - started,
                         budget,
                         stats.released,
                     )

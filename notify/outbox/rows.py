@@ -7,8 +7,10 @@ with several workers (threads or processes) at once:
   fan-out that is retried after a crash writes nothing twice;
 * a claim marks rows ``sending`` with an expiry in one transaction
   (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's IMMEDIATE
-  transactions serialise writers); an expired claim is claimed again;
-* an outcome is written only while the claim is still ours.
+  transactions serialise writers); its worker's heartbeat extends it
+  (``notify.outbox.lease``), so only a dead worker's claim expires, and
+  ``reap_lost`` sorts such a batch out (the row in flight apart);
+* an outcome is written, one delivery at a time, only while the claim is still ours.
 """
 
 from __future__ import annotations
@@ -257,15 +259,15 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
             .order_by("claimed_until", *SEND_ORDER)
             .values_list("pk", "attempts", "claimed_until", "sending_since")
         )
-        firsts: dict[int, tuple[int, datetime]] = {}
-        for pk, attempts, token, in_flight in rows:
-            if in_flight is None:
+        in_flight: dict[int, tuple[int, datetime]] = {}
+        for pk, attempts, token, since in rows:
+            if since is None:
                 reaped.mates.append(pk)
             else:
-                firsts[pk] = (attempts, token)
+                in_flight[pk] = (attempts, token)
         earlier = dict(
             DeliveryAttempt.objects.filter(
-                delivery_id__in=list(firsts),
+                delivery_id__in=list(in_flight),
                 outcome=DeliveryAttempt.Outcome.LOST,
             )
             .values("delivery_id")
@@ -273,7 +275,7 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
             .values_list("delivery_id", "n")
         )
         attempts_rows = []
-        for pk, (attempts, token) in firsts.items():
+        for pk, (attempts, token) in in_flight.items():
             losses = earlier.get(pk, 0) + 1
             final = losses >= max_losses or attempts >= max_attempts
             (reaped.dead if final else reaped.suspects).append(pk)
