@@ -426,32 +426,33 @@ class Outcome:
 
 
 def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
-    """Write outcomes for deliveries still claimed with ``token``; return how many."""
+    """Write outcomes for deliveries still claimed with ``token``; return how many.
+
+    A worker calls it with each outcome as soon as it is known: one short
+    transaction, one guarded UPDATE per row (its claim must still be ``token``;
+    a row whose claim is no longer ours is left alone) and its attempt row."""
     outcomes = list(outcomes)
     if not outcomes:
         return 0
-    by_id = {o.delivery_id: o for o in outcomes}
-    with transaction.atomic():
-        ours = set(
-            _skip_locked(
-                Delivery.objects.filter(pk__in=by_id, status=Status.SENDING, claimed_until=token)
-            ).values_list("pk", flat=True)
-        )
-        # One prepared UPDATE per row, sent with executemany: Django's
-        # bulk_update builds a CASE per column and costs ~1 ms a row here.
-        ops = connection.ops
-        table = ops.quote_name(Delivery._meta.db_table)
-        update = (
-            f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
-            "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
-            "claimed_until = NULL, sending_since = NULL, sent_at = %s, updated_at = %s, "
-            "hold_reason = CASE WHEN hold_reason = %s THEN '' ELSE hold_reason END WHERE id = %s"
-        )
-        rows = []
-        for delivery_id in ours:
-            o = by_id[delivery_id]
+    ops = connection.ops
+    table = ops.quote_name(Delivery._meta.db_table)
+    # A prepared UPDATE per row (Django's bulk_update builds a CASE per column
+    # and costs ~1 ms a row here), its row count saying whether the claim was ours.
+    update = (
+        f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
+        "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
+        "claimed_until = NULL, sending_since = NULL, sent_at = %s, updated_at = %s, "
+        "attempts = attempts - %s, "
+        "hold_reason = CASE WHEN hold_reason = %s THEN '' ELSE hold_reason END "
+        "WHERE id = %s AND status = %s AND claimed_until = %s"
+    )
+    claim = ops.adapt_datetimefield_value(token)
+    ours: list[Outcome] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for o in outcomes:
             finished = ops.adapt_datetimefield_value(o.finished_at)
-            rows.append(
+            cursor.execute(
+                update,
                 (
                     o.status,
                     o.skip_reason[:50],
@@ -464,21 +465,20 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
                     else finished,
                     finished if o.status == Status.SENT else None,
                     finished,
+                    1 if o.refund_attempt else 0,
                     SUSPECT,
-                    delivery_id,
-                )
+                    o.delivery_id,
+                    Status.SENDING,
+                    claim,
+                ),
             )
-        if rows:
-            with connection.cursor() as cursor:
-                cursor.executemany(update, rows)
-        DeliveryAttempt.objects.bulk_create(
-            [by_id[i].attempt_row() for i in ours if by_id[i].attempt_outcome]
-        )
-        refunded = [i for i in ours if by_id[i].refund_attempt]
-        if refunded:
-            Delivery.objects.filter(pk__in=refunded).update(attempts=F("attempts") - 1)
+            if cursor.rowcount == 1:
+                ours.append(o)
+        attempts = [o.attempt_row() for o in ours if o.attempt_outcome]
+        if attempts:
+            DeliveryAttempt.objects.bulk_create(attempts)
     # Status reports that came before this record was committed (DESIGN.md, 8).
-    apply_waiting_reports(by_id[i].message_id for i in ours if by_id[i].status == Status.SENT)
+    apply_waiting_reports(o.message_id for o in ours if o.status == Status.SENT)
     return len(ours)
 
 
