@@ -32,7 +32,14 @@ from channels.base import Channel, ChannelConfigurationError
 from notify.delivery.cancel import CancelCheck
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.message import build_message
-from notify.delivery.outcomes import Target, config_failure, done, send_one, template_failure
+from notify.delivery.outcomes import (
+    Target,
+    config_failure,
+    done,
+    flush_queued,
+    send_one,
+    template_failure,
+)
 from notify.delivery.retry import RetryPolicy
 from notify.fanout.context import condition_context
 from notify.logs import log_context
@@ -112,6 +119,9 @@ def deliver(
             continue
         address_kind, message_format = kinds[alias]
         channel = build_channel(alias)
+        if channel.queues_sends:  # in-app: the batch's items in one statement
+            channel.open()
+        first = len(outcomes)
         try:
             for delivery in batch:
                 # Every log line of this send carries its ids (notify.logs).
@@ -127,6 +137,8 @@ def deliver(
                     status = "held" if isinstance(result, Hold) else result.status
                     log.debug("delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status)
                 (holds if isinstance(result, Hold) else outcomes).append(result)
+            if channel.queues_sends:
+                flush_queued(channel, outcomes, first, policy)
         finally:
             channel.close()
     # 5. record
