@@ -31,6 +31,15 @@ class OutgoingMessage:
     headers: dict[str, str] = field(default_factory=dict)
     # Channel-specific extras (in-app: user id, notification id, url).
     extra: dict[str, Any] = field(default_factory=dict)
+    # What receivers de-duplicate by (``X-Notify-Delivery``) when it is not the
+    # delivery id: a digest is ``digest-<id>``.
+    reference: str = ""
+
+    @property
+    def delivery_ref(self) -> str:
+        """The ``X-Notify-Delivery`` value: the same on every retry of this send,
+        different for every other send."""
+        return self.reference or str(self.delivery_id)
 
     def as_record(self) -> dict[str, Any]:
         """What was sent, as stored with the attempt."""

@@ -124,7 +124,7 @@ class EmailChannel(Channel):
             for name, value in message.headers.items()
         }
         headers = {"Message-ID": message_id, **headers}
-        headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
+        headers.setdefault("X-Notify-Delivery", message.delivery_ref)
         subject = neutralise_header_value("Subject", message.subject)
         if sends_bytes(self.connection):
             raw = self._fast_bytes(message, subject, headers)

@@ -197,7 +197,7 @@ class HttpWebhookChannel(Channel):
         body = json.dumps(self.build_payload(message), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
-            "X-Notify-Delivery": str(message.delivery_id),
+            "X-Notify-Delivery": message.delivery_ref,
             **self.build_headers(message, body),
         }
         if self.session is None:
@@ -250,7 +250,7 @@ class HttpWebhookChannel(Channel):
     def message_id(self, response: requests.Response, message: OutgoingMessage) -> str:
         """Incoming webhooks return no id: the delivery id (``X-Notify-Delivery``)
         is what the receiver knows the message by."""
-        return str(message.delivery_id)
+        return message.delivery_ref
 
     def response_record(self, response: requests.Response) -> dict[str, Any]:
         return {"status": response.status_code, "body": response.text[:500]}
