@@ -11,8 +11,8 @@ to claim and does nothing.
     (``process_event``), hand off the deliveries it wrote that are due now or
     within ``BROKER_MAX_COUNTDOWN`` seconds.
 ``notify.deliver(delivery_ids)``
-    claim those still due with a fresh token (``claim_due_deliveries(ids=...)``),
-    ``deliver`` them, hand off the retries due within ``BROKER_MAX_COUNTDOWN``;
+    claim those still due with a fresh token (``claim_due_deliveries(ids=...)``;
+    a suspect alone, then the others), ``deliver`` them, hand off the retries due within ``BROKER_MAX_COUNTDOWN``;
     later ones are the relay's (``notify.runtime.relay``), never a long ETA in the broker.
 
 A database error (a restart) retries the task with backoff; whatever it had
@@ -65,16 +65,24 @@ def fan_out_events(event_ids: list[int]) -> int:
 
 @app.task(name="notify.deliver", **RETRY)
 def deliver_deliveries(delivery_ids: list[int]) -> int:
-    """Claim and send the named deliveries that are still due; return how many were sent."""
-    ids, token = claim_due_deliveries(
-        limit=len(delivery_ids), ttl=conf.get("CLAIM_TTL"), ids=delivery_ids
-    )
-    if not ids:
-        return 0
-    stats = deliver(ids, token)
-    if stats.retried or stats.held:
-        hand_off_rows(Delivery.objects.filter(pk__in=ids, status=Status.PENDING))
-    return stats.sent
+    """Claim and send the named deliveries that are still due; return how many were sent.
+
+    A suspect among them is claimed (and sent) alone, then the others."""
+    remaining = list(delivery_ids)
+    sent = 0
+    while remaining:
+        ids, token = claim_due_deliveries(
+            limit=len(remaining), ttl=conf.get("CLAIM_TTL"), ids=remaining
+        )
+        if not ids:
+            break
+        stats = deliver(ids, token)
+        sent += stats.sent
+        if stats.retried or stats.held or stats.released:
+            hand_off_rows(Delivery.objects.filter(pk__in=ids, status=Status.PENDING))
+        taken = set(ids)
+        remaining = [pk for pk in remaining if pk not in taken]
+    return sent
 
 
 def hand_off_rows(pending, now: datetime | None = None) -> int:
