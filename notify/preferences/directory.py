@@ -23,6 +23,7 @@ from notify.models import (
     UserSettings,
 )
 from notify.preferences.decide import Address, CategoryInfo, UserPrefs
+from notify.preferences.devices import DEVICE_KINDS
 
 
 class DatabaseDirectory:
@@ -140,6 +141,7 @@ def load_preferences(
         )
     }
     addresses: dict[int, dict[str, Address]] = {}
+    devices: dict[int, dict[str, tuple[str, ...]]] = {}
     if kinds:
         # Primary first, then verified, then oldest: the first seen per kind wins.
         for user_id, kind, address, verified_at, _primary in (
@@ -147,6 +149,9 @@ def load_preferences(
             .order_by("user_id", "kind", "-is_primary", "verified_at", "pk")
             .values_list("user_id", "kind", "address", "verified_at", "is_primary")
         ):
+            if kind in DEVICE_KINDS and verified_at is not None:  # a push goes to each
+                per_kind = devices.setdefault(user_id, {})
+                per_kind[kind] = (*per_kind.get(kind, ()), address)
             per_user = addresses.setdefault(user_id, {})
             current = per_user.get(kind)
             if current is None or (not current.verified and verified_at is not None):
@@ -176,6 +181,7 @@ def load_preferences(
             modes=modes.get(user_id, {}),
             channels=cells.get(user_id, {}),
             addresses=user_addresses,
+            devices=devices.get(user_id, {}),
             suppressed=suppressed,
             paused_until=paused_until,
             timezone=tz,

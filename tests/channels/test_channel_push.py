@@ -387,7 +387,10 @@ def test_the_push_part_with_badge_and_deep_link_reaches_the_device_through_the_w
     assert delivery.provider_message_id == push.message_id
 
 
-def test_a_gone_token_is_pruned_and_the_delivery_fails(settings, apns_peer, make_user, make_rule):
+def test_a_gone_token_is_pruned_and_the_live_device_still_gets_the_push(
+    settings, apns_peer, make_user, make_rule
+):
+    """Every device of the user is sent to (tests/channels/test_push_devices.py)."""
     with_channel(settings, "ios", "channels.apns.ApnsChannel", apns_peer.channel_options())
     alice = make_user("alice")
     live = apns_peer.add_device()
@@ -398,14 +401,14 @@ def test_a_gone_token_is_pruned_and_the_delivery_fails(settings, apns_peer, make
     run_until_idle()
 
     delivery = Delivery.objects.get()
-    assert delivery.status == Status.FAILED
-    assert delivery.error_code == "Unregistered"
+    assert delivery.status == Status.SENT
     assert list(ContactPoint.objects.filter(user=alice).values_list("address", flat=True)) == [live]
     assert not Suppression.objects.exists()  # forgotten, not suppressed
+    assert [p.to for p in apns_peer.pushes] == [live]
 
     trigger("order.shipped", {"order_id": "A2"}, recipients=[alice])
-    run_until_idle()  # the next push goes to the device that is left
-    assert [p.to for p in apns_peer.pushes] == [live]
+    run_until_idle()  # the next push goes to the device that is left, once
+    assert [p.to for p in apns_peer.pushes] == [live, live]
 
 
 def test_webpush_end_to_end_the_peer_decrypts_the_push(
