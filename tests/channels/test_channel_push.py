@@ -338,6 +338,20 @@ def test_webpush_endpoints_outside_the_push_services_are_refused(webpush_peer):
     )
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://fcm.googleapis.com/wp/abc:APA91b",
+        "https://jmt17.google.com/fcm/send/abc:APA91b",  # what Chromium 156 hands the page
+        "https://updates.push.services.mozilla.com/wpush/v2/gAAAA",
+        "https://web.push.apple.com/QGuQ",
+    ],
+)
+def test_webpush_the_endpoints_browsers_give_pass_the_default_policy(webpush_peer, endpoint):
+    channel = WebPushChannel("push", VAPID_PRIVATE_KEY=webpush_peer.vapid_private_key)
+    assert channel.url_policy.check(endpoint, "webpush") == endpoint
+
+
 def test_vapid_public_key_is_the_application_server_key(webpush_peer):
     assert vapid_public_key(webpush_peer.vapid_private_key) == webpush_peer.vapid_public_key
 
