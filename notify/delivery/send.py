@@ -11,7 +11,8 @@ in tests. For a batch of claimed delivery ids:
 3. render each message in the recipient's locale (``notify.delivery.message``,
    templates compiled once);
 4. send through one open channel instance per channel alias: the send step
-   digests use too (``notify.delivery.outcomes.send_one``);
+   digests use too (``notify.delivery.outcomes.send_one``); a push goes to
+   each of the user's devices (``notify.delivery.devices``);
 5. write each outcome and attempt as soon as it is known (its own short
    transaction), while the claim is still ours.
 
@@ -42,6 +43,7 @@ from jinja2.exceptions import TemplateError
 from channels.base import Channel, ChannelConfigurationError
 from notify import conf
 from notify.delivery.cancel import CancelCheck
+from notify.delivery.devices import device_addresses, send_to_devices
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.gate import gate
 from notify.delivery.message import build_message
@@ -304,6 +306,9 @@ def _deliver_one(
         message = build_message(delivery, message_format, decision.address, user_prefs.locale)
     except TemplateError as exc:
         return template_failure(target, started, exc)
+    devices = device_addresses(user_prefs, address_kind, decision.address)
+    if devices is not None:  # a push: every device of the user
+        return send_to_devices(channel, target, message, devices, policy, started)
     return send_one(channel, target, message, policy, started)
 
 

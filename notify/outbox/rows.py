@@ -432,6 +432,16 @@ class Outcome:
     # allowance): the claim's count is handed back. With an empty
     # ``attempt_outcome`` nothing was tried and no attempt row is written.
     refund_attempt: bool = False
+    # A push to several devices of the user: one outcome per device, each its
+    # own attempt row (``notify.delivery.devices``); this outcome is their sum.
+    parts: tuple[Outcome, ...] = ()
+
+    def attempt_rows(self) -> list[DeliveryAttempt]:
+        """The attempts on the record for this outcome: one per device of a
+        push to several, else this outcome's own (none when nothing was tried)."""
+        if self.parts:
+            return [row for part in self.parts for row in part.attempt_rows()]
+        return [self.attempt_row()] if self.attempt_outcome else []
 
     def attempt_row(
         self, delivery_id: int | None = None, number: int | None = None, **sent: object
@@ -500,9 +510,7 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
         if rows:
             with connection.cursor() as cursor:
                 cursor.executemany(update, rows)
-        DeliveryAttempt.objects.bulk_create(
-            [by_id[i].attempt_row() for i in ours if by_id[i].attempt_outcome]
-        )
+        DeliveryAttempt.objects.bulk_create([row for i in ours for row in by_id[i].attempt_rows()])
         refunded = [i for i in ours if by_id[i].refund_attempt]
         if refunded:
             Delivery.objects.filter(pk__in=refunded).update(attempts=F("attempts") - 1)

@@ -21,6 +21,7 @@ from notify.models import (
     Suppression,
 )
 from notify.preferences.decide import Address, CategoryInfo, UserPrefs
+from notify.preferences.devices import DEVICE_KINDS
 
 
 class DatabaseDirectory:
@@ -101,6 +102,7 @@ def users_filter(user_ids: Sequence[int], field: str = "user_id") -> Q:
 NO_SETTINGS = (None, "UTC", "", None, None, 8, 0)
 NO_MODES: dict[int, str] = {}
 NO_CELLS: dict[tuple[int, str], bool] = {}
+NO_DEVICES: dict[str, tuple[str, ...]] = {}
 NO_ADDRESSES: dict[str, Address] = {}
 
 
@@ -159,6 +161,7 @@ def load_preferences(
     ).values_list("user_id", "category_id", "channel", "enabled"):
         cells.setdefault(user_id, {})[(category_id, channel)] = enabled
     addresses: dict[int, dict[str, Address]] = {}
+    devices: dict[int, dict[str, tuple[str, ...]]] = {}
     if kinds:
         # Primary first, then verified, then oldest: the first seen per kind wins.
         for user_id, kind, address, verified_at, _primary in (
@@ -166,6 +169,9 @@ def load_preferences(
             .order_by("user_id", "kind", "-is_primary", "verified_at", "pk")
             .values_list("user_id", "kind", "address", "verified_at", "is_primary")
         ):
+            if kind in DEVICE_KINDS and verified_at is not None:  # a push goes to each
+                per_kind = devices.setdefault(user_id, {})
+                per_kind[kind] = (*per_kind.get(kind, ()), address)
             per_user = addresses.setdefault(user_id, {})
             current = per_user.get(kind)
             if current is None or (not current.verified and verified_at is not None):
@@ -186,19 +192,20 @@ def load_preferences(
             NO_SETTINGS if row[3] is None else row[4:11]
         )
         result[user_id] = UserPrefs(
-            user_id,
-            is_active,
-            modes.get(user_id, NO_MODES),
-            cells.get(user_id, NO_CELLS),
-            user_addresses,
-            suppressed,
-            paused_until,
-            tz,
-            locale,
-            quiet_start,
-            quiet_end,
-            digest_hour,
-            digest_weekday,
+            user_id=user_id,
+            is_active=is_active,
+            modes=modes.get(user_id, NO_MODES),
+            channels=cells.get(user_id, NO_CELLS),
+            addresses=user_addresses,
+            devices=devices.get(user_id, NO_DEVICES),
+            suppressed=suppressed,
+            paused_until=paused_until,
+            timezone=tz,
+            locale=locale,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            digest_hour=digest_hour,
+            digest_weekday=digest_weekday,
         )
     return result
 
