@@ -30,6 +30,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from channels.base import OutgoingMessage
+from notify.inbox.actions import split_actions
 from notify.models import Notification
 
 # Members of a collapsed entry loaded for the "show all" list; the count is exact.
@@ -37,11 +38,14 @@ MEMBERS_SHOWN = 20
 
 
 def store_inapp_message(message: OutgoingMessage) -> None:
-    """Write the rendered item into the user's inbox (the in-app "send")."""
+    """Write the rendered item into the user's inbox (the in-app "send");
+    trailing ``action:`` lines of the body become its buttons (``notify.inbox.actions``)."""
+    body, actions = split_actions(message.text)
     Notification.objects.filter(pk=message.extra["notification_id"]).update(
         title=message.subject[:500],
-        body=message.text,
+        body=body,
         url=(message.extra.get("url") or "")[:1000],
+        actions=actions,
         inbox_at=timezone.now(),
     )
     user_id = message.extra.get("user_id")
@@ -65,9 +69,10 @@ def unread_count(user_id: int) -> int:
 
 def entries(user_id: int) -> QuerySet[Notification]:
     """The inbox with each collapse set reduced to its newest item (the head),
-    newest first; page it, then ``collapse`` the page."""
+    newest first; page it, then ``collapse`` the page. Archived items are left out."""
     return (
         inbox(user_id)
+        .filter(archived_at__isnull=True)
         .annotate(
             place=Window(
                 RowNumber(),
@@ -203,14 +208,3 @@ def mark(user_id: int, ids: Iterable[int], read: bool) -> int:
 
 def mark_all_read(user_id: int) -> int:
     return inbox(user_id).filter(read_at__isnull=True).update(read_at=timezone.now())
-
-
-def safe_link(url: str) -> str:
-    """The item's link if it is http(s) or a same-site path, else "" (an event
-    payload must not be able to put ``javascript:`` into a page)."""
-    url = (url or "").strip()
-    if url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    if url.lower().startswith(("https://", "http://")):
-        return url
-    return ""
