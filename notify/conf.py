@@ -124,6 +124,15 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         # -- HTTP API ----------------------------------------------------------------
         "API_MAX_BODY_BYTES": Setting(256 * 1024, "Largest request body the events API reads."),
         "API_MAX_PAYLOAD_BYTES": Setting(64 * 1024, "Largest event payload (as JSON) accepted."),
+        # -- the embeddable bell (notify.api.feed, notify.inbox.tokens) -------------
+        "BELL_ALLOWED_ORIGINS": Setting(
+            [],
+            "Origins (scheme://host[:port]) whose pages may call the bell's feed API "
+            "with a signed token (CORS); empty: same origin only.",
+        ),
+        "BELL_TOKEN_MAX_AGE": Setting(
+            12 * 3600, "Seconds a bell token (notify.inbox.tokens.issue_token) stays valid."
+        ),
         # -- scheduler and retention -------------------------------------------------
         "RETENTION_DAYS": Setting(
             90, "Events, notifications and deliveries older than this are deleted (0: keep)."

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from notify.api import openapi_feed
 from notify.api.errors import api_view
 from notify.api.schemas import EventIn, InboxQuery
 from notify.pages.prefs_schema import json_schemas as preference_schemas
@@ -556,11 +557,17 @@ def document() -> dict[str, Any]:
             "user's in-app inbox. Every error body is "
             '{"error": code, "message": text}.',
         },
-        "paths": with_rate_limits(paths()),
+        "paths": with_rate_limits({**paths(), **openapi_feed.paths(PREFIX)}),
         "components": {
-            "schemas": {**request_schemas(), **preference_schemas(), **RESPONSE_SCHEMAS},
+            "schemas": {
+                **request_schemas(),
+                **preference_schemas(),
+                **RESPONSE_SCHEMAS,
+                **openapi_feed.SCHEMAS,
+            },
             "responses": RESPONSES,
             "securitySchemes": {
+                **openapi_feed.SECURITY_SCHEMES,
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",

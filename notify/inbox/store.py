@@ -20,6 +20,7 @@ whose users keep far more would add an index on (user, group_key, read_at).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from channels.base import OutgoingMessage
+from notify.inbox.actions import split_actions
 from notify.models import Notification
 
 # Members of a collapsed entry loaded for the "show all" list; the count is exact.
@@ -41,7 +43,8 @@ STORE_BATCH = 500
 
 
 def store_inapp_message(message: OutgoingMessage) -> None:
-    """Write the rendered item into the user's inbox (the in-app "send")."""
+    """Write the rendered item into the user's inbox (the in-app "send");
+    trailing ``action:`` lines of the body become its buttons (``notify.inbox.actions``)."""
     store_inapp_messages([message])
 
 
@@ -52,23 +55,27 @@ def store_inapp_messages(messages: Sequence[OutgoingMessage]) -> int:
     commit. Returns how many items were written."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     table = connection.ops.quote_name(Notification._meta.db_table)
+    postgres = connection.vendor == "postgresql"
     written = 0
     for start in range(0, len(messages), STORE_BATCH):
         batch = messages[start : start + STORE_BATCH]
         params: list[object] = []
         for message in batch:
+            body, actions = split_actions(message.text)
             params += (
                 int(message.extra["notification_id"]),
                 message.subject[:500],
-                message.text,
+                body,
                 (message.extra.get("url") or "")[:1000],
+                json.dumps(actions),
             )
-        values = ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+        values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(batch))
+        actions_value = "CAST(item.actions AS jsonb)" if postgres else "item.actions"
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH item(id, title, body, url) AS (VALUES {values}) "
+                f"WITH item(id, title, body, url, actions) AS (VALUES {values}) "
                 f"UPDATE {table} SET title = item.title, body = item.body, url = item.url, "
-                f"inbox_at = %s FROM item WHERE {table}.id = item.id",
+                f"actions = {actions_value}, inbox_at = %s FROM item WHERE {table}.id = item.id",
                 [*params, now],
             )
             if connection.vendor == "sqlite":
@@ -100,9 +107,10 @@ def unread_count(user_id: int) -> int:
 
 def entries(user_id: int) -> QuerySet[Notification]:
     """The inbox with each collapse set reduced to its newest item (the head),
-    newest first; page it, then ``collapse`` the page."""
+    newest first; page it, then ``collapse`` the page. Archived items are left out."""
     return (
         inbox(user_id)
+        .filter(archived_at__isnull=True)
         .annotate(
             place=Window(
                 RowNumber(),
@@ -238,14 +246,3 @@ def mark(user_id: int, ids: Iterable[int], read: bool) -> int:
 
 def mark_all_read(user_id: int) -> int:
     return inbox(user_id).filter(read_at__isnull=True).update(read_at=timezone.now())
-
-
-def safe_link(url: str) -> str:
-    """The item's link if it is http(s) or a same-site path, else "" (an event
-    payload must not be able to put ``javascript:`` into a page)."""
-    url = (url or "").strip()
-    if url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    if url.lower().startswith(("https://", "http://")):
-        return url
-    return ""

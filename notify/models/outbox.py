@@ -36,6 +36,10 @@ class Notification(models.Model):
     # Items with the same group key collapse into one inbox entry
     # ("Alice and 24 others commented on ...").
     group_key = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # Archived items leave the inbox's default views (and count as read).
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # Buttons the in-app template defines: [{"label": ..., "url": ...}] (notify.inbox.actions).
+    actions = models.JSONField(blank=True, default=list, db_default=[])
 
     class Meta:
         constraints = [

@@ -37,6 +37,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from notify.inbox import live, store
+from notify.inbox.actions import safe_link
 from notify.models import Notification, UserSettings
 
 PAGE_SIZE = 20
@@ -87,7 +88,7 @@ def show(item: Notification, title: str, now: datetime, zone: tzinfo) -> Shown:
     return Shown(
         item=item,
         title=title,
-        link=store.safe_link(item.url),
+        link=safe_link(item.url),
         ago=ago(item.inbox_at, now, zone),
         at=f"{local.day} {local:%B %Y, %H:%M} ({local.tzname()})",
     )

@@ -411,6 +411,9 @@ NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_METRICS_TOKEN": ("METRICS_TOKEN", parse_optional),
     "NOTIFY_METRICS_ALLOWED_IPS": ("METRICS_ALLOWED_IPS", parse_list),
     "NOTIFY_READINESS_MAX_OUTBOX_LAG": ("READINESS_MAX_OUTBOX_LAG", float),
+    # The embeddable bell (README, "Embedding the inbox bell").
+    "NOTIFY_BELL_ALLOWED_ORIGINS": ("BELL_ALLOWED_ORIGINS", parse_list),
+    "NOTIFY_BELL_TOKEN_MAX_AGE": ("BELL_TOKEN_MAX_AGE", float),
 }
 for variable, (key, read) in NOTIFY_FROM_ENV.items():
     if variable in os.environ:
