@@ -68,6 +68,14 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             2000, "Recipients per fan-out chunk (one read and one insert per table)."
         ),
         "WORKER_BATCH_SIZE": Setting(50, "Deliveries a worker claims per batch."),
+        "WORKFLOW_BATCH_SIZE": Setting(
+            500, "Workflow runs a runner claims and advances per batch (notify.workflows)."
+        ),
+        "WORKFLOW_WORKING_HOURS": Setting(
+            {"days": [0, 1, 2, 3, 4], "from": "09:00", "until": "17:00"},
+            "A workflow delay 'until the user's next working hours': weekdays (0 = Monday) "
+            "and wall-clock times in each user's time zone.",
+        ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
         "CLAIM_TTL": Setting(
             120.0, "Seconds a claim lives unless its worker extends it (a dead worker's expire)."

@@ -20,9 +20,10 @@ from jinja2.exceptions import TemplateError
 
 from channels.base import OutgoingMessage
 from notify import conf
+from notify.delivery.batch import batch_context
 from notify.delivery.rendering import template_store
 from notify.fanout.context import actor_context, event_context
-from notify.models import Delivery, Event, Notification
+from notify.models import Delivery, Event, Notification, WorkflowRun
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 
 
@@ -97,7 +98,11 @@ def build_message(
         raise TemplateError("the rule that made this notification was deleted")
     unsubscribe = unsubscribe_link(delivery, message_format)
     context = render_context(delivery, unsubscribe)
-    parts = template_store.render(rule.message, message_format, context, locale)
+    if delivery.template:  # a workflow's channel step: its template, and its batch if any
+        context["batch"] = workflow_batch(notification.pk)
+    parts = template_store.render(
+        delivery.template or rule.message, message_format, context, locale
+    )
     event = event_data(notification.event)
     url = event["data"].get("url")
     extra: dict[str, Any] = {
@@ -119,6 +124,18 @@ def build_message(
         headers=email_headers(unsubscribe) if unsubscribe else {},
         extra=extra,
     )
+
+
+def workflow_batch(notification_id: int) -> dict[str, Any]:
+    """The ``batch`` of the workflow run that made this notification (one event
+    and no others when it was not batched)."""
+    run_ids = list(
+        WorkflowRun.objects.filter(notification_id=notification_id)
+        .exclude(batch_key="")
+        .values_list("pk", flat=True)[:1]
+    )
+    found = batch_context(run_ids).get(run_ids[0]) if run_ids else None
+    return found or {"count": 1, "actors": [], "others": 0, "summary": "", "items": []}
 
 
 def unread_inbox_count(user_id: int) -> int:

@@ -23,6 +23,7 @@ from jinja2 import Template
 from jinja2.exceptions import TemplateError
 
 from notify import conf
+from notify.delivery.batch import and_others
 from notify.models import MessageTemplate
 from rules.models import ConfigRevision
 from rules.sandbox import BoundedSandbox
@@ -87,7 +88,13 @@ def locale_candidates(locale: str, default: str) -> list[str]:
 
 def make_environments() -> tuple[BoundedSandbox, BoundedSandbox]:
     limits = {"max_output": conf.get("RENDER_MAX_OUTPUT"), "timeout": conf.get("RENDER_TIMEOUT")}
-    return BoundedSandbox(autoescape=False, **limits), BoundedSandbox(autoescape=True, **limits)
+    environments = (
+        BoundedSandbox(autoescape=False, **limits),
+        BoundedSandbox(autoescape=True, **limits),
+    )
+    for env in environments:  # "Alice and 24 others" for batched workflows (notify.delivery.batch)
+        env.filters["and_others"] = and_others
+    return environments
 
 
 class TemplateStore:

@@ -27,6 +27,11 @@ class Notification(models.Model):
     # Items with the same group key collapse into one inbox entry
     # ("Alice and 24 others commented on ...").
     group_key = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # Engagement, in any channel (``notify.workflows.engagement``): the item was
+    # shown, a message opened, a link clicked (a click also sets ``read_at``).
+    seen_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -75,6 +80,8 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A workflow's channel step may name its own template; empty: the rule's.
+    template = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name_plural = "deliveries"
