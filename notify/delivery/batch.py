@@ -3,7 +3,7 @@ its workflow run (``notify.fanout.runs``), as ``batch``:
 
 ``count`` (events), ``actors`` (distinct names, in order of arrival),
 ``others`` (actors after the first), ``summary`` ("Alice and 24 others"),
-``items`` (each event's ``payload``, ``actor``, ``event_id``). The same
+``events`` (each event's ``payload``, ``actor``, ``event_id``). The same
 helper is a template filter: ``{{ batch.actors | and_others(batch.count) }}``.
 """
 
@@ -38,6 +38,20 @@ def and_others(names: Sequence[str] | str, total: int | None = None, shown: int 
     return f"{', '.join(head)} and {rest} other{'s' if rest != 1 else ''}"
 
 
+def single_batch(
+    payload: Any, actor: dict[str, Any] | None, event_id: int | None
+) -> dict[str, Any]:
+    """The ``batch`` of a message about one event."""
+    name = actor["name"] if actor else ""
+    return {
+        "count": 1,
+        "actors": [name] if name else [],
+        "others": 0,
+        "summary": name,
+        "events": [{"event_id": event_id, "payload": payload, "actor": actor}],
+    }
+
+
 def batch_context(run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """``batch`` per run id (one query for the lot)."""
     if not run_ids:
@@ -62,7 +76,7 @@ def batch_context(run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
             "actors": actors,
             "others": max(0, len(actors) - 1),
             "summary": and_others(actors, len(actors)),
-            "items": [
+            "events": [
                 {
                     "event_id": item.event_id,
                     "payload": item.event.payload,

@@ -30,6 +30,7 @@ from rules.sandbox import BoundedSandbox
 
 # The names a message template may use; the dispatcher provides all of them.
 CONTEXT_NAMES = (
+    "batch",
     "payload",
     "event",
     "actor",
@@ -248,6 +249,13 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
             "name": "Sam Sample",
         },
         "category": {"key": "sample", "name": "Sample"},
+        "batch": {
+            "count": 3,
+            "actors": ["Sample Actor", "Bo", "Cy"],
+            "others": 2,
+            "summary": "Sample Actor and 2 others",
+            "events": [],
+        },
         "notification": {"id": 0},
         "site_url": site,
         "settings_url": f"{site}/settings/notifications/",
