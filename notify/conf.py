@@ -77,6 +77,14 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "Longest a batch may run: past it no new send starts, the rest goes back "
             "to pending for any worker, and its claim is no longer extended.",
         ),
+        "WORKFLOW_BATCH_SIZE": Setting(
+            500, "Workflow runs a runner claims and advances per batch (notify.workflows)."
+        ),
+        "WORKFLOW_WORKING_HOURS": Setting(
+            {"days": [0, 1, 2, 3, 4], "from": "09:00", "until": "17:00"},
+            "A workflow delay 'until the user's next working hours': weekdays (0 = Monday) "
+            "and wall-clock times in each user's time zone.",
+        ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
         "CLAIM_TTL": Setting(
             120.0,

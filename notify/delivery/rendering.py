@@ -24,6 +24,7 @@ from jinja2 import Template
 from jinja2.exceptions import TemplateError
 
 from notify import conf
+from notify.delivery.batch import and_others
 from notify.models import MessageTemplate
 from rules.models import ConfigRevision
 from rules.sandbox import BoundedSandbox
@@ -32,6 +33,7 @@ log = logging.getLogger("notify.delivery.rendering")
 
 # The names a message template may use; the dispatcher provides all of them.
 CONTEXT_NAMES = (
+    "batch",
     "payload",
     "event",
     "actor",
@@ -90,7 +92,13 @@ def locale_candidates(locale: str, default: str) -> list[str]:
 
 def make_environments() -> tuple[BoundedSandbox, BoundedSandbox]:
     limits = {"max_output": conf.get("RENDER_MAX_OUTPUT"), "timeout": conf.get("RENDER_TIMEOUT")}
-    return BoundedSandbox(autoescape=False, **limits), BoundedSandbox(autoescape=True, **limits)
+    environments = (
+        BoundedSandbox(autoescape=False, **limits),
+        BoundedSandbox(autoescape=True, **limits),
+    )
+    for env in environments:  # "Alice and 24 others" for batched workflows (notify.delivery.batch)
+        env.filters["and_others"] = and_others
+    return environments
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +299,13 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
             "name": "Sam Sample",
         },
         "category": {"key": "sample", "name": "Sample"},
+        "batch": {
+            "count": 3,
+            "actors": ["Sample Actor", "Bo", "Cy"],
+            "others": 2,
+            "summary": "Sample Actor and 2 others",
+            "events": [],
+        },
         "notification": {"id": 0},
         "site_url": site,
         "settings_url": f"{site}/settings/notifications/",

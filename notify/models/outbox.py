@@ -40,6 +40,11 @@ class Notification(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True)
     # Buttons the in-app template defines: [{"label": ..., "url": ...}] (notify.inbox.actions).
     actions = models.JSONField(blank=True, default=list, db_default=[])
+    # Engagement, in any channel (``notify.workflows.engagement``): the item was
+    # shown, a message opened, a link clicked (a click also sets ``read_at``).
+    seen_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -95,6 +100,8 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A workflow's channel step may name its own template; empty: the rule's.
+    template = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name_plural = "deliveries"

@@ -18,6 +18,7 @@ from notify import conf
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.outbox.rows import claim_due_deliveries, claim_events
+from notify.workflows.runner import advance_due_runs
 
 log = logging.getLogger("notify.runtime.worker")
 
@@ -58,12 +59,15 @@ def drop_broken_connections() -> None:
 
 
 def run_once(batch_size: int | None = None) -> int:
-    """Fan out due events and send one batch of due deliveries; return work done."""
+    """Fan out due events, advance one batch of due workflow runs and send one
+    batch of due deliveries; return work done."""
     done = 0
     ttl = conf.get("CLAIM_TTL")
     for event_id in claim_events(limit=10, ttl=ttl):
         process_event(event_id)
         done += 1
+    # Workflow runs due (their channel steps write deliveries due now: sent below).
+    done += advance_due_runs(ttl=ttl).runs
     ids, token = claim_due_deliveries(limit=batch_size or conf.get("WORKER_BATCH_SIZE"), ttl=ttl)
     if ids:
         deliver(ids, token)
