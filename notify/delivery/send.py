@@ -19,10 +19,10 @@ in tests. For a batch of claimed delivery ids:
 The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
 after ``WORKER_BATCH_SECONDS`` and puts the rest back. Rows are sent and
-recorded in ``SEND_ORDER``, so after a crash the first unrecorded row of a lost
-batch is the one that was in flight (``notify.outbox.rows.reap_lost``); such a
-suspect is sent alone, with nothing else in flight in this process
-(``notify.delivery.gate``). A channel that refuses its configuration mid-batch
+recorded one at a time, each marked in flight while its send runs, so after a
+crash the marked row of a lost batch is the one that may have reached the
+provider (``notify.outbox.rows.reap_lost``); such a suspect is sent alone,
+with nothing else in flight in this process (``notify.delivery.gate``). A channel that refuses its configuration mid-batch
 fails the rest of its batch with the reason (``refused_configuration``).
 """
 
@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -61,7 +61,14 @@ from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.lease import Lease
-from notify.outbox.rows import SEND_ORDER, SUSPECT, Outcome, record_outcomes, release
+from notify.outbox.rows import (
+    SEND_ORDER,
+    SUSPECT,
+    Outcome,
+    mark_in_flight,
+    record_outcomes,
+    release,
+)
 from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
@@ -93,16 +100,26 @@ class DispatchStats:
 
 
 def deliver(
-    delivery_ids: Iterable[int], token: datetime, now: datetime | None = None
+    delivery_ids: Iterable[int],
+    token: datetime,
+    now: datetime | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> DispatchStats:
     """Send a batch of deliveries claimed with ``token``, keeping the claim
-    (``notify.outbox.lease``) while it runs and recording each as it is done."""
+    (``notify.outbox.lease``) while it runs and recording each as it is done.
+    Once ``stopping()`` is true (the worker pool is stopping), no send starts
+    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``."""
     lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
     with lease:
-        return _deliver(delivery_ids, lease, now)
+        return _deliver(delivery_ids, lease, now, stopping or (lambda: False))
 
 
-def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) -> DispatchStats:
+def _deliver(
+    delivery_ids: Iterable[int],
+    lease: Lease,
+    now: datetime | None,
+    stopping: Callable[[], bool],
+) -> DispatchStats:
     stats = DispatchStats()
     started = time.monotonic()
     budget = float(conf.get("WORKER_BATCH_SECONDS"))
@@ -119,7 +136,7 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                 "notification__user",
                 "notification__category",
             )
-            .order_by(*SEND_ORDER)  # reap_lost counts on this order
+            .order_by(*SEND_ORDER)
         )
     if not deliveries:
         return stats
@@ -176,14 +193,16 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
             channel.open()
         try:
             for position, delivery in enumerate(batch):
-                if time.monotonic() - started >= budget:
+                if time.monotonic() - started >= budget or stopping():
                     flush(channel, queued)
                     rest = [d.pk for b in by_channel.values() for d in b]
                     rest = rest[rest.index(delivery.pk) :]
                     with lease.held() as token:
                         stats.released = release(rest, token)
                     log.info(
-                        "batch ran %.0f s (WORKER_BATCH_SECONDS): %d deliveries put back",
+                        "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
+                        "worker stopping): %d deliveries put back",
+                        time.monotonic() - started,
                         budget,
                         stats.released,
                     )
@@ -196,8 +215,13 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                     channel=alias,
                 ):
                     suspect = delivery.hold_reason == SUSPECT
-                    try:
-                        with gate.exclusive() if suspect else gate.shared():
+                    # In the gate: marked in flight, sent, recorded (a suspect
+                    # waits until no other send of this process is unrecorded).
+                    with gate.exclusive() if suspect else gate.shared():
+                        if not channel.queues_sends:  # a queued send happens at flush
+                            with lease.held() as token:
+                                mark_in_flight(delivery.pk, token)
+                        try:
                             result = _deliver_one(
                                 delivery,
                                 channel,
@@ -207,18 +231,20 @@ def _deliver(delivery_ids: Iterable[int], lease: Lease, now: datetime | None) ->
                                 policy,
                                 cancels,
                             )
-                    except ChannelConfigurationError as exc:
-                        flush(channel, queued)
-                        rest = batch[position:]
-                        for outcome in refused_configuration(alias, rest, exc, channel):
-                            record(outcome)
-                        break
-                    status = "held" if isinstance(result, Hold) else result.status
-                    log.debug("delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status)
-                if channel.queues_sends and not isinstance(result, Hold):
-                    queued.append(result)
-                else:
-                    record(result)
+                        except ChannelConfigurationError as exc:
+                            flush(channel, queued)
+                            rest = batch[position:]
+                            for outcome in refused_configuration(alias, rest, exc, channel):
+                                record(outcome)
+                            break
+                        status = "held" if isinstance(result, Hold) else result.status
+                        log.debug(
+                            "delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status
+                        )
+                        if channel.queues_sends and not isinstance(result, Hold):
+                            queued.append(result)
+                        else:
+                            record(result)
             flush(channel, queued)
         finally:
             channel.close()
@@ -339,6 +365,7 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
             hold_reason=reason,
             claimed_until=None,
             attempts=F("attempts") - 1,
+            sending_since=None,
             updated_at=timezone.now(),
         )
     return held

@@ -92,6 +92,10 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0, db_default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Set while its send is in flight under a claim: if the worker dies, this is
+    # the one that may have reached the provider, or killed it
+    # (notify.outbox.rows.reap_lost).
+    sending_since = models.DateTimeField(null=True, blank=True)
     provider = models.CharField(max_length=50, blank=True, default="", db_default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     error_code = models.CharField(max_length=50, blank=True, default="", db_default="")

@@ -84,7 +84,7 @@ class Lease:
                 if time.monotonic() >= self._keep_until:
                     log.warning(
                         "a batch ran past WORKER_BATCH_SECONDS; its claim is no longer "
-                        "extended and expires in %.0f s",
+                        "extended and expires in %g s",
                         self.ttl,
                     )
                     return

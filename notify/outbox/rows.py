@@ -7,8 +7,10 @@ with several workers (threads or processes) at once:
   fan-out that is retried after a crash writes nothing twice;
 * a claim marks rows ``sending`` with an expiry in one transaction
   (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's IMMEDIATE
-  transactions serialise writers); an expired claim is claimed again;
-* an outcome is written only while the claim is still ours.
+  transactions serialise writers); its worker's heartbeat extends it
+  (``notify.outbox.lease``), so only a dead worker's claim expires, and
+  ``reap_lost`` sorts such a batch out (the row in flight apart);
+* an outcome is written, one delivery at a time, only while the claim is still ours.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def _skip_locked(queryset):
 # batch of its own, with nothing else in flight in its process) until it is
 # recorded, so a message that kills its worker takes no batch mate with it.
 SUSPECT = "suspect"
-SEND_ORDER = ("channel", "pk")  # the order a batch is sent and recorded in
+SEND_ORDER = ("channel", "pk")  # the order a batch is sent in
 
 
 def claim_token(now: datetime, ttl: float) -> datetime:
@@ -265,17 +267,24 @@ LOST_MESSAGE = (
 )
 
 
+def mark_in_flight(delivery_id: int, token: datetime) -> None:
+    """Say that this claimed row's send starts now (``Delivery.sending_since``)."""
+    Delivery.objects.filter(pk=delivery_id, status=Status.SENDING, claimed_until=token).update(
+        sending_since=timezone.now()
+    )
+
+
 def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped:
     """Sort out the expired claims ``tokens`` (batches whose worker died).
 
-    A batch is sent and recorded in ``SEND_ORDER``, one row at a time, so of a
-    lost batch's unrecorded rows the first was in flight when its worker died
-    (it may have reached the provider, or killed the worker): it gets a "lost"
-    attempt on record and is sent alone from now on (``SUSPECT``), or ends dead
-    once lost ``MAX_WORKER_LOSSES`` times (or at ``MAX_ATTEMPTS``). The others
-    were never started: they are pending again, with their claim's attempt
-    given back. Rows are locked (waiting, not skipping) so two reapers never
-    split one batch."""
+    A batch marks each row in flight (``mark_in_flight``) while its send runs
+    and records it as soon as it returns, so of a lost batch's unrecorded rows
+    the one marked was in flight when its worker died (it may have reached the
+    provider, or killed the worker): it gets a "lost" attempt on record and is
+    sent alone from now on (``SUSPECT``), or ends dead once lost
+    ``MAX_WORKER_LOSSES`` times (or at ``MAX_ATTEMPTS``). The others were never
+    started: they are pending again, with their claim's attempt given back.
+    Rows are locked (waiting, not skipping) so two reapers never split a batch."""
     now = now or timezone.now()
     tokens = [t for t in tokens if t is not None and t < now]
     reaped = Reaped()
@@ -288,17 +297,17 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
             Delivery.objects.select_for_update()
             .filter(status=Status.SENDING, claimed_until__in=tokens)
             .order_by("claimed_until", *SEND_ORDER)
-            .values_list("pk", "attempts", "claimed_until")
+            .values_list("pk", "attempts", "claimed_until", "sending_since")
         )
-        firsts: dict[datetime, tuple[int, int]] = {}
-        for pk, attempts, token in rows:
-            if token in firsts:
+        in_flight: dict[int, tuple[int, datetime]] = {}
+        for pk, attempts, token, since in rows:
+            if since is None:
                 reaped.mates.append(pk)
             else:
-                firsts[token] = (pk, attempts)
+                in_flight[pk] = (attempts, token)
         earlier = dict(
             DeliveryAttempt.objects.filter(
-                delivery_id__in=[pk for pk, _ in firsts.values()],
+                delivery_id__in=list(in_flight),
                 outcome=DeliveryAttempt.Outcome.LOST,
             )
             .values("delivery_id")
@@ -306,7 +315,7 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
             .values_list("delivery_id", "n")
         )
         attempts_rows = []
-        for token, (pk, attempts) in firsts.items():
+        for pk, (attempts, token) in in_flight.items():
             losses = earlier.get(pk, 0) + 1
             final = losses >= max_losses or attempts >= max_attempts
             (reaped.dead if final else reaped.suspects).append(pk)
@@ -332,6 +341,7 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
             Delivery.objects.filter(pk__in=reaped.dead).update(
                 status=Status.DEAD,
                 claimed_until=None,
+                sending_since=None,
                 error_code="worker_lost",
                 error_message=LOST_MESSAGE + "lost too often, not retried",
                 updated_at=now,
@@ -341,6 +351,7 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
                 status=Status.PENDING,
                 hold_reason=SUSPECT,
                 claimed_until=None,
+                sending_since=None,
                 next_attempt_at=now,
                 error_code="worker_lost",
                 error_message=LOST_MESSAGE + "sent alone next",
@@ -483,7 +494,7 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
         update = (
             f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
             "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
-            "claimed_until = NULL, sent_at = %s, updated_at = %s, "
+            "claimed_until = NULL, sending_since = NULL, sent_at = %s, updated_at = %s, "
             "hold_reason = CASE WHEN hold_reason = %s THEN '' ELSE hold_reason END WHERE id = %s"
         )
         rows = []

@@ -3,14 +3,16 @@
 Each thread loops: claim due events and fan them out; claim a batch of due
 deliveries and ``deliver`` it; sleep until woken (a commit in this process) or
 until the poll interval passes (work committed by another process). Stopping
-lets every thread finish its batch; a thread killed mid-batch leaves claims
-that expire and are claimed again.
+lets every thread finish the send it is in and puts the rest of its batch back;
+a thread killed mid-batch leaves claims that expire (no heartbeat extends
+them) and are sorted out by the next claim (``notify.outbox.rows.reap_lost``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.db import connection, connections
 
@@ -58,9 +60,10 @@ def drop_broken_connections() -> None:
                 conn.close()
 
 
-def run_once(batch_size: int | None = None) -> int:
+def run_once(batch_size: int | None = None, stopping: Callable[[], bool] | None = None) -> int:
     """Fan out due events, advance one batch of due workflow runs and send one
-    batch of due deliveries; return work done."""
+    batch of due deliveries; return work done. ``stopping``: the batch starts
+    no send once it is true (the pool stops)."""
     done = 0
     ttl = conf.get("CLAIM_TTL")
     for event_id in claim_events(limit=10, ttl=ttl):
@@ -70,7 +73,7 @@ def run_once(batch_size: int | None = None) -> int:
     done += advance_due_runs(ttl=ttl).runs
     ids, token = claim_due_deliveries(limit=batch_size or conf.get("WORKER_BATCH_SIZE"), ttl=ttl)
     if ids:
-        deliver(ids, token)
+        deliver(ids, token, stopping=stopping)
         done += len(ids)
     return done
 
@@ -117,7 +120,7 @@ class WorkerPool:
                 drop_broken_connections()
                 generation = _generation
                 try:
-                    done = run_once()
+                    done = run_once(stopping=self._stop.is_set)
                 except Exception:
                     log.exception("worker round failed; retrying after the poll interval")
                     done = 0

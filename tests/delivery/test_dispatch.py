@@ -25,7 +25,13 @@ from notify.models import (
     Event,
 )
 from notify.models.status import Status
-from notify.outbox.rows import Outcome, claim_due_deliveries, record_outcomes, retry_now
+from notify.outbox.rows import (
+    Outcome,
+    claim_due_deliveries,
+    mark_in_flight,
+    record_outcomes,
+    retry_now,
+)
 from notify.runtime.worker import run_until_idle
 
 GOOD = {
@@ -212,8 +218,9 @@ def fanned_out(smtp_mailer, make_rule, alice):
 
 
 def test_expired_claim_is_claimed_again_and_sent(smtp_mailer, fanned_out):
-    ids, _token = claim_due_deliveries(limit=10, ttl=60)
+    ids, token = claim_due_deliveries(limit=10, ttl=60)
     assert ids == [fanned_out.pk]
+    mark_in_flight(fanned_out.pk, token)  # its send started
     # The worker holding the claim is alive: nobody else takes it.
     assert run_until_idle() == 0
     # It died: once the claim expires, another worker takes over.
@@ -240,7 +247,9 @@ def test_outcome_is_not_written_when_the_claim_is_no_longer_ours(smtp_mailer, fa
     from notify.delivery.send import deliver
 
     ids, stale = claim_due_deliveries(limit=10, ttl=60)
-    Delivery.objects.filter(pk__in=ids).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    mark_in_flight(fanned_out.pk, stale)
+    stale = timezone.now() - timedelta(seconds=1)
+    Delivery.objects.filter(pk__in=ids).update(claimed_until=stale)
     ids_again, current = claim_due_deliveries(limit=10, ttl=60)
     assert ids_again == ids and current != stale
 

@@ -6,6 +6,9 @@ mail servers do:
 
 * ``reject(address)``: answer ``550`` (or any code) to ``RCPT TO`` for one address;
 * ``defer_next(n)``: answer ``451`` to the next ``n`` messages' ``DATA``;
+* ``stall(address, seconds)``: hold the end of ``DATA`` of messages to one
+  address for ``seconds`` before answering (a server that stops answering;
+  ``stalled`` counts them);
 * ``stop()`` / ``start()``: go down and come back up on the same port.
 
 ``sessions`` counts SMTP sessions (one per EHLO/HELO), so a test can check that
@@ -19,6 +22,7 @@ Django's SMTP backend; returns the peer).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import logging
@@ -107,6 +111,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        stall = self.peer._stall_for(envelope.rcpt_tos)
+        if stall:
+            await asyncio.sleep(stall)
         answer = self.peer._take_deferral()
         if answer is not None:
             return answer
@@ -133,6 +140,8 @@ class SmtpPeer:
         self._messages: list[ReceivedMessage] = []
         self._rejections: dict[str, str] = {}
         self._deferrals: list[str] = []
+        self._stalls: dict[str, float] = {}
+        self.stalled = 0
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
         self._controller: Controller | None = None
@@ -180,6 +189,11 @@ class SmtpPeer:
         """Answer the next ``count`` messages' end of ``DATA`` with ``code``."""
         with self._lock:
             self._deferrals.extend([f"{code} {text}"] * count)
+
+    def stall(self, address: str, seconds: float) -> None:
+        """Hold messages to ``address`` for ``seconds`` at the end of ``DATA``."""
+        with self._lock:
+            self._stalls[address.lower()] = seconds
 
     # -- what the server saw ----------------------------------------------------
 
@@ -229,6 +243,13 @@ class SmtpPeer:
             if answer is not None:
                 self.refused += 1
             return answer
+
+    def _stall_for(self, rcpt_tos: list[str]) -> float:
+        with self._lock:
+            seconds = max((self._stalls.get(r.lower(), 0.0) for r in rcpt_tos), default=0.0)
+            if seconds:
+                self.stalled += 1
+            return seconds
 
     def _take_deferral(self) -> str | None:
         with self._lock:

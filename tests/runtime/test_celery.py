@@ -273,8 +273,10 @@ def test_a_retry_goes_back_with_a_countdown_and_a_later_one_to_the_relay(
 
 
 def expire_claims() -> None:
+    """The worker died while sending what it held."""
     Delivery.objects.filter(status=Status.SENDING).update(
-        claimed_until=timezone.now() - timedelta(seconds=1)
+        sending_since=timezone.now() - timedelta(seconds=2),
+        claimed_until=timezone.now() - timedelta(seconds=1),
     )
 
 
@@ -334,13 +336,16 @@ def test_the_relay_hands_off_what_the_broker_lost(memory_broker, group_rule, set
     Delivery.objects.filter(pk=d[2].pk).update(
         updated_at=now - timedelta(hours=1), next_attempt_at=now - timedelta(seconds=1)
     )
-    # 3: claimed by a worker that died (first loss); 4: lost six times before,
-    # in batches halved at each loss: it travels alone now.
+    # 3: claimed by a worker that died before sending it: handed off as
+    # untried; 4: in flight when its worker died: it travels alone now.
     Delivery.objects.filter(pk=d[3].pk).update(
         status=Status.SENDING, attempts=1, claimed_until=now - timedelta(seconds=1)
     )
     Delivery.objects.filter(pk=d[4].pk).update(
-        status=Status.SENDING, attempts=7, claimed_until=now - timedelta(seconds=2)
+        status=Status.SENDING,
+        attempts=2,
+        claimed_until=now - timedelta(seconds=2),
+        sending_since=now - timedelta(seconds=3),
     )
 
     stats = relay.relay(now)
