@@ -6,7 +6,8 @@ mail servers do:
 
 * ``reject(address)``: answer ``550`` (or any code) to ``RCPT TO`` for one address;
 * ``defer_next(n)``: answer ``451`` to the next ``n`` messages' ``DATA``;
-* ``stop()`` / ``start()``: go down and come back up on the same port.
+* ``stop()`` / ``start()``: go down and come back up on the same port;
+* ``latency``: seconds each message's ``DATA`` takes before its ``250``.
 
 ``sessions`` counts SMTP sessions (one per EHLO/HELO), so a test can check that
 a batch of sends shared one connection. The controller's own start-up probe
@@ -19,6 +20,7 @@ Django's SMTP backend; returns the peer).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import logging
@@ -110,6 +112,8 @@ class _Handler:
         answer = self.peer._take_deferral()
         if answer is not None:
             return answer
+        if self.peer.latency:  # a real server takes its time before it answers 250
+            await asyncio.sleep(self.peer.latency)
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode()
@@ -135,6 +139,7 @@ class SmtpPeer:
         self._deferrals: list[str] = []
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
+        self.latency = 0.0  # seconds before each message's 250 (the message counts then)
         self._controller: Controller | None = None
 
     # -- lifecycle ------------------------------------------------------------
