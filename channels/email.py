@@ -15,7 +15,7 @@ other mailer (any django-anymail ESP, the sandbox, locmem, a custom backend)
 still receives a ``NotifyEmailMessage`` (an ``EmailMultiAlternatives``).
 
 Each mailer has a circuit breaker (:mod:`channels.breaker`; options
-``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
+``FAILURE_RATE``, ``MINIMUM_CALLS``, ``WINDOW``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
 keeps failing (no connection, time-outs, 4xx/5xx temporary answers) gets no
 request for the cool-down, then one trial. Inside a failover channel the
 failover's own breakers decide instead.
