@@ -13,7 +13,7 @@ templates.
     ``BASE_URL`` (default Slack's), ``TIMEOUT`` (seconds, default 10),
     ``PACE`` (seconds between two messages to one Slack channel or member,
     default 1: Slack allows about one a second per channel), and the circuit
-    breaker's ``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``
+    breaker's ``FAILURE_RATE``, ``MINIMUM_CALLS``, ``WINDOW``, ``COOL_DOWN``, ``CACHE``
     (:mod:`channels.breaker`, one breaker for the Web API). The SDK's own
     retry handlers are off: our backoff decides when to try again. A message
     that would come too soon after the last one to its channel is not sent
