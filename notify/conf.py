@@ -69,6 +69,9 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         "WORKER_BATCH_SIZE": Setting(50, "Deliveries a worker claims per batch."),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
+        "WEB_THREADS": Setting(
+            8, "Threads serving requests in each web process (notify.project.asgi)."
+        ),
         "CLAIM_TTL": Setting(
             120.0, "Seconds a claim lives unless its worker extends it (a dead worker's expire)."
         ),
