@@ -86,6 +86,9 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "and wall-clock times in each user's time zone.",
         ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
+        "WEB_THREADS": Setting(
+            8, "Threads serving requests in each web process (notify.project.asgi)."
+        ),
         "CLAIM_TTL": Setting(
             120.0,
             "Seconds a claim lives unless its worker extends it: a live worker's "

@@ -145,7 +145,11 @@ def process_event(event_id: int) -> FanoutStats | None:
 
 
 def _process_event(event_id: int) -> FanoutStats | None:
-    event = Event.objects.select_related("actor").filter(pk=event_id).first()
+    # A slice without ORDER BY: .first() would order by Meta.ordering, whose
+    # compilation cost more than the query (profiled: the events API, BENCHMARKS.md).
+    event = next(
+        iter(Event.objects.select_related("actor").filter(pk=event_id).order_by()[:1]), None
+    )
     if event is None:
         return None
     try:
