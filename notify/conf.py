@@ -50,6 +50,18 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             0.5, "Untrusted templates and conditions are stopped past this many seconds."
         ),
         "SITE_URL": Setting("http://127.0.0.1:8000", "Absolute base URL of links in messages."),
+        "EMAIL_LAYOUT": Setting(
+            "default",
+            "The layout every email renders into: a folder of templates/layouts/ (or an "
+            "admin-edited layout of that name); a layout marked active in admin wins.",
+        ),
+        "EMAIL_BRAND_NAME": Setting("notify", "The brand name in the email layout's header."),
+        "EMAIL_BRAND_LOGO_URL": Setting(
+            "", "An absolute https URL of the logo in the email layout's header (none if empty)."
+        ),
+        "EMAIL_BRAND_COLOR": Setting(
+            "#3b5bdb", "The email layout's header and link colour, #rgb or #rrggbb."
+        ),
         "UNSUBSCRIBE_MAILTO": Setting(
             None,
             "An address that takes unsubscribe requests by mail: emails then carry "

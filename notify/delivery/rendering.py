@@ -7,7 +7,8 @@ override any part in admin (``MessageTemplate``). Lookup for locale ``pt-br``:
 ``pt-br``, then ``pt``, then the default, each first in admin, then on disk.
 
 Rendering produces the channel's parts only; HTML parts are autoescaped,
-everything else is plain text.
+everything else is plain text. An email's parts are then rendered into the
+email layout (``notify.delivery.layouts``), its CSS inlined.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from jinja2.exceptions import TemplateError
 
 from notify import conf
 from notify.delivery.batch import and_others
+from notify.delivery.layouts import LayoutStore
 from notify.models import MessageTemplate
 from rules.models import ConfigRevision
 from rules.sandbox import BoundedSandbox
@@ -248,7 +250,11 @@ class TemplateStore:
                 raise RenderError(f"{message}/{part}: {exc}") from exc
             except Exception as exc:  # untrusted code: any failure is a render error
                 raise RenderError(f"{message}/{part}: {type(exc).__name__}: {exc}") from exc
-        return shape(message_format, out)
+        parts = shape(message_format, out)
+        if message_format == "email":  # every email renders into the layout
+            text, html = layout_store.wrap(parts.subject, parts.text, parts.html, context)
+            parts = RenderedParts(subject=parts.subject, text=text, html=html)
+        return parts
 
 
 def shape(message_format: str, parts: dict[str, str]) -> RenderedParts:
@@ -330,3 +336,4 @@ def messages_available() -> Iterable[str]:
 
 
 template_store = TemplateStore()
+layout_store = LayoutStore(CONTEXT_NAMES)

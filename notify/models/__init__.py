@@ -12,7 +12,7 @@ from notify.models.preferences import (
 )
 from notify.models.subscriptions import Subscription
 from notify.models.suppression import Suppression
-from notify.models.templates import MessageTemplate
+from notify.models.templates import EmailLayout, MessageTemplate
 from notify.models.workflows import WorkflowBatchItem, WorkflowRun, WorkflowStepLog
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryMode",
     "Digest",
+    "EmailLayout",
     "Event",
     "MessageTemplate",
     "Notification",
