@@ -127,10 +127,13 @@ def test_the_bell_on_a_host_page_goes_live_and_marks_read(
     )
 
 
-def test_keyboard_focus_stays_in_the_popover_and_arrows_rove(page, live_server, login, shop):
+def test_keyboard_focus_stays_in_the_popover_and_arrows_rove(
+    page, live_server, login, shop, screenshot
+):
     alice, _ = shop
     make_inbox(alice, 3)
     login(page, "alice", "pw-alice")
+    page.emulate_media(color_scheme="dark")  # the defaults follow prefers-color-scheme
     page.goto(f"{live_server.url}/host/")
     page.locator("notify-inbox .badge").wait_for(state="visible")
     page.locator("notify-inbox .bell").focus()
@@ -144,6 +147,12 @@ def test_keyboard_focus_stays_in_the_popover_and_arrows_rove(page, live_server, 
     assert page.evaluate(f"{active}.getAttribute('tabindex')") == "0"
     page.keyboard.press("Home")
     assert page.evaluate(f"{active}.dataset.id") == first_id
+    panel_colour = page.evaluate(
+        "getComputedStyle(document.querySelector('notify-inbox').shadowRoot"
+        ".querySelector('.panel')).backgroundColor"
+    )
+    assert panel_colour == "rgb(22, 27, 34)"
+    screenshot(page, "bell-keyboard-dark", full_page=False)
     for _ in range(40):  # Tab never leaves the popover
         page.keyboard.press("Tab")
         inside = page.evaluate(f"!!{active} && !!{active}.closest('[role=dialog]')")
@@ -268,3 +277,17 @@ def test_another_origin_not_in_the_setting_gets_nothing(page, live_server, shop,
         ".shadowRoot.querySelector('[role=status]').textContent.includes('could not be loaded')"
     )
     assert page.locator("notify-inbox .badge").is_hidden()
+
+
+def test_a_refused_token_tells_the_page(page, live_server, shop, other_origin, settings):
+    _, _ = shop
+    folder, origin = other_origin
+    settings.NOTIFY = {**settings.NOTIFY, "BELL_ALLOWED_ORIGINS": [origin]}
+    (folder / "index.html").write_text(
+        "<!doctype html><body><script>"
+        "document.addEventListener('notify-inbox:token-expired', () => { window.expired = true; });"
+        f'</script><script src="{live_server.url}/static/notify/notify-inbox.js"></script>'
+        f'<notify-inbox api="{live_server.url}/api/v1" token="stale"></notify-inbox></body>'
+    )
+    page.goto(f"{origin}/index.html")
+    page.wait_for_function("window.expired === true")

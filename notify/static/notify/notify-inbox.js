@@ -27,10 +27,18 @@
   if (!window.customElements || window.customElements.get("notify-inbox")) return;
 
   var THEME = [
+    // Private variables: the public --notify-* ones, else light or dark defaults.
+    ":host { --_fg: var(--notify-fg, #1f2328); --_bg: var(--notify-bg, #fff);",
+    "  --_border: var(--notify-border, #d0d7de); --_muted: var(--notify-muted, #656d76);",
+    "  --_accent: var(--notify-accent, #0969da); --_accent-fg: var(--notify-accent-fg, #fff);",
+    "  --_unread-bg: var(--notify-unread-bg, rgba(9,105,218,.06)); }",
+    "@media (prefers-color-scheme: dark) { :host { --_fg: var(--notify-fg, #e6edf3);",
+    "  --_bg: var(--notify-bg, #161b22); --_border: var(--notify-border, #30363d);",
+    "  --_muted: var(--notify-muted, #8d96a0); --_accent: var(--notify-accent, #4493f8);",
+    "  --_accent-fg: var(--notify-accent-fg, #0d1117); --_unread-bg: var(--notify-unread-bg, rgba(68,147,248,.1)); } }",
+    // The bell takes the page's text colour (currentColor) unless --notify-bell-fg says otherwise.
     ":host { display: inline-block; position: relative;",
-    "  font: var(--notify-font, 14px/1.4 system-ui, -apple-system, 'Segoe UI', sans-serif);",
-    "  color: var(--notify-fg, #1f2328); }",
-    "@media (prefers-color-scheme: dark) { :host { color: var(--notify-fg, #e6edf3); } }",
+    "  font: var(--notify-font, 14px/1.4 system-ui, -apple-system, 'Segoe UI', sans-serif); }",
     "* { box-sizing: border-box; }",
     ".sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden;",
     "  clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap; }",
@@ -39,8 +47,9 @@
     "  border: 0; border-radius: 50%; background: var(--notify-bell-bg, transparent);",
     "  color: var(--notify-bell-fg, currentColor); cursor: pointer; }",
     ".bell:hover { background: var(--notify-hover-bg, rgba(127,127,127,.15)); }",
-    ".bell:focus-visible, button:focus-visible, a:focus-visible, .item:focus-visible {",
-    "  outline: 2px solid var(--notify-focus, var(--notify-accent, #0969da)); outline-offset: 2px; }",
+    ".item:focus-visible { outline: 2px solid var(--notify-focus, var(--_accent)); outline-offset: -2px; }",
+    ".bell:focus-visible, button:focus-visible, a:focus-visible {",
+    "  outline: 2px solid var(--notify-focus, var(--_accent)); outline-offset: 2px; }",
     ".bell svg { width: 60%; height: 60%; }",
     ".badge { position: absolute; top: 2px; right: 0; min-width: 18px; height: 18px; padding: 0 5px;",
     "  border-radius: 9px; background: var(--notify-badge-bg, #cf222e); color: var(--notify-badge-fg, #fff);",
@@ -48,38 +57,36 @@
     ".badge[hidden] { display: none; }",
     ".panel { position: absolute; z-index: var(--notify-z-index, 1000); top: calc(100% + 6px);",
     "  right: var(--notify-panel-right, 0); width: var(--notify-width, 380px); max-width: calc(100vw - 16px);",
-    "  background: var(--notify-bg, #fff); color: var(--notify-fg, #1f2328);",
-    "  border: 1px solid var(--notify-border, #d0d7de); border-radius: var(--notify-radius, 10px);",
+    "  background: var(--_bg); color: var(--_fg);",
+    "  border: 1px solid var(--_border); border-radius: var(--notify-radius, 10px);",
     "  box-shadow: var(--notify-shadow, 0 8px 24px rgba(31,35,40,.18)); overflow: hidden; }",
-    "@media (prefers-color-scheme: dark) { .panel { background: var(--notify-bg, #161b22);",
-    "  color: var(--notify-fg, #e6edf3); border-color: var(--notify-border, #30363d); } }",
     ".panel[hidden] { display: none; }",
     "header { display: flex; align-items: center; gap: 8px; padding: 10px 12px;",
-    "  border-bottom: 1px solid var(--notify-border, #d0d7de); }",
+    "  border-bottom: 1px solid var(--_border); }",
     "h2 { flex: 1; margin: 0; font-size: 1em; font-weight: 600; }",
     ".link-button { border: 0; background: none; padding: 4px 6px; border-radius: 6px; font: inherit;",
-    "  font-size: .9em; color: var(--notify-accent, #0969da); cursor: pointer; }",
+    "  font-size: .9em; color: var(--_accent); cursor: pointer; }",
     ".link-button:hover { background: var(--notify-hover-bg, rgba(127,127,127,.15)); }",
-    ".link-button[aria-disabled=true] { color: var(--notify-muted, #656d76); cursor: default; background: none; }",
-    ".filters { display: flex; gap: 4px; padding: 6px 12px; border-bottom: 1px solid var(--notify-border, #d0d7de); }",
-    ".filters button[aria-pressed=true] { background: var(--notify-accent, #0969da); color: var(--notify-accent-fg, #fff); }",
+    ".link-button[aria-disabled=true] { color: var(--_muted); cursor: default; background: none; }",
+    ".filters { display: flex; gap: 4px; padding: 6px 12px; border-bottom: 1px solid var(--_border); }",
+    ".filters button[aria-pressed=true] { background: var(--_accent); color: var(--_accent-fg); }",
     ".list { list-style: none; margin: 0; padding: 0; max-height: var(--notify-max-height, 420px); overflow-y: auto; }",
-    ".item { position: relative; padding: 10px 12px 10px 26px; border-bottom: 1px solid var(--notify-border, #d0d7de); }",
-    ".item.unread { background: var(--notify-unread-bg, rgba(9,105,218,.06)); }",
+    ".item { position: relative; padding: 10px 12px 10px 26px; border-bottom: 1px solid var(--_border); }",
+    ".item.unread { background: var(--_unread-bg); }",
     ".item.unread::before { content: ''; position: absolute; left: 10px; top: 16px; width: 8px; height: 8px;",
-    "  border-radius: 50%; background: var(--notify-accent, #0969da); }",
+    "  border-radius: 50%; background: var(--_accent); }",
     ".title { margin: 0; font-weight: 600; overflow-wrap: anywhere; }",
     ".title a { color: inherit; text-decoration: none; } .title a:hover { text-decoration: underline; }",
     ".body { margin: 2px 0 0; overflow-wrap: anywhere; }",
-    ".meta { margin: 4px 0 0; font-size: .85em; color: var(--notify-muted, #656d76); }",
+    ".meta { margin: 4px 0 0; font-size: .85em; color: var(--_muted); }",
     ".row { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; }",
     ".action { display: inline-block; padding: 3px 10px; border-radius: var(--notify-button-radius, 6px);",
-    "  background: var(--notify-accent, #0969da); color: var(--notify-accent-fg, #fff); text-decoration: none; font-size: .9em; }",
+    "  background: var(--_accent); color: var(--_accent-fg); text-decoration: none; font-size: .9em; }",
     ".action:hover { filter: brightness(1.1); }",
-    ".empty, .status-line { padding: 24px 12px; text-align: center; color: var(--notify-muted, #656d76); }",
+    ".empty, .status-line { padding: 24px 12px; text-align: center; color: var(--_muted); }",
     ".status-line { padding: 8px 12px; font-size: .85em; }",
     "footer { padding: 8px 12px; text-align: center; }",
-    "footer a { color: var(--notify-accent, #0969da); }"
+    "footer a { color: var(--_accent); }"
   ].join("\n");
 
   var BELL_SVG =
@@ -292,6 +299,13 @@
       });
       source.addEventListener("unread", function (event) {
         self.setUnread(JSON.parse(event.data).unread_count, true);
+      });
+      source.addEventListener("error", function () {
+        // A refused stream is not retried by the browser: with a token, it expired.
+        if (source.readyState === EventSource.CLOSED && self.token()) {
+          self.source = null;
+          self.dispatchEvent(new CustomEvent("notify-inbox:token-expired", { bubbles: true, composed: true }));
+        }
       });
       this.source = source;
     }
