@@ -157,6 +157,12 @@ def test_keyboard_focus_stays_in_the_popover_and_arrows_rove(
         page.keyboard.press("Tab")
         inside = page.evaluate(f"!!{active} && !!{active}.closest('[role=dialog]')")
         assert inside
+    # Mark all read: the badge goes, the items stay (read), the focus stays in the popover.
+    panel.get_by_role("button", name="Mark all read").click()
+    page.locator("notify-inbox .badge").wait_for(state="hidden")
+    assert panel.locator(".item.unread").count() == 0
+    assert panel.locator(".item").count() == 3
+    assert not Notification.objects.filter(user=alice, read_at__isnull=True).exists()
     page.keyboard.press("Escape")
     panel.wait_for(state="hidden")
 
@@ -181,7 +187,9 @@ def make_inbox(user, count: int) -> list[Notification]:
 
 def test_infinite_scroll_loads_every_page_once(page, live_server, login, shop, screenshot):
     alice, _ = shop
-    make_inbox(alice, 45)
+    [*_, newest] = make_inbox(alice, 45)
+    newest.title = '<img src=x onerror="window.pwned=1">'  # markup stays text
+    newest.save()
     login(page, "alice", "pw-alice")
     page.goto(f"{live_server.url}/host/")
     page.locator("notify-inbox .badge").wait_for(state="visible")
@@ -202,6 +210,8 @@ def test_infinite_scroll_loads_every_page_once(page, live_server, login, shop, s
         ".map(t => t.textContent)"
     )
     assert len(titles) == 45 == len(set(titles))
+    assert titles[0] == 'Unread: <img src=x onerror="window.pwned=1">'
+    assert page.evaluate("window.pwned") is None
     screenshot(page, "bell-scrolled", full_page=False)
 
 
