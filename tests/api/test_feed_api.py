@@ -400,3 +400,19 @@ def test_the_stream_under_asgi_pushes_to_a_token_at_once(alice, make_item, setti
     received, item = async_to_sync(scenario)()
     assert f'"id": {item.pk}' in received
     assert '"actions": []' in received
+
+
+def test_the_feed_is_rate_limited_per_address_and_says_so_cross_origin(alice, settings):
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "BELL_ALLOWED_ORIGINS": [ORIGIN],
+        "API_RATE_LIMIT_PER_ADDRESS": "2/m",
+    }
+    client = Client()
+    auth = {"Authorization": f"Bearer {tokens.issue_token(alice)}", "Origin": ORIGIN}
+    assert [client.get(FEED, headers=auth).status_code for _ in range(2)] == [200, 200]
+    response = client.get(FEED, headers=auth)
+    assert response.status_code == 429
+    assert "API_RATE_LIMIT_PER_ADDRESS" in response.json()["message"]
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert client.get(f"{FEED}/events", {"token": "x"}, headers=auth).status_code == 429
