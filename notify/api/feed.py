@@ -30,7 +30,8 @@ from notify.inbox import feed, live
 from notify.inbox.actions import safe_link
 from notify.models import Category, Notification
 
-ARCHIVED = {"false": "exclude", "true": "only", "all": "include"}
+# The query's archived=false|true|all -> notify.inbox.feed's names.
+ARCHIVED: dict[str, feed.Archived] = {"false": "exclude", "true": "only", "all": "include"}
 
 
 def feed_item_json(item: Notification) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def feed_filter(query: FeedQuery) -> feed.FeedFilter:
         raise field_error("category", f"no category '{query.category}'")
     return feed.FeedFilter(
         unread=query.unread, archived=ARCHIVED[query.archived], category=query.category
-    )  # type: ignore[arg-type]
+    )
 
 
 def bell_endpoint(*methods: str):

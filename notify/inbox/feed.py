@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from notify.inbox import store
@@ -143,7 +144,7 @@ def set_archived(user_id: int, ids: Iterable[int], archived: bool) -> int:
     if not archived:
         return items.filter(archived_at__isnull=False).update(archived_at=None)
     now = timezone.now()
-    changed = items.filter(archived_at__isnull=True, read_at__isnull=True).update(
-        archived_at=now, read_at=now
+    # Keeps the first read time of items already read.
+    return items.filter(archived_at__isnull=True).update(
+        archived_at=now, read_at=Coalesce("read_at", Value(now))
     )
-    return changed + items.filter(archived_at__isnull=True).update(archived_at=now)

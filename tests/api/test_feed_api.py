@@ -4,16 +4,18 @@ token, CORS for the configured origins only, clear 400s and 404s."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 import time_machine
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core import signing
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from notify import trigger
-from notify.inbox import feed, tokens
+from notify.inbox import feed, live, tokens
 from notify.models import Category, Event, MessageTemplate, Notification
 from notify.runtime.worker import run_until_idle
 
@@ -372,3 +374,45 @@ def test_the_feed_is_in_the_openapi_document(client, db):
     assert {"bellToken": []} in listing["security"]
     assert set(doc["components"]["schemas"]["FeedItem"]["properties"]) >= {"actions", "archived"}
     assert doc["components"]["securitySchemes"]["bellToken"]["scheme"] == "bearer"
+
+
+def test_the_stream_under_asgi_pushes_to_a_token_at_once(alice, make_item, settings):
+    """What ``notify run`` serves (uvicorn): one open stream, pushed without reconnecting."""
+    settings.NOTIFY = {**settings.NOTIFY, "BELL_ALLOWED_ORIGINS": [ORIGIN]}
+    token = tokens.issue_token(alice)
+
+    async def scenario():
+        client = AsyncClient()
+        response = await client.get(f"{FEED}/events", {"token": token}, headers={"Origin": ORIGIN})
+        assert response["Content-Type"].startswith("text/event-stream")
+        assert response["Access-Control-Allow-Origin"] == ORIGIN
+        chunks = aiter(response.streaming_content)
+        received = ""
+        while "event: unread" not in received:
+            received += (await anext(chunks)).decode()
+        item = await sync_to_async(make_item)(alice, at=timezone.now(), title="pushed live")
+        live.notifier.publish(alice.pk)
+        while "pushed live" not in received:
+            received += (await asyncio.wait_for(anext(chunks), 5)).decode()
+        await response.streaming_content.aclose()
+        return received, item
+
+    received, item = async_to_sync(scenario)()
+    assert f'"id": {item.pk}' in received
+    assert '"actions": []' in received
+
+
+def test_the_feed_is_rate_limited_per_address_and_says_so_cross_origin(alice, settings):
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "BELL_ALLOWED_ORIGINS": [ORIGIN],
+        "API_RATE_LIMIT_PER_ADDRESS": "2/m",
+    }
+    client = Client()
+    auth = {"Authorization": f"Bearer {tokens.issue_token(alice)}", "Origin": ORIGIN}
+    assert [client.get(FEED, headers=auth).status_code for _ in range(2)] == [200, 200]
+    response = client.get(FEED, headers=auth)
+    assert response.status_code == 429
+    assert "API_RATE_LIMIT_PER_ADDRESS" in response.json()["message"]
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert client.get(f"{FEED}/events", {"token": "x"}, headers=auth).status_code == 429
