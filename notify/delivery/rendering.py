@@ -31,6 +31,7 @@ from rules.sandbox import BoundedSandbox
 # The names a message template may use; the dispatcher provides all of them.
 CONTEXT_NAMES = (
     "batch",
+    "click_url",
     "payload",
     "event",
     "actor",
@@ -249,6 +250,7 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
             "name": "Sam Sample",
         },
         "category": {"key": "sample", "name": "Sample"},
+        "click_url": f"{site}/r/sample",
         "batch": {
             "count": 3,
             "actors": ["Sample Actor", "Bo", "Cy"],
