@@ -31,6 +31,7 @@ WORKLOAD_MODULES: dict[str, str] = {
     "rules": "bench.rules",
     "api": "bench.api",
     "inapp": "bench.inapp",
+    "workflows": "bench.workflows",
 }
 
 

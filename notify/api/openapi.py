@@ -85,6 +85,39 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             **INTEGER,
             "description": "Deliveries not yet sent that were cancelled (fanned-out events).",
         },
+        runs_cancelled={
+            **INTEGER,
+            "description": "Workflow runs of the event that were stopped.",
+        },
+    ),
+    "WorkflowStep": obj(
+        "One step a run took, and why.",
+        step={**INTEGER, "description": "The step's number in the rule's workflow (1-based)."},
+        kind={"enum": ["channel", "delay", "batch", "cancel", "rule", "user"]},
+        decision={"enum": ["sent", "skipped", "waited", "collected", "cancelled", "failed"]},
+        reason=STRING,
+        at=DATETIME,
+        until=nullable(DATETIME),
+        deliveries={
+            "type": "array",
+            "description": "[channel, status] of each delivery a channel step wrote.",
+            "items": {"type": "array", "items": STRING},
+        },
+    ),
+    "WorkflowRun": obj(
+        "A rule's workflow for one recipient (or one batch).",
+        id=INTEGER,
+        rule=INTEGER,
+        user=INTEGER,
+        batch_key=STRING,
+        state={"enum": ["waiting", "running", "done", "cancelled", "failed"]},
+        next_step=INTEGER,
+        due_at=nullable(DATETIME),
+        reason=STRING,
+        notification=nullable(INTEGER),
+        created_at=DATETIME,
+        finished_at=nullable(DATETIME),
+        steps={"type": "array", "items": ref("WorkflowStep")},
     ),
     "Event": obj(
         id=INTEGER,
@@ -98,6 +131,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         processed_at=nullable(DATETIME),
         error=STRING,
         notifications={"type": "array", "items": ref("Notification")},
+        runs={"type": "array", "items": ref("WorkflowRun")},
     ),
     "Notification": obj(
         "One (event, rule, user).",
@@ -106,6 +140,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         rule=nullable(INTEGER),
         category={**STRING, "description": "The category key."},
         created_at=DATETIME,
+        seen_at=nullable(DATETIME),
+        read_at=nullable(DATETIME),
+        clicked_at=nullable(DATETIME),
+        opened_at=nullable(DATETIME),
         deliveries={"type": "array", "items": ref("Delivery")},
     ),
     "Delivery": obj(
@@ -441,6 +479,31 @@ def paths() -> dict[str, Schema]:
                     "401": use("Unauthorized"),
                     "404": use("NotFound"),
                     "405": use("MethodNotAllowed"),
+                },
+            }
+        },
+        f"{PREFIX}/runs/{{run_id}}/cancel": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Stop a workflow run of an event sent with this key.",
+                "description": "No step of the run runs again; its deliveries still "
+                "waiting (delayed, held) are cancelled.",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "run_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "responses": {
+                    "200": ok("The run, cancelled.", "WorkflowRun"),
+                    "401": use("Unauthorized"),
+                    "404": use("NotFound"),
+                    "405": use("MethodNotAllowed"),
+                    "409": error("The run has ended."),
                 },
             }
         },

@@ -24,6 +24,7 @@ from notify.delivery.batch import batch_context, single_batch
 from notify.delivery.rendering import template_store
 from notify.fanout.context import actor_context, event_context
 from notify.models import Delivery, Event, Notification, WorkflowRun
+from notify.outbox.engagement import click_url
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 
 
@@ -42,7 +43,12 @@ def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
     event = notification.event
     site = conf.get("SITE_URL").rstrip("/")
     actor = actor_context(event.actor)
+    target = event.payload.get("url") if isinstance(event.payload, dict) else None
+    target = target if isinstance(target, str) and target else f"{site}/inbox/"
     return {
+        # The event's link (else the inbox) through the signed click redirect:
+        # a click is recorded and marks the notification read everywhere.
+        "click_url": click_url(notification.pk, target) if notification.pk else target,
         # One event is a batch of one (a batched workflow's message replaces it).
         "batch": single_batch(event.payload, actor, event.pk),
         "payload": event.payload,

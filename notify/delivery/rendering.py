@@ -36,6 +36,7 @@ log = logging.getLogger("notify.delivery.rendering")
 # The names a message template may use; the dispatcher provides all of them.
 CONTEXT_NAMES = (
     "batch",
+    "click_url",
     "payload",
     "event",
     "actor",
@@ -305,6 +306,7 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
             "name": "Sam Sample",
         },
         "category": {"key": "sample", "name": "Sample"},
+        "click_url": f"{site}/r/sample",
         "batch": {
             "count": 3,
             "actors": ["Sample Actor", "Bo", "Cy"],

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from notify.models import Delivery, ProviderEvent
 from notify.models.status import Status
+from notify.outbox import engagement
 from notify.preferences.suppressions import suppress
 
 log = logging.getLogger("notify.outbox.status_reports")
@@ -50,8 +51,14 @@ QUEUED, SENT, DELIVERED, DEFERRED, BOUNCED, FAILED, COMPLAINED, REJECTED = (
     "rejected",
 )
 
+# Engagement reports (ESP open and click tracking): recorded on the
+# notification, not a delivery status (``notify.outbox.engagement``).
+OPENED, CLICKED = "opened", "clicked"
+
 # What each report makes of the delivery (None: record only).
 STATUS_FOR = {
+    OPENED: None,
+    CLICKED: None,
     QUEUED: None,
     SENT: None,
     DEFERRED: None,
@@ -126,6 +133,9 @@ def apply_status(report: StatusReport) -> Delivery | None:
 
 def move_delivery(delivery: Delivery, report: ProviderEvent) -> bool:
     """Apply one stored report to a delivery locked by the caller; True if it moved."""
+    if report.event_type in (OPENED, CLICKED):
+        engagement.record([delivery.notification_id], report.event_type, report.received_at)
+        return False
     new_status = STATUS_FOR.get(report.event_type)
     if not new_status or delivery.status not in OVERRIDABLE or delivery.status == new_status:
         return False

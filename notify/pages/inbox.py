@@ -39,6 +39,7 @@ from django.views.decorators.http import require_GET, require_POST
 from notify.inbox import live, store
 from notify.inbox.actions import safe_link
 from notify.models import Notification, UserSettings
+from notify.outbox.engagement import mark_seen
 
 PAGE_SIZE = 20
 
@@ -133,6 +134,7 @@ def inbox_page(request: HttpRequest) -> HttpResponse:
     paginator = Paginator(store.entries(user_id).select_related("category"), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     views = entry_views(store.collapse(user_id, list(page.object_list)), user_zone(user_id))
+    mark_seen(item.pk for item in page.object_list)  # shown: a workflow's "seen"
     return render(
         request,
         "inbox.html",

@@ -24,7 +24,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -35,8 +35,7 @@ from notify.fanout.context import condition_context
 from notify.fanout.pipeline import notification_group_key
 from notify.fanout.policies import RulePolicy
 from notify.fanout.sequence import plan_chunk, rule_channels
-from notify.models import Category, Delivery, Notification, WorkflowRun
-from notify.models import WorkflowStepLog as StepLog
+from notify.models import Category, Delivery, Event, Notification, WorkflowRun
 from notify.models.status import Status
 from notify.outbox.runs import (
     RunUpdate,
@@ -98,7 +97,7 @@ def prefs_context(prefs: UserPrefs | None, category: CategoryInfo) -> dict[str, 
     }
 
 
-def load_engagement(runs: list[WorkflowRun]) -> dict[int, Engagement]:
+def load_engagement(runs: list[Any]) -> dict[int, Engagement]:
     """Engagement per notification id of these runs (two queries)."""
     ids = [run.notification_id for run in runs if run.notification_id]
     if not ids:
@@ -119,97 +118,126 @@ def load_engagement(runs: list[WorkflowRun]) -> dict[int, Engagement]:
     }
 
 
+class RunRow(NamedTuple):
+    """What the runner reads of a run (a tuple, not a model: a batch is 500 runs)."""
+
+    pk: int
+    event_id: int
+    rule_id: int
+    user_id: int
+    step: int
+    created_at: datetime
+    notification_id: int | None
+    batch_key: str
+
+
+RUN_COLUMNS = (
+    "pk",
+    "event_id",
+    "rule_id",
+    "user_id",
+    "step",
+    "created_at",
+    "notification_id",
+    "batch_key",
+)
+
+
 def advance_claimed(ids: list[int], token: datetime, now: datetime) -> RunnerStats:
     stats = RunnerStats()
-    runs = list(
-        WorkflowRun.objects.filter(pk__in=ids, state=WorkflowRun.State.RUNNING, claimed_until=token)
-        .select_related("event__actor")
+    runs = [
+        RunRow(*row)
+        for row in WorkflowRun.objects.filter(
+            pk__in=ids, state=WorkflowRun.State.RUNNING, claimed_until=token
+        )
         .order_by("pk")
-    )
+        .values_list(*RUN_COLUMNS)
+    ]
     if not runs:
         return stats
+    # Each event once, however many of its recipients' runs are in the batch.
+    events = {
+        e.pk: e
+        for e in Event.objects.filter(pk__in={r.event_id for r in runs}).select_related("actor")
+    }
+    contexts = {pk: condition_context(event) for pk, event in events.items()}
     index = rule_index.get()
+    wanted = {r.rule_id for r in runs}
     rules: dict[int, CompiledRule] = {
-        r.id: r for group in (*index.by_type.values(), index.patterns) for r in group
+        r.id: r
+        for group in (*index.by_type.values(), index.patterns)
+        for r in group
+        if r.id in wanted
     }
-    category_ids = {r.category_id for r in rules.values() if r.id in {x.rule_id for x in runs}}
+    category_ids = {r.category_id for r in rules.values()}
     categories = {c.pk: c for c in Category.objects.filter(pk__in=category_ids)}
-    kinds = {
-        kind
-        for run in runs
-        if run.rule_id in rules
-        for kind in rule_channels(
-            rules[run.rule_id],
-            [a for s in rules[run.rule_id].steps for a in s.channels],
-        ).values()
-        if kind
+    infos = {pk: category_info(c) for pk, c in categories.items()}
+    channels_of = {
+        rule.id: {
+            i: rule_channels(rule, s.channels) for i, s in enumerate(rule.steps) if s.channels
+        }
+        for rule in rules.values()
     }
+    kinds = {k for steps in channels_of.values() for ch in steps.values() for k in ch.values() if k}
     prefs = load_preferences(list({run.user_id for run in runs}), category_ids, kinds)
     engagement = load_engagement(runs)
     batches = batch_context([run.pk for run in runs if run.batch_key])
     working_hours = conf.get("WORKFLOW_WORKING_HOURS")
     updates: list[RunUpdate] = []
-    logs: list[StepLog] = []
+    logs: list[tuple] = []
     writes: list[StepWrite] = []
-    sends: dict[int, list[Decision]] = {}
+    policies = {rule_id: RulePolicy(rule) for rule_id, rule in rules.items()}
     for run in runs:
         rule = rules.get(run.rule_id)
         category = categories.get(rule.category_id) if rule else None
-        if rule is None or not rule.steps or category is None:
-            result = Advance(
-                position=run.step,
-                state=CANCELLED,
-                reason="the rule is inactive, deleted or has no steps any more",
-            )
-            result.decisions.append(Decision(run.step, "rule", CANCELLED, result.reason, now))
+        event = events.get(run.event_id)
+        user_prefs = prefs.get(run.user_id)
+        if rule is None or not rule.steps or category is None or event is None:
+            result = stopped(run, "the rule is inactive, deleted or has no steps any more", now)
+        elif user_prefs is None:
+            result = stopped(run, "user deleted", now)
         else:
-            info = category_info(category)
-            user_prefs = prefs.get(run.user_id)
-            if user_prefs is None:
-                result = Advance(position=run.step, state=CANCELLED, reason="user deleted")
-                result.decisions.append(Decision(run.step, "user", CANCELLED, result.reason, now))
-            else:
-                context = condition_context(run.event)
-                context["prefs"] = prefs_context(user_prefs, info)
-                context["category"] = {
-                    "key": info.key,
-                    "name": category.name,
-                    "critical": info.critical,
-                }
-                context["batch"] = batches.get(run.pk) or {"count": 1, "others": 0}
-                result = advance(
-                    rule.steps,
-                    RunInput(
-                        run.step,
-                        context,
-                        engagement.get(run.notification_id or 0, Engagement()),
-                        user_prefs.timezone,
-                        run.created_at,
-                    ),
-                    now,
-                    working_hours,
+            info = infos[category.pk]
+            context = {
+                **contexts[run.event_id],
+                "prefs": prefs_context(user_prefs, info),
+                "category": {"key": info.key, "name": category.name, "critical": info.critical},
+                "batch": batches.get(run.pk) or {"count": 1, "others": 0},
+            }
+            result = advance(
+                rule.steps,
+                RunInput(
+                    run.step,
+                    context,
+                    engagement.get(run.notification_id or 0, Engagement()),
+                    user_prefs.timezone,
+                    run.created_at,
+                ),
+                now,
+                working_hours,
+            )
+            for decision in result.sends:
+                channels = channels_of[rule.id][decision.position]
+                writes.append(
+                    step_write(
+                        run,
+                        rule,
+                        info,
+                        channels,
+                        decision,
+                        user_prefs,
+                        event,
+                        policies[rule.id],
+                        now,
+                    )
                 )
-                for decision in result.sends:
-                    writes.append(step_write(run, rule, info, decision, user_prefs, now))
-                sends[run.pk] = result.sends
         updates.append(
             RunUpdate(run.pk, result.state, result.position, result.due_at, result.reason)
         )
         for d in result.decisions:
-            logs.append(
-                StepLog(
-                    run_id=run.pk,
-                    position=d.position,
-                    kind=d.kind,
-                    decision=d.decision,
-                    reason=d.reason[:300],
-                    at=now,
-                    until=d.until,
-                )
-            )
-        stats.steps += len(result.decisions)
-        for d in result.decisions:
+            logs.append((run.pk, d.position, d.kind, d.decision, d.reason[:300], d.until))
             stats.by_decision[d.decision] += 1
+        stats.steps += len(result.decisions)
     # One transaction: a worker never sees a step's deliveries before the run
     # that made them points at their notification (a batch renders from it).
     with transaction.atomic():
@@ -217,10 +245,16 @@ def advance_claimed(ids: list[int], token: datetime, now: datetime) -> RunnerSta
     return stats
 
 
+def stopped(run: RunRow, reason: str, now: datetime) -> Advance:
+    result = Advance(position=run.step, state=CANCELLED, reason=reason)
+    result.decisions.append(Decision(run.step, "run", CANCELLED, reason, now))
+    return result
+
+
 def write_back(
     stats: RunnerStats,
     updates: list[RunUpdate],
-    logs: list[StepLog],
+    logs: list[tuple],
     writes: list[StepWrite],
     token: datetime,
     now: datetime,
@@ -233,31 +267,34 @@ def write_back(
         stats.deliveries.append(delivery_id)
     for update in updates:
         update.notification_id = notification_of.get(update.run_id)
-    for entry in logs:
-        if entry.decision == SENT and entry.run_id in per_run:
-            entry.deliveries = per_run.pop(entry.run_id)
-    return finish_claimed_runs(updates, logs, token, now)
+    rows = [
+        (*entry, per_run.pop(entry[0]) if entry[3] == SENT and entry[0] in per_run else [])
+        for entry in logs
+    ]
+    return finish_claimed_runs(updates, rows, token, now)
 
 
 def step_write(
-    run: WorkflowRun,
+    run: RunRow,
     rule: CompiledRule,
     category: CategoryInfo,
+    channels: dict[str, str | None],
     decision: Decision,
     prefs: UserPrefs,
+    event: Event,
+    policy: RulePolicy,
     now: datetime,
 ) -> StepWrite:
     """A channel step's deliveries for one run, planned as fan-out plans them."""
-    channels = rule_channels(rule, decision.channels)
     planned = plan_chunk([run.user_id], category, channels, {run.user_id: prefs}, now)
-    planned = RulePolicy(rule).adjust(run.event_id, category, channels, planned, now)
+    planned = policy.adjust(run.event_id, category, channels, planned, now)
     return StepWrite(
         run_id=run.pk,
         event_id=run.event_id,
         rule_id=rule.id,
         user_id=run.user_id,
         category_id=category.id,
-        group_key=notification_group_key(rule.id, run.event),
+        group_key=notification_group_key(rule.id, event),
         template=decision.message or rule.message,
         deliveries=planned[0].deliveries if planned else (),
     )

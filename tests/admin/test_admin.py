@@ -70,6 +70,15 @@ def assert_says(response, message):
 # -- rules -----------------------------------------------------------------------------
 
 
+# The workflow steps' inline formset (empty): what the browser posts with a rule.
+NO_STEPS = {
+    "steps-TOTAL_FORMS": "0",
+    "steps-INITIAL_FORMS": "0",
+    "steps-MIN_NUM_FORMS": "0",
+    "steps-MAX_NUM_FORMS": "1000",
+}
+
+
 def rule_data(category, **overrides):
     data = {
         "name": "big orders",
@@ -83,6 +92,7 @@ def rule_data(category, **overrides):
         "recipients": "actor\nexplicit",
         "channels": ["email", "inapp"],
         "_save": "Save",
+        **NO_STEPS,
     }
     data.update(overrides)
     return {key: value for key, value in data.items() if value is not None}
@@ -507,6 +517,7 @@ def test_every_changelist_and_change_page_renders(
         "RuleError",
         "SignalBinding",
         "AuditEntry",
+        "WorkflowRun",
     }
     from django.contrib.auth.models import Group
     from django.contrib.contenttypes.models import ContentType
@@ -517,6 +528,9 @@ def test_every_changelist_and_change_page_renders(
     RuleError.objects.create(
         event=Event.objects.first(), kind="condition", message="condition failed: ZeroDivisionError"
     )
+    from notify.models import WorkflowRun
+
+    WorkflowRun.objects.create(event=Event.objects.first(), rule=rule, user=admin_user)
     SignalBinding.objects.create(
         content_type=ContentType.objects.get_for_model(Group),
         signal="created",
