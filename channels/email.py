@@ -19,7 +19,7 @@ ever) gets the channel's ``TIMEOUT`` option, 30 seconds unless set: a stalled
 server ends in a time-out (retried), never a batch held for minutes.
 
 Each mailer has a circuit breaker (:mod:`channels.breaker`; options
-``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
+``FAILURE_RATE``, ``MINIMUM_CALLS``, ``WINDOW``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
 keeps failing (no connection, time-outs, 4xx/5xx temporary answers) gets no
 request for the cool-down, then one trial. Inside a failover channel the
 failover's own breakers decide instead.
@@ -144,7 +144,7 @@ class EmailChannel(Channel):
             for name, value in message.headers.items()
         }
         headers = {"Message-ID": message_id, **headers}
-        headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
+        headers.setdefault("X-Notify-Delivery", message.delivery_ref)
         subject = neutralise_header_value("Subject", message.subject)
         if sends_bytes(self.connection):
             raw = self._fast_bytes(message, subject, headers)

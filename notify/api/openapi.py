@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from notify.api import openapi_feed
 from notify.api.errors import api_view
 from notify.api.schemas import EventIn, InboxQuery
 from notify.pages.prefs_schema import json_schemas as preference_schemas
@@ -84,6 +85,39 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             **INTEGER,
             "description": "Deliveries not yet sent that were cancelled (fanned-out events).",
         },
+        runs_cancelled={
+            **INTEGER,
+            "description": "Workflow runs of the event that were stopped.",
+        },
+    ),
+    "WorkflowStep": obj(
+        "One step a run took, and why.",
+        step={**INTEGER, "description": "The step's number in the rule's workflow (1-based)."},
+        kind={"enum": ["channel", "delay", "batch", "cancel", "rule", "user"]},
+        decision={"enum": ["sent", "skipped", "waited", "collected", "cancelled", "failed"]},
+        reason=STRING,
+        at=DATETIME,
+        until=nullable(DATETIME),
+        deliveries={
+            "type": "array",
+            "description": "[channel, status] of each delivery a channel step wrote.",
+            "items": {"type": "array", "items": STRING},
+        },
+    ),
+    "WorkflowRun": obj(
+        "A rule's workflow for one recipient (or one batch).",
+        id=INTEGER,
+        rule=INTEGER,
+        user=INTEGER,
+        batch_key=STRING,
+        state={"enum": ["waiting", "running", "done", "cancelled", "failed"]},
+        next_step=INTEGER,
+        due_at=nullable(DATETIME),
+        reason=STRING,
+        notification=nullable(INTEGER),
+        created_at=DATETIME,
+        finished_at=nullable(DATETIME),
+        steps={"type": "array", "items": ref("WorkflowStep")},
     ),
     "Event": obj(
         id=INTEGER,
@@ -97,6 +131,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         processed_at=nullable(DATETIME),
         error=STRING,
         notifications={"type": "array", "items": ref("Notification")},
+        runs={"type": "array", "items": ref("WorkflowRun")},
     ),
     "Notification": obj(
         "One (event, rule, user).",
@@ -105,6 +140,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         rule=nullable(INTEGER),
         category={**STRING, "description": "The category key."},
         created_at=DATETIME,
+        seen_at=nullable(DATETIME),
+        read_at=nullable(DATETIME),
+        clicked_at=nullable(DATETIME),
+        opened_at=nullable(DATETIME),
         deliveries={"type": "array", "items": ref("Delivery")},
     ),
     "Delivery": obj(
@@ -443,6 +482,31 @@ def paths() -> dict[str, Schema]:
                 },
             }
         },
+        f"{PREFIX}/runs/{{run_id}}/cancel": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Stop a workflow run of an event sent with this key.",
+                "description": "No step of the run runs again; its deliveries still "
+                "waiting (delayed, held) are cancelled.",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "run_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "responses": {
+                    "200": ok("The run, cancelled.", "WorkflowRun"),
+                    "401": use("Unauthorized"),
+                    "404": use("NotFound"),
+                    "405": use("MethodNotAllowed"),
+                    "409": error("The run has ended."),
+                },
+            }
+        },
         f"{PREFIX}/events/by-key/{{idempotency_key}}": {
             "delete": {
                 "operationId": "cancelEvent",
@@ -556,11 +620,17 @@ def document() -> dict[str, Any]:
             "user's in-app inbox. Every error body is "
             '{"error": code, "message": text}.',
         },
-        "paths": with_rate_limits(paths()),
+        "paths": with_rate_limits({**paths(), **openapi_feed.paths(PREFIX)}),
         "components": {
-            "schemas": {**request_schemas(), **preference_schemas(), **RESPONSE_SCHEMAS},
+            "schemas": {
+                **request_schemas(),
+                **preference_schemas(),
+                **RESPONSE_SCHEMAS,
+                **openapi_feed.SCHEMAS,
+            },
             "responses": RESPONSES,
             "securitySchemes": {
+                **openapi_feed.SECURITY_SCHEMES,
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",

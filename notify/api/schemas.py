@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -133,6 +133,26 @@ class InboxQuery(BaseModel):
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(default=20, ge=1, le=100)
     unread: bool = Field(default=False, description="Only unread items.")
+
+
+class FeedQuery(BaseModel):
+    """The query string of ``GET /api/v1/inbox/feed`` (lax: query values are strings)."""
+
+    model_config = ConfigDict(extra="forbid", title="FeedQuery")
+
+    cursor: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The next_cursor of the previous page; leave out for the first page.",
+    )
+    limit: int = Field(default=20, ge=1, le=100, description="Items per page.")
+    unread: bool = Field(default=False, description="Only unread items.")
+    archived: Literal["false", "true", "all"] = Field(
+        default="false", description="false: not archived (default); true: only archived; all."
+    )
+    category: str | None = Field(
+        default=None, max_length=100, description="Only items of this category (its key)."
+    )
 
 
 # -- reading a JSON body ------------------------------------------------------------

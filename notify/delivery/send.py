@@ -11,7 +11,8 @@ in tests. For a batch of claimed delivery ids:
 3. render each message in the recipient's locale (``notify.delivery.message``,
    templates compiled once);
 4. send through one open channel instance per channel alias: the send step
-   digests use too (``notify.delivery.outcomes.send_one``);
+   digests use too (``notify.delivery.outcomes.send_one``); a push goes to
+   each of the user's devices (``notify.delivery.devices``);
 5. write each outcome and attempt as soon as it is known (its own short
    transaction), while the claim is still ours.
 
@@ -42,10 +43,18 @@ from jinja2.exceptions import TemplateError
 from channels.base import Channel, ChannelConfigurationError
 from notify import conf
 from notify.delivery.cancel import CancelCheck
+from notify.delivery.devices import device_addresses, send_to_devices
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.gate import gate
 from notify.delivery.message import build_message
-from notify.delivery.outcomes import Target, config_failure, done, send_one, template_failure
+from notify.delivery.outcomes import (
+    Target,
+    config_failure,
+    done,
+    flush_queued,
+    send_one,
+    template_failure,
+)
 from notify.delivery.retry import RetryPolicy
 from notify.fanout.context import condition_context
 from notify.logs import log_context
@@ -157,6 +166,13 @@ def _deliver(
             stats.recorded += record_outcomes([result], token)
         stats.count(result)
 
+    def flush(channel: Channel, queued: list[Outcome]) -> None:
+        if queued:
+            flush_queued(channel, queued, 0, policy)
+            for outcome in queued:
+                record(outcome)
+            queued.clear()
+
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             reason = f"channel '{alias}' is not configured"
@@ -170,9 +186,15 @@ def _deliver(
             continue
         address_kind, message_format = kinds[alias]
         channel = build_channel(alias)
+        # A queuing channel (in-app: the batch's items in one statement) makes
+        # its sends at flush; their outcomes are recorded after it, never before.
+        queued: list[Outcome] = []
+        if channel.queues_sends:
+            channel.open()
         try:
             for position, delivery in enumerate(batch):
                 if time.monotonic() - started >= budget or stopping():
+                    flush(channel, queued)
                     rest = [d.pk for b in by_channel.values() for d in b]
                     rest = rest[rest.index(delivery.pk) :]
                     with lease.held() as token:
@@ -196,8 +218,9 @@ def _deliver(
                     # In the gate: marked in flight, sent, recorded (a suspect
                     # waits until no other send of this process is unrecorded).
                     with gate.exclusive() if suspect else gate.shared():
-                        with lease.held() as token:
-                            mark_in_flight(delivery.pk, token)
+                        if not channel.queues_sends:  # a queued send happens at flush
+                            with lease.held() as token:
+                                mark_in_flight(delivery.pk, token)
                         try:
                             result = _deliver_one(
                                 delivery,
@@ -209,6 +232,7 @@ def _deliver(
                                 cancels,
                             )
                         except ChannelConfigurationError as exc:
+                            flush(channel, queued)
                             rest = batch[position:]
                             for outcome in refused_configuration(alias, rest, exc, channel):
                                 record(outcome)
@@ -217,7 +241,11 @@ def _deliver(
                         log.debug(
                             "delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status
                         )
-                        record(result)
+                        if channel.queues_sends and not isinstance(result, Hold):
+                            queued.append(result)
+                        else:
+                            record(result)
+            flush(channel, queued)
         finally:
             channel.close()
     return stats
@@ -304,6 +332,9 @@ def _deliver_one(
         message = build_message(delivery, message_format, decision.address, user_prefs.locale)
     except TemplateError as exc:
         return template_failure(target, started, exc)
+    devices = device_addresses(user_prefs, address_kind, decision.address)
+    if devices is not None:  # a push: every device of the user
+        return send_to_devices(channel, target, message, devices, policy, started)
     return send_one(channel, target, message, policy, started)
 
 

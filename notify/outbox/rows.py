@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -91,8 +91,7 @@ def write_fanout_chunk(
         "RETURNING id, user_id"
     )
     insert_delivery = (
-        f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
-        "next_attempt_at, created_at, updated_at) "
+        f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (notification_id, channel) DO NOTHING"
     )
@@ -100,43 +99,84 @@ def write_fanout_chunk(
     if postgres:
         # PostgreSQL: whole columns as arrays through unnest() — one statement,
         # one round trip, ~4x the rows/s of executemany or a long VALUES list.
+        # ``xmax = 0`` tells the rows this statement inserted from those a
+        # retried fan-out finds (ON CONFLICT ... DO UPDATE returns both).
         insert_notifications = (
             f"INSERT INTO {notification_table} "
             "(event_id, rule_id, user_id, category_id, created_at, group_key) "
             "SELECT %s, %s, u, %s, %s, %s FROM unnest(%s::bigint[]) AS u "
             "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
-            "RETURNING id, user_id"
+            "RETURNING id, user_id, xmax = 0"
         )
         params = [event_id, rule_id, category_id, stamp, group_key, [p.user_id for p in planned]]
         insert_delivery = (
-            f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
-            "next_attempt_at, created_at, updated_at) "
+            f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
             "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
             "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
             "ON CONFLICT (notification_id, channel) DO NOTHING"
         )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert_notifications, params)
-        notification_ids = dict((user_id, pk) for pk, user_id in cursor.fetchall())
-        rows = [
-            (
-                notification_ids[p.user_id],
-                d.channel,
-                d.status,
-                d.skip_reason,
-                d.hold_reason,
-                stamp if d.due_at is None else ops.adapt_datetimefield_value(d.due_at),
-                stamp,
-                stamp,
-            )
-            for p in planned
-            for d in p.deliveries
-        ]
+        returned = cursor.fetchall()
+        notification_ids = {row[1]: row[0] for row in returned}
+        rows = delivery_rows(planned, notification_ids, stamp, ops.adapt_datetimefield_value)
         if rows and postgres:
-            cursor.execute(insert_delivery, [list(column) for column in zip(*rows, strict=True)])
+            fresh = {row[0] for row in returned if row[2]}
+            copy_deliveries(cursor, delivery_table, [r for r in rows if r[0] in fresh])
+            retried = [r for r in rows if r[0] not in fresh]
+            if retried:
+                cursor.execute(insert_delivery, [list(c) for c in zip(*retried, strict=True)])
         elif rows:
             cursor.executemany(insert_delivery, rows)
     return len(notification_ids), len(rows)
+
+
+# The columns fan-out writes; the others take their database defaults.
+DELIVERY_COLUMNS = (
+    "notification_id, channel, status, skip_reason, hold_reason, "
+    "next_attempt_at, created_at, updated_at"
+)
+
+
+def delivery_rows(
+    planned: Sequence[PlannedNotification],
+    notification_ids: dict[int, int],
+    stamp: object,
+    adapt: Callable[[datetime], object],
+) -> list[tuple]:
+    """The delivery rows of a chunk, in ``DELIVERY_COLUMNS`` order (plain
+    tuples: one per (recipient, channel), the hot loop of the write)."""
+    rows = []
+    append = rows.append
+    for p in planned:
+        notification_id = notification_ids[p.user_id]
+        for d in p.deliveries:
+            due = stamp if d.due_at is None else adapt(d.due_at)
+            append(
+                (
+                    notification_id,
+                    d.channel,
+                    d.status,
+                    d.skip_reason,
+                    d.hold_reason,
+                    due,
+                    stamp,
+                    stamp,
+                )
+            )
+    return rows
+
+
+def copy_deliveries(cursor, table: str, rows: list[tuple]) -> None:
+    """PostgreSQL: the deliveries of notifications this chunk just inserted,
+    with ``COPY`` (psycopg's copy protocol, no statement per row and no
+    conflict check: a fresh notification has no deliveries yet)."""
+    if not rows:
+        return
+    raw = cursor.cursor  # Django's wrapper has no copy(); psycopg's cursor does
+    with raw.copy(f"COPY {table} ({DELIVERY_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _skip_locked(queryset):
@@ -403,6 +443,16 @@ class Outcome:
     # allowance): the claim's count is handed back. With an empty
     # ``attempt_outcome`` nothing was tried and no attempt row is written.
     refund_attempt: bool = False
+    # A push to several devices of the user: one outcome per device, each its
+    # own attempt row (``notify.delivery.devices``); this outcome is their sum.
+    parts: tuple[Outcome, ...] = ()
+
+    def attempt_rows(self) -> list[DeliveryAttempt]:
+        """The attempts on the record for this outcome: one per device of a
+        push to several, else this outcome's own (none when nothing was tried)."""
+        if self.parts:
+            return [row for part in self.parts for row in part.attempt_rows()]
+        return [self.attempt_row()] if self.attempt_outcome else []
 
     def attempt_row(
         self, delivery_id: int | None = None, number: int | None = None, **sent: object
@@ -474,7 +524,7 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
             )
             if cursor.rowcount == 1:
                 ours.append(o)
-        attempts = [o.attempt_row() for o in ours if o.attempt_outcome]
+        attempts = [row for o in ours for row in o.attempt_rows()]
         if attempts:
             DeliveryAttempt.objects.bulk_create(attempts)
     # Status reports that came before this record was committed (DESIGN.md, 8).

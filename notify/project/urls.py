@@ -4,8 +4,10 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from notify.api import docs as api_docs
 from notify.dev import sandbox_outbox
 from notify.observability import views
+from notify.pages import click as click_pages
 from notify.pages import home as home_page
 from notify.pages import inbox as inbox_pages
 from notify.pages import unsubscribe as unsubscribe_pages
@@ -19,6 +21,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
     path("dev/outbox/", sandbox_outbox.sandbox_outbox, name="sandbox-outbox"),
+    path("r/<str:token>", click_pages.click, name="click"),
     path("inbox/", inbox_pages.inbox_page, name="inbox"),
     path("inbox/events", inbox_pages.inbox_events, name="inbox-events"),
     path("inbox/read-all", inbox_pages.mark_all_read, name="inbox-read-all"),
@@ -33,6 +36,7 @@ urlpatterns = [
     path("accounts/login/", throttled_login(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("settings/notifications/", include("notify.pages.urls")),
+    path("api/docs/", api_docs.api_docs, name="api-docs"),
     path("api/v1/", include("notify.api.urls")),
     path("webhooks/", include("notify.webhooks.urls")),
     path("admin/login/", throttled_login(admin.site.login)),  # before admin's own URLs

@@ -20,11 +20,17 @@ from notify import conf
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.outbox.rows import claim_due_deliveries, claim_events
+from notify.workflows.runner import advance_due_runs
 
 log = logging.getLogger("notify.runtime.worker")
 
 _wakeup = threading.Condition()
 _generation = 0
+# After a wake-up from idle, a thread waits this long before it claims, so that a
+# burst of commits (an API under load: one per request) is claimed and marked in
+# one round instead of one round per event; each round is a few write
+# transactions, which on SQLite queue behind the requests' own writes.
+WAKE_GATHER = 0.02
 
 
 def wake(everyone: bool = False) -> None:
@@ -60,13 +66,16 @@ def drop_broken_connections() -> None:
 
 
 def run_once(batch_size: int | None = None, stopping: Callable[[], bool] | None = None) -> int:
-    """Fan out due events and send one batch of due deliveries; return work done.
-    ``stopping``: the batch starts no send once it is true (the pool stops)."""
+    """Fan out due events, advance one batch of due workflow runs and send one
+    batch of due deliveries; return work done. ``stopping``: the batch starts
+    no send once it is true (the pool stops)."""
     done = 0
     ttl = conf.get("CLAIM_TTL")
     for event_id in claim_events(limit=10, ttl=ttl):
         process_event(event_id)
         done += 1
+    # Workflow runs due (their channel steps write deliveries due now: sent below).
+    done += advance_due_runs(ttl=ttl).runs
     ids, token = claim_due_deliveries(limit=batch_size or conf.get("WORKER_BATCH_SIZE"), ttl=ttl)
     if ids:
         deliver(ids, token, stopping=stopping)
@@ -122,8 +131,11 @@ class WorkerPool:
                     done = 0
                 if done:
                     continue
+                woken = False
                 with _wakeup:
                     if generation == _generation and not self._stop.is_set():
-                        _wakeup.wait(self.poll_interval)
+                        woken = _wakeup.wait(self.poll_interval)
+                if woken:
+                    self._stop.wait(WAKE_GATHER)
         finally:
             connection.close()

@@ -9,7 +9,8 @@ mail servers do:
 * ``stall(address, seconds)``: hold the end of ``DATA`` of messages to one
   address for ``seconds`` before answering (a server that stops answering;
   ``stalled`` counts them);
-* ``stop()`` / ``start()``: go down and come back up on the same port.
+* ``stop()`` / ``start()``: go down and come back up on the same port;
+* ``latency``: seconds each message's ``DATA`` takes before its ``250``.
 
 ``sessions`` counts SMTP sessions (one per EHLO/HELO), so a test can check that
 a batch of sends shared one connection. The controller's own start-up probe
@@ -117,6 +118,8 @@ class _Handler:
         answer = self.peer._take_deferral()
         if answer is not None:
             return answer
+        if self.peer.latency:  # a real server takes its time before it answers 250
+            await asyncio.sleep(self.peer.latency)
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode()
@@ -144,6 +147,7 @@ class SmtpPeer:
         self.stalled = 0
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
+        self.latency = 0.0  # seconds before each message's 250 (the message counts then)
         self._controller: Controller | None = None
 
     # -- lifecycle ------------------------------------------------------------
