@@ -5,9 +5,10 @@
 * A webhook receiver down for a while: its host's breaker opens, it gets at
   most a few trial requests per cool-down, and after it returns every
   delivery is received exactly once.
-* The same outage at the default threshold and cool-down, over two simulated
-  minutes: the requests that reach the receiver stay within
-  ``threshold + one trial per cool-down``.
+* The same outage at the breaker's defaults, over two simulated minutes: the
+  requests that reach the receiver stay within ``MINIMUM_CALLS + one trial
+  per cool-down`` (``tests/channels/test_breaker.py``: a flaky receiver keeps
+  its traffic at the same defaults).
 """
 
 from __future__ import annotations
