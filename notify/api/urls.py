@@ -3,12 +3,13 @@
 
 from django.urls import path, re_path
 
-from notify.api import devices, errors, events, inbox, openapi, preferences
+from notify.api import batch, devices, errors, events, inbox, openapi, preferences
 
 app_name = "api"
 
 urlpatterns = [
     path("events", events.create_event, name="events"),
+    path("events/batch", batch.create_events, name="events-batch"),
     path("events/<int:event_id>", events.event_detail, name="event-detail"),
     # Any printable key, slashes included (percent-encode what a URL cannot carry).
     path("events/by-key/<path:idempotency_key>", events.cancel_event, name="event-cancel"),

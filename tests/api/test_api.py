@@ -591,6 +591,7 @@ def test_openapi_document(client, db):
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         "/api/v1/events",
+        "/api/v1/events/batch",
         "/api/v1/events/{event_id}",
         "/api/v1/events/by-key/{idempotency_key}",
         "/api/v1/inbox",
