@@ -146,6 +146,11 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         # -- HTTP API ----------------------------------------------------------------
         "API_MAX_BODY_BYTES": Setting(256 * 1024, "Largest request body the events API reads."),
+        "API_MAX_BATCH_BODY_BYTES": Setting(
+            2 * 1024 * 1024,
+            "Largest body POST /api/v1/events/batch reads (below Django's "
+            "DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by default).",
+        ),
         "API_MAX_PAYLOAD_BYTES": Setting(64 * 1024, "Largest event payload (as JSON) accepted."),
         # -- the embeddable bell (notify.api.feed, notify.inbox.tokens) -------------
         "BELL_ALLOWED_ORIGINS": Setting(

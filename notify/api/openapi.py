@@ -14,6 +14,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from notify.api import openapi_feed
+from notify.api.batch import MAX_EVENTS, BatchEventIn
 from notify.api.errors import api_view
 from notify.api.schemas import EventIn, InboxQuery
 from notify.pages.prefs_schema import json_schemas as preference_schemas
@@ -72,6 +73,45 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             scheduled_for={**DATETIME, "description": "Only for a scheduled event."},
         ),
         "required": ["id", "status", "type", "received_at"],
+    },
+    "BatchIn": {
+        **obj(
+            "Up to 1,000 events stored in one transaction.",
+            events={
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_EVENTS,
+                "items": ref("BatchEventIn"),
+            },
+        ),
+        "required": ["events"],
+        "additionalProperties": False,
+    },
+    "BatchResult": {
+        **obj(
+            "What became of one item, at its index: accepted (stored), duplicate "
+            "(its idempotency_key was seen with the same request: the first event's "
+            "id) or error (nothing stored for it; errors name the fields, e.g. "
+            "events[3].type).",
+            index=INTEGER,
+            status={"enum": ["accepted", "duplicate", "error"]},
+            id={**INTEGER, "description": "The event (accepted or duplicate)."},
+            error={"enum": ["invalid_request", "idempotency_key_reused"]},
+            message=STRING,
+            errors={"type": "array", "items": ref("FieldError")},
+        ),
+        "required": ["index", "status"],
+    },
+    "BatchAccepted": {
+        **obj(
+            "One result per item, in the order sent; invalid items do not keep "
+            "the valid ones from being stored.",
+            accepted=INTEGER,
+            duplicate=INTEGER,
+            error=INTEGER,
+            results={"type": "array", "items": ref("BatchResult")},
+        ),
+        "required": ["accepted", "duplicate", "error", "results"],
     },
     "EventCancelled": obj(
         "What the cancellation changed. Cancelling again changes nothing and says so.",
@@ -460,6 +500,34 @@ def paths() -> dict[str, Schema]:
                 },
             }
         },
+        f"{PREFIX}/events/batch": {
+            "post": {
+                "operationId": "createEvents",
+                "summary": "Store up to 1,000 events in one request, with a result per event.",
+                "description": "Each item is the body of POST /api/v1/events plus an "
+                "optional idempotency_key (shared with the Idempotency-Key header's). A "
+                "request that is wrong as a whole (not a list, empty, over 1,000 items, an "
+                "item that is not an object, one key twice) is a 400 and stores nothing; "
+                "an invalid item is answered with its error and the others are stored. "
+                "One transaction: every item answered accepted is stored. A batch counts "
+                "as one request against the rate limits.",
+                "tags": ["events"],
+                "security": BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref("BatchIn")}},
+                },
+                "responses": {
+                    "200": ok("One result per item.", "BatchAccepted"),
+                    "400": use("BadRequest"),
+                    "401": use("Unauthorized"),
+                    "405": use("MethodNotAllowed"),
+                    "409": error("Collided with concurrent changes on every try: send again."),
+                    "413": error("The body is over API_MAX_BATCH_BODY_BYTES."),
+                    "415": error("The body is not application/json (UTF-8)."),
+                },
+            }
+        },
         f"{PREFIX}/events/{{event_id}}": {
             "get": {
                 "operationId": "getEvent",
@@ -593,7 +661,7 @@ def paths() -> dict[str, Schema]:
 def request_schemas() -> dict[str, Schema]:
     """The request models' JSON Schemas, nested definitions hoisted to components."""
     schemas: dict[str, Schema] = {}
-    for model in (EventIn,):
+    for model in (EventIn, BatchEventIn):
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

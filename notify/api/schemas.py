@@ -169,7 +169,7 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def read_json_body(request: HttpRequest) -> dict[str, Any]:
+def read_json_body(request: HttpRequest, limit: int | None = None) -> dict[str, Any]:
     """The request's JSON object, or an ``ApiError`` (415, 413 or 400).
 
     The declared length is checked before the body is read, the real length
@@ -185,7 +185,7 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
     charset = request.content_params.get("charset", "utf-8").lower()
     if charset not in {"utf-8", "utf8"}:
         raise ApiError(415, "unsupported_media_type", "The body must be encoded as UTF-8.")
-    limit = conf.get("API_MAX_BODY_BYTES")
+    limit = conf.get("API_MAX_BODY_BYTES") if limit is None else limit
     declared = request.headers.get("Content-Length") or "0"
     if not (declared.isascii() and declared.isdigit()):
         raise field_error("Content-Length", "not a number of bytes")

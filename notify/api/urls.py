@@ -3,12 +3,13 @@
 
 from django.urls import path, re_path
 
-from notify.api import devices, errors, events, feed, inbox, openapi, preferences, runs
+from notify.api import batch, devices, errors, events, feed, inbox, openapi, preferences, runs
 
 app_name = "api"
 
 urlpatterns = [
     path("events", events.create_event, name="events"),
+    path("events/batch", batch.create_events, name="events-batch"),
     path("events/<int:event_id>", events.event_detail, name="event-detail"),
     path("runs/<int:run_id>/cancel", runs.cancel_run, name="run-cancel"),
     # Any printable key, slashes included (percent-encode what a URL cannot carry).

@@ -169,20 +169,28 @@ def _concurrently(n, request):
 
 
 def _hold_lookups_until_all_looked(monkeypatch, n):
-    """Hold every thread just before its insert (trigger() fingerprints the
-    request, then inserts, and looks the key up only when the unique
-    constraint refuses it) until all ``n`` got there, so they all race to
+    """Hold the first ``n`` threads just before their insert (trigger()
+    fingerprints the request, then inserts, and looks the key up only when the
+    unique constraint refuses it) until all ``n`` got there, so they race to
     insert: the losers must take the IntegrityError path in trigger() and
-    answer as the winner did. (Held outside the transaction: on SQLite a
-    thread inside one would keep the others from starting theirs.)"""
+    answer as the winner did. Held outside the transaction (on SQLite a thread
+    inside one would keep the others from starting theirs), and at most 12 at
+    once: each holds a connection, and PostgreSQL's pool lends 20 by default."""
     real = events.request_fingerprint
+    n = min(n, 12)
     gate = threading.Barrier(n)
+    arrived = {"count": 0}
+    lock = threading.Lock()
     seen = threading.local()
 
     def request_fingerprint(*args, **kwargs):
         if not getattr(seen, "held", False):
             seen.held = True
-            gate.wait(timeout=30)
+            with lock:
+                arrived["count"] += 1
+                held = arrived["count"] <= n
+            if held:
+                gate.wait(timeout=30)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(events, "request_fingerprint", request_fingerprint)
@@ -592,6 +600,7 @@ def test_openapi_document(client, db):
     assert doc["openapi"].startswith("3.1")
     assert set(doc["paths"]) == {
         "/api/v1/events",
+        "/api/v1/events/batch",
         "/api/v1/events/{event_id}",
         "/api/v1/events/by-key/{idempotency_key}",
         "/api/v1/runs/{run_id}/cancel",
