@@ -41,12 +41,14 @@ CATEGORIES = [
         description="Sign-ins and changes to your account.",
         critical=True,
         critical_reason="We must tell you about activity on your account.",
+        default_channels=["email", "inapp"],
     ),
     dict(
         key="product-news",
         name="Product news",
         description="New features, now and then.",
         opt_in=True,
+        default_channels=["email", "inapp"],
     ),
 ]
 

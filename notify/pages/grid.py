@@ -3,8 +3,8 @@
 A cell (category x channel) is shown when the category's rules can send on
 that channel and the user has an address for it or can add one on the page.
 Anything else would be a tick that can never send. A category no active rule
-uses yet shows every channel: ops may add one, and the user's choice is kept
-for it. Hidden cells are neither drawn nor read back from the form, so a
+uses yet shows its default channels (every channel when it names none): ops
+may add a rule, and the user's choice is kept for it. Hidden cells are neither drawn nor read back from the form, so a
 stored choice survives while its cell is hidden. The API keeps every cell.
 """
 
@@ -53,15 +53,21 @@ def plan_grid(
     rule_channels: dict[int, set[str]],
     user_kinds: set[str],
     addable: set[str],
+    without_rules: dict[int, set[str]] | None = None,
 ) -> Grid:
-    """Pure: the grid for these columns, categories, rules and addresses."""
+    """Pure: the grid for these columns, categories, rules and addresses.
+    ``without_rules``: what a category no rule uses shows (default: every channel)."""
     reachable = {
         c.alias
         for c in columns
         if c.address_kind is None or c.address_kind in user_kinds or c.address_kind in addable
     }
     every = {c.alias for c in columns}
-    shown = {pk: frozenset(rule_channels.get(pk, every) & reachable) for pk in category_ids}
+    fallback = without_rules or {}
+    shown = {
+        pk: frozenset(rule_channels.get(pk, fallback.get(pk) or every) & reachable)
+        for pk in category_ids
+    }
     drawn = set().union(*shown.values()) if shown else set()
     return Grid(
         columns=[c for c in columns if c.alias in drawn],
@@ -89,4 +95,5 @@ def user_grid(user: Any, current: Preferences) -> Grid:
         rule_channels_by_category(rules, tuple(conf.get("DEFAULT_CHANNELS"))),
         kinds,
         set(addable_kinds()) | PAGE_DEVICE_KINDS,
+        {c.pk: set(c.default_channels or ()) for c in current.categories},
     )

@@ -17,12 +17,27 @@ from playwright.sync_api import expect
 
 from notify.models import ContactPoint, UserSettings
 from notify.pages import prefs
+from rules.models import Rule
 from tests.pages.test_settings_page import grid_fixture, page_channels_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PHONE = "+447911123456"
 SHOWN = "+44 7911 123456"  # how the page writes it
+
+
+@pytest.fixture(autouse=True)
+def orders_by_sms(grid):
+    """Orders go out by SMS too, so the grid has an SMS cell for them
+    (``notify.pages.grid`` draws only the channels a category's rules use)."""
+    Rule.objects.create(
+        name="orders",
+        event_type="order.shipped",
+        category=grid.orders,
+        recipients=["explicit"],
+        message="order_shipped",
+        channels=["email", "inapp", "sms"],
+    )
 
 
 @pytest.fixture

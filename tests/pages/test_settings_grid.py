@@ -153,3 +153,8 @@ def test_browser_grid_shows_used_channels_only(page, live_server, login, ann, ru
     screenshot(page, "settings-grid-used-channels", full_page=False)
     page.click("th.cell >> text=add an address")
     assert page.url.endswith("#add-contact")
+
+
+def test_a_category_without_rules_shows_its_default_channels():
+    grid = plan_grid(COLUMNS, [1, 2], {}, set(), {"email", "phone"}, {1: {"email", "inapp"}})
+    assert grid.shown == {1: {"email", "inapp"}, 2: {"email", "sms", "inapp"}}

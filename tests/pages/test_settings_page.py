@@ -250,7 +250,6 @@ def test_grid_and_modes_save_and_reload(ann_client, ann, grid):
     fields = form_fields(ann_client)
     fields["mode-orders"] = "daily"
     fields.pop("cell-orders-inapp")  # off
-    fields["cell-orders-sms"] = "on"
     fields["cell-product-news-email"] = "on"  # opt in
     fields["mode-product-news"] = "weekly"
     response = ann_client.post(PAGE, fields)
@@ -262,7 +261,9 @@ def test_grid_and_modes_save_and_reload(ann_client, ann, grid):
     assert again["mode-orders"] == "daily"
     assert again["mode-product-news"] == "weekly"
     assert "cell-orders-inapp" not in again
-    assert {"cell-orders-sms", "cell-orders-email", "cell-product-news-email"} <= set(again)
+    assert {"cell-orders-email", "cell-product-news-email"} <= set(again)
+    # Orders names its default channels and no rule uses it yet: no SMS cell.
+    assert "cell-orders-sms" not in again
     # Only what differs from a category's defaults is stored.
     assert sorted(
         ChannelPreference.objects.filter(user=ann).values_list(
@@ -270,7 +271,6 @@ def test_grid_and_modes_save_and_reload(ann_client, ann, grid):
         )
     ) == [
         ("orders", "inapp", False),
-        ("orders", "sms", True),
         ("product-news", "email", True),
     ]
     current = prefs.read(ann)
@@ -280,7 +280,7 @@ def test_grid_and_modes_save_and_reload(ann_client, ann, grid):
 
 def test_choosing_the_defaults_again_removes_the_rows(ann_client, ann, grid):
     fields = form_fields(ann_client)
-    ann_client.post(PAGE, {**fields, "mode-orders": "off", "cell-orders-sms": "on"})
+    ann_client.post(PAGE, {**fields, "mode-orders": "off", "cell-product-news-sms": "on"})
     assert CategoryPreference.objects.filter(user=ann).exists()
     ann_client.post(PAGE, fields)
     assert not CategoryPreference.objects.filter(user=ann).exists()
