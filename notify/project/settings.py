@@ -360,6 +360,10 @@ OPTIONAL_URL_CHANNELS = {
     "NOTIFY_TEAMS_WEBHOOKS": ("teams", "channels.chat.TeamsWebhookChannel"),
     "NOTIFY_DISCORD_WEBHOOKS": ("discord", "channels.chat.DiscordWebhookChannel"),
     "NOTIFY_APPRISE": ("apprise", "channels.apprise.AppriseChannel"),
+    # Group robots per user (README, "Group robots"): robot URLs as contact points.
+    "NOTIFY_WECOM_ROBOTS": ("wecom", "channels.robots.WeComRobotChannel"),
+    "NOTIFY_DINGTALK_ROBOTS": ("dingtalk", "channels.robots.DingTalkRobotChannel"),
+    "NOTIFY_FEISHU_ROBOTS": ("feishu", "channels.robots.FeishuRobotChannel"),
 }
 
 # NOTIFY: what this project sets differently from notify.conf's defaults (five
@@ -390,6 +394,33 @@ if TWILIO_CONFIGURED and os.environ.get("TWILIO_WHATSAPP_FROM"):
 for variable, (alias, backend) in OPTIONAL_URL_CHANNELS.items():
     if env_bool(variable, False):
         NOTIFY["CHANNELS"][alias] = {"BACKEND": backend, "OPTIONS": dict(URL_CHANNEL_OPTIONS)}
+# Push (README, "Push"): each channel when its credentials are set; devices
+# register themselves as contact points. Secrets come as files (/run/secrets).
+if os.environ.get("NOTIFY_WEBPUSH_VAPID_PRIVATE_KEY_FILE"):
+    NOTIFY["CHANNELS"]["browser"] = {
+        "BACKEND": "channels.webpush.WebPushChannel",
+        "OPTIONS": {
+            "VAPID_PRIVATE_KEY_FILE": os.environ["NOTIFY_WEBPUSH_VAPID_PRIVATE_KEY_FILE"],
+            "VAPID_SUBJECT": os.environ.get("NOTIFY_WEBPUSH_VAPID_SUBJECT", ""),
+        },
+    }
+if os.environ.get("FCM_CREDENTIALS_FILE"):
+    NOTIFY["CHANNELS"]["fcm"] = {
+        "BACKEND": "channels.fcm.FcmChannel",
+        "OPTIONS": {"CREDENTIALS_FILE": os.environ["FCM_CREDENTIALS_FILE"]},
+    }
+if os.environ.get("APNS_KEY_FILE"):
+    NOTIFY["CHANNELS"]["apns"] = {
+        "BACKEND": "channels.apns.ApnsChannel",
+        "OPTIONS": {
+            "KEY_FILE": os.environ["APNS_KEY_FILE"],
+            "KEY_ID": os.environ.get("APNS_KEY_ID", ""),
+            "TEAM_ID": os.environ.get("APNS_TEAM_ID", ""),
+            "TOPIC": os.environ.get("APNS_TOPIC", ""),
+        },
+    }
+    if os.environ.get("APNS_BASE_URL"):  # https://api.sandbox.push.apple.com for dev builds
+        NOTIFY["CHANNELS"]["apns"]["OPTIONS"]["BASE_URL"] = os.environ["APNS_BASE_URL"]
 if env_bool("NOTIFY_APPRISE", False):
     NOTIFY["CHANNELS"]["apprise"]["OPTIONS"].update(ANY_HOST_OPTIONS)
     if os.environ.get("NOTIFY_APPRISE_SCHEMES"):
