@@ -30,6 +30,7 @@ WORKLOAD_MODULES: dict[str, str] = {
     "digest": "bench.digest",
     "rules": "bench.rules",
     "api": "bench.api",
+    "inapp": "bench.inapp",
 }
 
 

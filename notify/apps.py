@@ -12,4 +12,5 @@ class NotifyConfig(AppConfig):
         from notify.delivery import template_revision  # noqa: F401 - connects its receivers
         from notify.inbox import checks as _bell  # noqa: F401 - the bell's settings
         from notify.observability import checks as _  # noqa: F401 - the security checks too
+        from notify.outbox import checks as _claims  # noqa: F401 - the claim checks
         from notify.webhooks import anymail  # noqa: F401 - connects the ESP tracking receiver

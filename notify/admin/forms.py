@@ -19,7 +19,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from jinja2 import Environment, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import Environment, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 
 from notify import conf
@@ -83,10 +83,15 @@ EMAIL_BODY_PARTS = (MessageTemplate.Part.EMAIL_TEXT, MessageTemplate.Part.EMAIL_
 
 
 def missing_footer_links(part: str, body: str) -> list[str]:
-    """The footer links an email body ``part`` does not use (none for other parts)."""
+    """The footer links an email body ``part`` does not use (none for other parts).
+    A digest signs one unsubscribe link per category, so ``group.unsubscribe_url``
+    counts as the unsubscribe link too."""
     if part not in EMAIL_BODY_PARTS:
         return []
-    used = meta.find_undeclared_variables(Environment(autoescape=True).parse(body))
+    tree = Environment(autoescape=True).parse(body)
+    used = meta.find_undeclared_variables(tree)
+    if any(node.attr == "unsubscribe_url" for node in tree.find_all(nodes.Getattr)):
+        used.add("unsubscribe_url")
     return [name for name in EMAIL_FOOTER_LINKS if name not in used]
 
 

@@ -10,11 +10,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten
 from django.contrib.auth import get_permission_codename
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.http import urlencode
@@ -22,6 +22,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
 from notify.admin.dashboard import dashboard_urls
+from notify.admin.file_templates import file_source, file_templates, sample_payload
 from notify.admin.forms import ApiKeyCreateForm, CategoryForm, MessageTemplateForm, check_template
 from notify.fanout.pipeline import reprocess_events
 from notify.models import (
@@ -406,25 +407,123 @@ class MessageTemplateAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("message", "body")
     fields = ("message", "part", "locale", "body", "sample_payload", "preview")
     readonly_fields = ("preview",)
+    change_list_template = "admin_messagetemplate_changelist.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        """The overrides, then the shipped file templates (read-only), each with
+        "Override" (or a link to the override that replaces it)."""
+        overrides = {
+            (m, p, loc): pk
+            for pk, m, p, loc in MessageTemplate.objects.values_list(
+                "pk", "message", "part", "locale"
+            )
+        }
+        add = reverse("admin:notify_messagetemplate_add")
+        rows = []
+        for t in file_templates():
+            pk = overrides.get((t.message, t.part, t.locale))
+            rows.append(
+                {
+                    "message": t.message,
+                    "part": t.part,
+                    "locale": t.locale,
+                    "relative": t.relative,
+                    "source": t.path.read_text(encoding="utf-8"),
+                    "add_url": f"{add}?{urlencode({'message': t.message, 'part': t.part, 'locale': t.locale})}",
+                    "override_url": reverse("admin:notify_messagetemplate_change", args=[pk])
+                    if pk
+                    else "",
+                }
+            )
+        context = {**(extra_context or {}), "file_templates": rows}
+        return super().changelist_view(request, extra_context=context)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """``?message=…&part=…&locale=…`` (the "Override" link): the body starts
+        as the shipped file's text."""
+        initial = super().get_changeform_initial_data(request)
+        source = file_source(
+            str(initial.get("message", "")),
+            str(initial.get("part", "")),
+            str(initial.get("locale", "")),
+        )
+        if source is not None and "body" not in initial:
+            initial["body"] = source
+            initial["sample_payload"] = sample_payload(
+                str(initial["message"]), source, timezone.now()
+            )
+        return initial
+
+    class Media:
+        js = ("rules/live-preview.js",)  # the preview follows the body while it is edited
 
     @admin.display(description="preview")
-    def preview(self, template: MessageTemplate) -> SafeString | str:
-        if template.pk is None:
-            return "Save to see the template rendered with the sample payload."
+    def preview(self, template: MessageTemplate) -> SafeString:
+        """The template rendered with the sample payload, in a region that
+        ``live-preview.js`` refreshes from ``preview_view`` while the form is edited."""
+        if template.pk is None and not template.body:
+            inner: SafeString | str = "Type a body to see it rendered with the sample payload."
+        else:
+            inner = template_preview(template.part, template.body, template.sample_payload or {})
+        return format_html(
+            '<div id="template-preview" data-live-preview="{}" data-form="messagetemplate_form" '
+            'data-method="post" aria-live="polite">{}</div>',
+            reverse("admin:notify_messagetemplate_preview"),
+            inner,
+        )
+
+    def get_urls(self) -> list:
+        view = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="notify_messagetemplate_preview",
+        )
+        return [view, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """POST the form as it is (part, body, sample payload): the preview,
+        nothing saved. For the add and change forms' live preview."""
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        part, body = request.POST.get("part", ""), request.POST.get("body", "")
         try:
-            rendered = check_template(template.part, template.body, template.sample_payload or {})
-        except ValidationError as exc:
-            return format_html('<p class="errornote">{}</p>', " ".join(exc.messages))
-        out = pre(rendered)
-        if template.part.endswith(".html"):
-            # srcdoc is attribute-escaped; sandbox="" runs no script and no form.
-            out += format_html(
-                '<iframe sandbox="" srcdoc="{}" title="HTML preview" '
-                'style="width: 100%; max-width: 48em; height: 24em; border: 1px solid #ccc; '
-                'background: #fff"></iframe>',
-                escape(str(rendered)),
+            sample = json.loads(request.POST.get("sample_payload") or "{}")
+        except ValueError as exc:
+            sample, inner = None, format_html('<p class="errornote">Sample payload: {}</p>', exc)
+        if sample is not None and not isinstance(sample, dict):
+            sample, inner = (
+                None,
+                format_html(
+                    '<p class="errornote">{}</p>', "The sample payload must be a JSON object."
+                ),
             )
-        return out
+        if sample is not None:
+            if part not in MessageTemplate.Part.values:
+                inner = format_html("<p>{}</p>", "Choose a part to see the preview.")
+            else:
+                inner = template_preview(part, body, sample)
+        return HttpResponse(format_html('<div id="template-preview">{}</div>', inner))
+
+
+def template_preview(part: str, body: str, sample: dict[str, Any]) -> SafeString:
+    """A template part rendered for ops: the text, and HTML in a sandboxed frame;
+    or the save-time error."""
+    try:
+        rendered = check_template(part, body, sample)
+    except ValidationError as exc:
+        return format_html('<p class="errornote">{}</p>', " ".join(exc.messages))
+    out = pre(rendered)
+    if part.endswith(".html"):
+        # srcdoc is attribute-escaped; sandbox="" runs no script and no form.
+        out += format_html(
+            '<iframe sandbox="" srcdoc="{}" title="HTML preview" '
+            'style="width: 100%; max-width: 48em; height: 24em; border: 1px solid #ccc; '
+            'background: #fff"></iframe>',
+            escape(str(rendered)),
+        )
+    return out
 
 
 @admin.register(ApiKey)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notify', '0010_contactpoint_push_kinds'),
+        ('notify', '0011_fanout_indexes'),
     ]
 
     operations = [

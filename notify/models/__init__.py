@@ -13,6 +13,7 @@ from notify.models.preferences import (
 from notify.models.subscriptions import Subscription
 from notify.models.suppression import Suppression
 from notify.models.templates import MessageTemplate
+from notify.models.workflows import WorkflowBatchItem, WorkflowRun, WorkflowStepLog
 
 __all__ = [
     "ApiKey",
@@ -32,4 +33,7 @@ __all__ = [
     "Subscription",
     "Suppression",
     "UserSettings",
+    "WorkflowBatchItem",
+    "WorkflowRun",
+    "WorkflowStepLog",
 ]

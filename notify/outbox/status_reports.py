@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from notify.models import Delivery, ProviderEvent
@@ -78,6 +79,13 @@ class StatusReport:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def by_provider_id(*message_ids: str) -> Q:
+    """Deliveries with these provider ids, in the terms of the partial index
+    ``delivery_provider_id_idx`` (SQLite uses it only if its condition is
+    repeated; fan-out's rows, with no id yet, are left out of it)."""
+    return Q(provider_message_id__gt="", provider_message_id__in=message_ids)
+
+
 def apply_status(report: StatusReport) -> Delivery | None:
     """Record the report, move the delivery it names, suppress if it says so.
 
@@ -85,9 +93,7 @@ def apply_status(report: StatusReport) -> Delivery | None:
     that provider id is recorded yet (the report waits for it)."""
     with transaction.atomic():
         delivery = (
-            Delivery.objects.select_for_update()
-            .filter(provider_message_id=report.message_id)
-            .first()
+            Delivery.objects.select_for_update().filter(by_provider_id(report.message_id)).first()
             if report.message_id
             else None
         )
@@ -114,7 +120,7 @@ def apply_status(report: StatusReport) -> Delivery | None:
         # The send may have been recorded after our look-up and before we
         # committed: look again now that the report is stored.
         apply_waiting_reports([report.message_id])
-        delivery = Delivery.objects.filter(provider_message_id=report.message_id).first()
+        delivery = Delivery.objects.filter(by_provider_id(report.message_id)).first()
     return delivery
 
 
@@ -154,7 +160,7 @@ def apply_waiting_reports(message_ids: Iterable[str]) -> int:
         deliveries = {
             d.provider_message_id: d
             for d in Delivery.objects.select_for_update()
-            .filter(provider_message_id__in=ids)
+            .filter(by_provider_id(*ids))
             .order_by("pk")
         }
         if not deliveries:

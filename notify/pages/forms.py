@@ -12,6 +12,7 @@ only knows how the page names its inputs:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from django.http import QueryDict
@@ -36,13 +37,16 @@ def cell_input(key: str, alias: str) -> str:
     return f"cell-{key}-{alias}"
 
 
-def preferences_from_post(post: QueryDict, current: Preferences) -> dict[str, Any]:
+def preferences_from_post(
+    post: QueryDict, current: Preferences, shown: Mapping[int, Collection[str]] | None = None
+) -> dict[str, Any]:
     """The submitted form as the document ``prefs.validate`` checks.
 
     An unticked checkbox sends nothing, so for an ordinary category a missing
     cell means "off". A critical category's controls are disabled, so a
     browser sends nothing for it and nothing is read but a mode (only a forged
-    POST has one, and validation refuses it).
+    POST has one, and validation refuses it). Only the cells ``shown`` (category
+    id -> aliases; all when None) are read: a hidden cell keeps its value.
     """
     data: dict[str, Any] = {name: post.get(name, "") for name in SCALARS}
     categories: dict[str, Any] = {}
@@ -57,6 +61,7 @@ def preferences_from_post(post: QueryDict, current: Preferences) -> dict[str, An
             "channels": {
                 column.alias: cell_input(category.key, column.alias) in post
                 for column in current.columns
+                if shown is None or column.alias in shown.get(category.pk, ())
             },
         }
     data["categories"] = categories

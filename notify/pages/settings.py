@@ -29,7 +29,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from channels.base import ChannelConfigurationError
 from notify import conf
 from notify.models import ContactPoint, DeliveryMode, Suppression
-from notify.pages import addresses, contact_points, sendtest
+from notify.pages import addresses, contact_points, grid, sendtest
 from notify.pages.forms import (
     cell_input,
     error_label,
@@ -94,10 +94,13 @@ def render_page(
     if test_error:
         summary.append({"id": "test-sends", "text": test_error})
     paused = current.paused_until_date()
+    shown = grid.user_grid(user, current)
     context = {
         "active": "settings",
-        "columns": current.columns,
-        "rows": grid_rows(current, values, by_input),
+        "columns": [
+            {"label": c.label, "no_address": c.alias in shown.no_address} for c in shown.columns
+        ],
+        "rows": grid_rows(current, values, by_input, shown),
         "modes": [(value, label.capitalize()) for value, label in DeliveryMode.choices],
         "fields": schedule_fields(values, by_input),
         "guess_timezone": not current.saved and submitted is None,
@@ -120,21 +123,27 @@ def render_page(
 
 
 def grid_rows(
-    current: Preferences, values: dict[str, Any], by_input: dict[str, list[str]]
+    current: Preferences,
+    values: dict[str, Any],
+    by_input: dict[str, list[str]],
+    shown: grid.Grid,
 ) -> list[dict[str, Any]]:
+    """One row per category; a cell its rules cannot send on, or that the user
+    cannot reach, is drawn empty (``shown`` is False)."""
     rows = []
     submitted = values.get("categories") or {}
     for category in current.categories:
         entry = {} if category.critical else submitted.get(category.key) or {}
         chosen = entry.get("channels") or {}
         cells = []
-        for column in current.columns:
+        for column in shown.columns:
             cell_id = cell_input(category.key, column.alias)
             on = chosen.get(column.alias, current.cells[(category.pk, column.alias)])
             cells.append(
                 {
                     "id": cell_id,
                     "label": column.label,
+                    "shown": column.alias in shown.shown[category.pk],
                     "checked": True if category.critical else bool(on),
                     "errors": [sentence(m) for m in by_input.get(cell_id, [])],
                 }
@@ -261,7 +270,7 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render_page(request)
     current = read(request.user)
-    data = preferences_from_post(request.POST, current)
+    data = preferences_from_post(request.POST, current, grid.user_grid(request.user, current).shown)
     changes, errors = validate(data, request.user, current=current)
     if errors:
         return render_page(request, submitted=data, errors=errors, status=400)

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "anymail",
+    "drf_spectacular_sidecar",  # Swagger UI's files for /api/docs/ (static only; no DRF)
     "notify",
     "rules",
 ]
@@ -126,13 +127,18 @@ TEMPLATES = [
 
 # SQLite (WAL) in var/ unless DATABASE_URL says otherwise.
 SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
-# CONN_MAX_AGE (NOTIFY_DB_CONN_MAX_AGE, seconds) is 0 by default: under ASGI
-# (uvicorn, `notify run`) Django runs each request in a thread of its own, so a
-# persistent connection per thread piles up until PostgreSQL refuses clients
-# ("too many clients already", measured at 200 requests/s). Worker processes
-# (`celery -A notify worker`, `notify worker`) keep their threads and may set
-# 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
-# outlives a database restart.
+# Connections. Web requests run on a fixed pool of threads (notify.project.asgi,
+# NOTIFY_WEB_THREADS), worker pool threads live as long as their process.
+# * PostgreSQL: Django's connection pool (psycopg_pool) by default
+#   (NOTIFY_DB_POOL=0 turns it off): a request borrows a connection and gives it
+#   back, instead of connecting per request (CONN_MAX_AGE=0 cost ~2 ms a
+#   request). NOTIFY_DB_POOL_MIN_SIZE / _MAX_SIZE / _TIMEOUT size it per process:
+#   max at least web threads + worker threads + 2 (the scheduler). A pool needs
+#   CONN_MAX_AGE = 0, so NOTIFY_DB_CONN_MAX_AGE applies only without one.
+# * SQLite: each thread keeps its connection (opening one, its PRAGMAs and
+#   reading the schema again cost several ms a request).
+# CONN_HEALTH_CHECKS pings a reused connection before use (with the pool: before
+# lending it), so a process outlives a database restart.
 # An empty DATABASE_URL (``DATABASE_URL=`` in an env file) means "not set": the
 # embedded SQLite default, rather than dj-database-url's KeyError: 'ENGINE'.
 DATABASES = {
@@ -142,8 +148,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+DB_POOL = env_bool("NOTIFY_DB_POOL", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("NOTIFY_DB_POOL_MIN_SIZE", "2")),
+        "max_size": int(os.environ.get("NOTIFY_DB_POOL_MAX_SIZE", "20")),
+        "timeout": float(os.environ.get("NOTIFY_DB_POOL_TIMEOUT", "10")),
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so a transaction never fails
         # half-way when it upgrades from read to write under concurrency.
@@ -393,7 +407,9 @@ NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_SITE_URL": ("SITE_URL", str),
     "NOTIFY_UNSUBSCRIBE_MAILTO": ("UNSUBSCRIBE_MAILTO", parse_optional),
     "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
+    "NOTIFY_WEB_THREADS": ("WEB_THREADS", int),
     "NOTIFY_WORKER_BATCH_SIZE": ("WORKER_BATCH_SIZE", int),
+    "NOTIFY_WORKER_BATCH_SECONDS": ("WORKER_BATCH_SECONDS", float),
     "NOTIFY_CLAIM_TTL": ("CLAIM_TTL", float),
     "NOTIFY_POLL_INTERVAL": ("POLL_INTERVAL", float),
     "NOTIFY_FANOUT_CHUNK_SIZE": ("FANOUT_CHUNK_SIZE", int),

@@ -4,6 +4,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from notify.api import docs as api_docs
 from notify.dev import sandbox_outbox
 from notify.observability import views
 from notify.pages import home as home_page
@@ -33,6 +34,7 @@ urlpatterns = [
     path("accounts/login/", throttled_login(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("settings/notifications/", include("notify.pages.urls")),
+    path("api/docs/", api_docs.api_docs, name="api-docs"),
     path("api/v1/", include("notify.api.urls")),
     path("webhooks/", include("notify.webhooks.urls")),
     path("admin/login/", throttled_login(admin.site.login)),  # before admin's own URLs

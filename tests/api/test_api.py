@@ -169,21 +169,23 @@ def _concurrently(n, request):
 
 
 def _hold_lookups_until_all_looked(monkeypatch, n):
-    """Make every thread's first idempotency lookup (before the insert) wait for
-    the others, so all ``n`` miss and race to insert: the losers must take the
-    IntegrityError path in trigger(), not the early return."""
-    real = events.find_idempotent
+    """Hold every thread just before its insert (trigger() fingerprints the
+    request, then inserts, and looks the key up only when the unique
+    constraint refuses it) until all ``n`` got there, so they all race to
+    insert: the losers must take the IntegrityError path in trigger() and
+    answer as the winner did. (Held outside the transaction: on SQLite a
+    thread inside one would keep the others from starting theirs.)"""
+    real = events.request_fingerprint
     gate = threading.Barrier(n)
     seen = threading.local()
 
-    def find_idempotent(scope, key):
-        found = real(scope, key)
-        if not getattr(seen, "looked", False):
-            seen.looked = True
+    def request_fingerprint(*args, **kwargs):
+        if not getattr(seen, "held", False):
+            seen.held = True
             gate.wait(timeout=30)
-        return found
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(events, "find_idempotent", find_idempotent)
+    monkeypatch.setattr(events, "request_fingerprint", request_fingerprint)
 
 
 @pytest.mark.slow

@@ -97,7 +97,7 @@ def test_rule_preview_in_the_browser(
     page.locator("#id_source_1").check()
     page.fill("#id_payload", '{"order_id": "B-2",')
     page.get_by_role("button", name="Preview").click()
-    page.get_by_text("Not valid JSON").wait_for()
+    page.locator("#id_payload_error").get_by_text("Not valid JSON").wait_for()
     page.fill("#id_payload", '{"order_id": "B-2", "total": 5000}')
     page.fill("#id_recipients", str(alice.pk))
     page.get_by_role("button", name="Preview").click()

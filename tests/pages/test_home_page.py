@@ -54,7 +54,7 @@ def test_run_banner_names_the_urls_and_the_demo_users_never_a_password(make_user
     alice.save()
     text = run_banner("http://127.0.0.1:8123")
     assert text.splitlines()[0] == "notify is running on http://127.0.0.1:8123/ (Ctrl-C to stop)"
-    for path in ("/inbox/", "/settings/notifications/", "/admin/", "/dev/outbox/"):
+    for path in ("/inbox/", "/settings/notifications/", "/admin/", "/dev/outbox/", "/api/docs/"):
         assert f"http://127.0.0.1:8123{path}" in text
     assert "alice" in text and "bob" not in text and "notify-alice" not in text
     assert len(text.splitlines()) <= 10

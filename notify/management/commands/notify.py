@@ -322,7 +322,7 @@ def run_banner(base: str) -> str:
         f"  inbox      {base}/inbox/",
         f"  settings   {base}/settings/notifications/",
         f"  admin      {base}/admin/  (dashboard: {base}/admin/notify/delivery/dashboard/)",
-        f"  API        {base}/api/v1/openapi.json",
+        f"  API        {base}/api/docs/  (OpenAPI: {base}/api/v1/openapi.json)",
     ]
     if conf.get("SANDBOX"):
         lines.append(f"  outbox     {base}/dev/outbox/  (sandbox: what would have been sent)")

@@ -91,6 +91,17 @@ def latest_due(
     return DuePeriod(frequency, period_name(frequency, day), day, due_at)
 
 
+def next_due(
+    after: datetime, frequency: str, tz_name: str, hour: int, weekday: int = 0
+) -> DuePeriod:
+    """The first period whose digest hour comes after ``after``: the digest an
+    item waiting since then goes out in (``build_due_digests`` claims it then)."""
+    latest = latest_due(after, frequency, tz_name, hour, weekday)
+    day = latest.day + (timedelta(days=7) if latest.frequency == WEEKLY else timedelta(days=1))
+    due_at = first_instant(day, time(clamp_hour(hour)), zone(tz_name))
+    return DuePeriod(latest.frequency, period_name(latest.frequency, day), day, due_at)
+
+
 # -- what a digest says --------------------------------------------------------------
 
 
