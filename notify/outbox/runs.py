@@ -43,21 +43,21 @@ def write_runs(
     ops = connection.ops
     table = ops.quote_name(WorkflowRun._meta.db_table)
     due, stamp = ops.adapt_datetimefield_value(due_at), ops.adapt_datetimefield_value(now)
-    values = ", ".join(
-        [f"({int(event_id)}, {int(rule_id)}, %s, '', false, 0, 'waiting', %s, 0, '', %s, %s)"]
-        * len(user_ids)
-    )
-    params: list = []
-    for user_id in user_ids:
-        params += (user_id, due, stamp, stamp)
+    row = f"({int(event_id)}, {int(rule_id)}, %s, '', false, 0, 'waiting', %s, 0, '', %s, %s)"
+    written = 0
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (event_id, rule_id, user_id, batch_key, collecting, step, state, "
-            f"due_at, attempts, reason, created_at, updated_at) VALUES {values} "
-            "ON CONFLICT DO NOTHING",
-            params,
-        )
-        return cursor.rowcount
+        for chunk in chunks(list(user_ids), ROWS_PER_STATEMENT):
+            params: list = []
+            for user_id in chunk:
+                params += (user_id, due, stamp, stamp)
+            cursor.execute(
+                f"INSERT INTO {table} (event_id, rule_id, user_id, batch_key, collecting, step, "
+                "state, due_at, attempts, reason, created_at, updated_at) "
+                f"VALUES {', '.join([row] * len(chunk))} ON CONFLICT DO NOTHING",
+                params,
+            )
+            written += cursor.rowcount
+    return written
 
 
 @dataclass(slots=True)
@@ -177,19 +177,23 @@ def write_step_deliveries(
     stamp = ops.adapt_datetimefield_value(now)
     notifications = ops.quote_name(Notification._meta.db_table)
     deliveries = ops.quote_name(Delivery._meta.db_table)
-    keys = {(w.event_id, w.rule_id, w.user_id): w for w in writes}
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(keys))
-    params: list = []
-    for w in keys.values():
-        params += (w.event_id, w.rule_id, w.user_id, w.category_id, stamp, w.group_key)
+    keys = list({(w.event_id, w.rule_id, w.user_id): w for w in writes}.values())
+    by_key: dict[tuple[int, int, int], int] = {}
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {notifications} (event_id, rule_id, user_id, category_id, created_at, "
-            f"group_key) VALUES {values} ON CONFLICT (event_id, rule_id, user_id) "
-            "DO UPDATE SET category_id = EXCLUDED.category_id RETURNING id, event_id, rule_id, user_id",
-            params,
-        )
-        by_key = {(e, r, u): pk for pk, e, r, u in cursor.fetchall()}
+        # Statements of at most ROWS_PER_STATEMENT rows: SQLite takes 32,766 parameters.
+        for chunk in chunks(keys, ROWS_PER_STATEMENT):
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+            params: list = []
+            for w in chunk:
+                params += (w.event_id, w.rule_id, w.user_id, w.category_id, stamp, w.group_key)
+            cursor.execute(
+                f"INSERT INTO {notifications} (event_id, rule_id, user_id, category_id, "
+                f"created_at, group_key) VALUES {values} ON CONFLICT (event_id, rule_id, user_id) "
+                "DO UPDATE SET category_id = EXCLUDED.category_id "
+                "RETURNING id, event_id, rule_id, user_id",
+                params,
+            )
+            by_key.update(((e, r, u), pk) for pk, e, r, u in cursor.fetchall())
         notification_of = {w.run_id: by_key[w.event_id, w.rule_id, w.user_id] for w in writes}
         rows: list = []
         for w in writes:
@@ -209,22 +213,30 @@ def write_step_deliveries(
                     )
                 )
         written: list[tuple[int, int, str, str]] = []
-        if rows:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        run_of: dict[int, int] = {}
+        for w in writes:
+            run_of.setdefault(notification_of[w.run_id], w.run_id)
+        for chunk in chunks(rows, ROWS_PER_STATEMENT):
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             cursor.execute(
                 f"INSERT INTO {deliveries} (notification_id, channel, status, skip_reason, "
                 "hold_reason, next_attempt_at, created_at, updated_at, template) "
                 f"VALUES {values} ON CONFLICT (notification_id, channel) DO NOTHING "
                 "RETURNING id, notification_id, channel, status",
-                [value for row in rows for value in row],
+                [value for row in chunk for value in row],
             )
-            run_of = {}
-            for w in writes:
-                run_of.setdefault(notification_of[w.run_id], w.run_id)
-            written = [
+            written += [
                 (run_of[nid], pk, channel, status) for pk, nid, channel, status in cursor.fetchall()
             ]
     return notification_of, written
+
+
+ROWS_PER_STATEMENT = 1000
+
+
+def chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass(slots=True)
@@ -292,8 +304,7 @@ def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
     table = ops.quote_name(WorkflowStepLog._meta.db_table)
     stamp = ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        for start in range(0, len(logs), 1000):
-            chunk = logs[start : start + 1000]
+        for chunk in chunks(logs, ROWS_PER_STATEMENT):
             values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             params: list = []
             for run_id, position, kind, decision, reason, until, deliveries in chunk:

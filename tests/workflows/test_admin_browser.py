@@ -28,6 +28,9 @@ def ops_page(page, live_server, make_user, twilio_sms):
     ops.set_password(PASSWORD)
     ops.save()
     ops.groups.add(group)
+    # A long form and three page loads: patient on a loaded CI machine.
+    page.set_default_timeout(60_000)
+    page.set_default_navigation_timeout(60_000)
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("input[name=username]", "opsperson")
     page.fill("input[name=password]", PASSWORD)
