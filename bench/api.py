@@ -13,6 +13,15 @@ fan-out's; see BENCHMARKS.md for the same with fan-out).
 
 The baseline, in the same run and server: M ``GET /healthz`` (a trivial
 Django view) at the same rate. ``ratio`` = p99 / baseline p99.
+
+Then the most the one process does (closed loop, ``load.run_closed``): M
+triggers over 8 keep-alive connections (baseline: M ``/healthz`` the same
+way), M triggers each on a connection of its own ("single": no keep-alive),
+and batches of 1,000 events over 2 connections (``POST /api/v1/events/batch``,
+10 x M events; baseline: the keep-alive triggers' events/s). ``cpu_ms`` is
+the server process's CPU time (user + system, worker pool included) per
+trigger at the fixed rate: a figure that a busy machine inflates less than
+latency. Each run ends when the pool has fanned out every event it took.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import uuid
 from typing import Any
 
 from bench.forked_peer import free_port
-from bench.load import http_request, run_load
+from bench.load import http_request, run_closed, run_load
 from bench.measure import isolated
 from bench.processes import bench_env, notify_run
 from bench.registry import Context, Figure, Workload, register
@@ -92,6 +101,51 @@ def trigger_request(state: dict[str, Any], run: int):
     return make
 
 
+def batch_request(state: dict[str, Any], run: int, size: int):
+    host = f"{HOST}:{state['port']}"
+    token = state["token"]
+    prefix = uuid.uuid4().hex[:8]
+
+    def make(number: int) -> bytes:
+        events = [
+            {
+                "type": EVENT_TYPE,
+                "payload": {"order_id": f"{prefix}-{number}-{i}", "total": 80},
+                "idempotency_key": f"bench-{prefix}-{run}-{number}-{i}",
+            }
+            for i in range(size)
+        ]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        body = json.dumps({"events": events}).encode()
+        return http_request("POST", "/api/v1/events/batch", host, headers, body)
+
+    return make
+
+
+def close_after(make):
+    """The same requests, each asking the server to close its connection."""
+
+    def make_closing(number: int) -> bytes:
+        return make(number).replace(b"Connection: keep-alive", b"Connection: close", 1)
+
+    return make_closing
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_fan_out(timeout: float = 300.0) -> None:
+    """Until the pool has taken every bench event (so runs do not overlap)."""
+    deadline = time.monotonic() + timeout
+    waiting = Event.objects.filter(type=EVENT_TYPE, status=Event.State.RECEIVED)
+    while waiting.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def healthz_request(state: dict[str, Any]):
     request = http_request("GET", "/healthz", f"{HOST}:{state['port']}")
     return lambda number: request
@@ -103,24 +157,80 @@ def measure(state: dict[str, Any], what: str, count: int, per_second: float) -> 
     return isolated(lambda: run_load(HOST, state["port"], make, count, per_second))
 
 
+def closed(state: dict[str, Any], make, count: int, connections: int, keep_alive: bool):
+    port = state["port"]
+    return isolated(lambda: run_closed(HOST, port, make, count, connections, keep_alive))
+
+
+def stored_since(before: int) -> int:
+    return Event.objects.filter(type=EVENT_TYPE).count() - before
+
+
+def check(what: str, result: dict[str, Any], status: str, count: int, stored: int, events: int):
+    if result["statuses"] != {status: count} or stored != events:
+        raise RuntimeError(
+            f"api {what}: {count} requests, answers {result['statuses']}, "
+            f"{result['errors']} errors, {stored} of {events} events stored"
+        )
+
+
 def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     count = ctx.emails
     per_second = rate()
+    pid = state["server"].process.pid
     ctx.say(f"api run {ctx.run_number}: {count:,} requests at {per_second:.0f}/s, /healthz first")
     baseline = measure(state, "healthz", count, per_second)
-    stored_before = Event.objects.filter(type=EVENT_TYPE).count()
+    before = Event.objects.filter(type=EVENT_TYPE).count()
+    cpu_before = cpu_seconds(pid)
     trigger = measure(state, "trigger", count, per_second)
-    stored = Event.objects.filter(type=EVENT_TYPE).count() - stored_before
-    if trigger["statuses"] != {"202": count} or stored != count:
-        raise RuntimeError(
-            f"api: {count} requests, answers {trigger['statuses']}, {trigger['errors']} "
-            f"errors, {stored} events stored"
-        )
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / count
+    check("trigger", trigger, "202", count, stored_since(before), count)
     ctx.say(
         f"api run {ctx.run_number}: trigger p50 {trigger['p50_ms']:.1f} ms, "
         f"p99 {trigger['p99_ms']:.1f} ms; /healthz p99 {baseline['p99_ms']:.1f} ms"
     )
-    return {**trigger, "baseline": baseline, "ratio": trigger["p99_ms"] / baseline["p99_ms"]}
+    wait_for_fan_out()
+
+    state["run"] += 1
+    healthz_max = closed(state, healthz_request(state), count, 8, True)
+    before = Event.objects.filter(type=EVENT_TYPE).count()
+    keep_alive = closed(state, trigger_request(state, state["run"]), count, 8, True)
+    check("keep-alive", keep_alive, "202", count, stored_since(before), count)
+    wait_for_fan_out()
+    state["run"] += 1
+    before = Event.objects.filter(type=EVENT_TYPE).count()
+    single = closed(state, close_after(trigger_request(state, state["run"])), count, 8, False)
+    check("single", single, "202", count, stored_since(before), count)
+    wait_for_fan_out()
+
+    state["run"] += 1
+    size = 1000
+    batches = max(2, count * 10 // size)
+    before = Event.objects.filter(type=EVENT_TYPE).count()
+    batch = closed(state, batch_request(state, state["run"], size), batches, 2, True)
+    check("batch", batch, "200", batches, stored_since(before), batches * size)
+    batch["events_per_second"] = batches * size / batch["seconds"]
+    ctx.say(
+        f"api run {ctx.run_number}: keep-alive {keep_alive['achieved_rate']:.0f}/s "
+        f"(/healthz {healthz_max['achieved_rate']:.0f}/s), single {single['achieved_rate']:.0f}/s, "
+        f"batch {batch['events_per_second']:,.0f} events/s"
+    )
+    wait_for_fan_out()
+    return {
+        **trigger,
+        "baseline": baseline,
+        "ratio": trigger["p99_ms"] / baseline["p99_ms"],
+        "cpu_ms": cpu_ms,
+        "max": {
+            "keep_alive": keep_alive,
+            "healthz": healthz_max,
+            "single": single,
+            "batch": batch,
+            "keep_alive_vs_healthz": keep_alive["achieved_rate"] / healthz_max["achieved_rate"],
+            "single_vs_keep_alive": single["achieved_rate"] / keep_alive["achieved_rate"],
+            "batch_vs_keep_alive": batch["events_per_second"] / keep_alive["achieved_rate"],
+        },
+    }
 
 
 register(
@@ -140,6 +250,20 @@ register(
             Figure("latency max", "max_ms", "ms", baseline="baseline.max_ms"),
             Figure("errors", "errors", baseline="baseline.errors"),
             Figure("p99 / baseline p99", "ratio", "x"),
+            Figure("server CPU per trigger", "cpu_ms", "ms"),
+            Figure(
+                "keep-alive, most /s",
+                "max.keep_alive.achieved_rate",
+                "/s",
+                baseline="max.healthz.achieved_rate",
+            ),
+            Figure("keep-alive / baseline", "max.keep_alive_vs_healthz", "x"),
+            Figure("keep-alive p99", "max.keep_alive.p99_ms", "ms", baseline="max.healthz.p99_ms"),
+            Figure("single (no keep-alive), most /s", "max.single.achieved_rate", "/s"),
+            Figure("single / keep-alive", "max.single_vs_keep_alive", "x"),
+            Figure("batch of 1,000: events/s", "max.batch.events_per_second", "/s"),
+            Figure("batch p50 per request", "max.batch.p50_ms", "ms"),
+            Figure("batch / keep-alive single events", "max.batch_vs_keep_alive", "x"),
         ),
     )
 )

@@ -6,7 +6,8 @@ Measured per run, each in a forked process of its own (see ``measure.isolated``)
    high-water growth; then, in the same process and database, the baseline:
    the rows it wrote are read back, deleted, and inserted again unchanged
    (same columns, same values, ids included) with one raw ``executemany`` per
-   table in one transaction;
+   table in one transaction; and the raw floor of the same rows before issue
+   14 (``floor_before``: copies of the tables with the indexes of then);
 2. the same fan-out under tracemalloc, for the Python heap peak (never timed);
 3. both again for N/10 recipients, for the memory ratio peak(N) / peak(N/10),
    which stays near 1 when memory is flat in the number of recipients.
@@ -254,6 +255,67 @@ def baseline_insert(event_id: int) -> dict[str, Any]:
         "rows": rows,
         "seconds": watch.seconds,
         "rows_per_s": rows / watch.seconds,
+        "before": floor_before(n_cols, d_cols, notifications, deliveries),
+    }
+
+
+# The indexes of the two tables before issue 14 (migrations 0001-0010): the
+# rows fan-out wrote then, with the b-trees they paid for (20 per recipient
+# with two deliveries, counting the tables).
+INDEXES_BEFORE = {
+    "n": [
+        "UNIQUE INDEX {t}_u ON {t} (event_id, rule_id, user_id)",
+        "INDEX {t}_e ON {t} (event_id)",
+        "INDEX {t}_r ON {t} (rule_id)",
+        "INDEX {t}_us ON {t} (user_id)",
+        "INDEX {t}_c ON {t} (category_id)",
+        "INDEX {t}_i ON {t} (user_id, inbox_at DESC) WHERE inbox_at IS NOT NULL",
+        "INDEX {t}_ur ON {t} (user_id) WHERE inbox_at IS NOT NULL AND read_at IS NULL",
+    ],
+    "d": [
+        "UNIQUE INDEX {t}_u ON {t} (notification_id, channel)",
+        "INDEX {t}_n ON {t} (notification_id)",
+        "INDEX {t}_due ON {t} (next_attempt_at) WHERE status IN ('pending', 'sending')",
+        "INDEX {t}_p ON {t} (provider_message_id)",
+        "INDEX {t}_dg ON {t} (digest_id)",
+        "INDEX {t}_s ON {t} (status, channel, provider, skip_reason, created_at)",
+        "INDEX {t}_rt ON {t} (created_at, status, channel, attempts) WHERE attempts > 1",
+        "INDEX {t}_h ON {t} (created_at, hold_reason, status) WHERE hold_reason > ''",
+        "INDEX {t}_dp ON {t} (channel, created_at) WHERE digest_id IS NULL AND status = 'digest'",
+    ],
+}
+
+
+def floor_before(
+    n_cols: list[str], d_cols: list[str], notifications: list, deliveries: list
+) -> dict[str, Any]:
+    """The raw floor of the rows as they were before issue 14: the same rows
+    inserted with ``executemany`` into copies of the two tables that carry the
+    indexes of then (``INDEXES_BEFORE``). Fan-out's goal is to beat it."""
+    tables = {"n": "bench_floor_notification", "d": "bench_floor_delivery"}
+    sources = {"n": Notification._meta.db_table, "d": Delivery._meta.db_table}
+    with connection.cursor() as cursor:
+        for key, table in tables.items():
+            cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(f"CREATE TABLE {table} AS SELECT * FROM {sources[key]} WHERE 1 = 0")
+            if connection.vendor == "postgresql":
+                cursor.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            for index in INDEXES_BEFORE[key]:
+                cursor.execute("CREATE " + index.format(t=table))
+    insert_n = f"INSERT INTO {tables['n']} ({', '.join(n_cols)}) VALUES ({', '.join(['%s'] * len(n_cols))})"
+    insert_d = f"INSERT INTO {tables['d']} ({', '.join(d_cols)}) VALUES ({', '.join(['%s'] * len(d_cols))})"
+    try:
+        with Stopwatch() as watch, transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(insert_n, notifications)
+            cursor.executemany(insert_d, deliveries)
+    finally:
+        with connection.cursor() as cursor:
+            for table in tables.values():
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    return {
+        "seconds": watch.seconds,
+        "recipients_per_s": len(notifications) / watch.seconds,
+        "rows_per_s": (len(notifications) + len(deliveries)) / watch.seconds,
     }
 
 
@@ -292,6 +354,7 @@ def timed_fanout(event_type: str, with_baseline: bool) -> dict[str, Any]:
     if with_baseline:
         figures["baseline"] = baseline_insert(event.pk)
         figures["ratio"] = watch.seconds / figures["baseline"]["seconds"]
+        figures["ratio_to_floor_before"] = watch.seconds / figures["baseline"]["before"]["seconds"]
     delete_rows(event.pk)
     return figures
 
@@ -352,7 +415,7 @@ register(
             Figure("  in plan_chunk (decide)", "phases.decide", "s"),
             Figure("  in write_fanout_chunk", "phases.write", "s"),
             Figure("  elsewhere", "phases.other", "s"),
-            Figure("recipients/s", "recipients_per_s"),
+            Figure("recipients/s", "recipients_per_s", baseline="baseline.before.recipients_per_s"),
             Figure("rows/s", "rows_per_s", baseline="baseline.rows_per_s"),
             Figure("queries", "queries"),
             Figure("chunks", "chunks"),
@@ -365,6 +428,7 @@ register(
             Figure("memory ratio N vs N/10 (heap)", "memory_ratio.heap", "x"),
             Figure("memory ratio N vs N/10 (RSS)", "memory_ratio.rss", "x"),
             Figure("time / baseline time", "ratio", "x"),
+            Figure("time / raw floor of the rows before issue 14", "ratio_to_floor_before", "x"),
         ),
     )
 )

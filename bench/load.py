@@ -121,10 +121,78 @@ def run_load(
     return asyncio.run(_run(host, port, make_request, count, rate, connections))
 
 
+async def _run_closed(
+    host: str,
+    port: int,
+    make_request: Callable[[int], bytes],
+    count: int,
+    connections: int,
+    keep_alive: bool,
+) -> dict[str, Any]:
+    numbers = iter(range(count))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+
+    async def client() -> None:
+        nonlocal errors
+        connection = None
+        for number in numbers:
+            if connection is None:
+                connection = Connection(*await asyncio.open_connection(host, port))
+            started = time.perf_counter()
+            try:
+                status = await connection.exchange(make_request(number))
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                connection.writer.close()
+                connection = None
+                continue
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+            if not keep_alive:
+                connection.writer.close()
+                connection = None
+        if connection is not None:
+            connection.writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    seconds = time.perf_counter() - started
+    ms = [latency * 1000 for latency in latencies] or [0.0]
+    return {
+        "requests": count,
+        "connections": connections,
+        "keep_alive": keep_alive,
+        "seconds": seconds,
+        "achieved_rate": count / seconds,
+        "errors": errors,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "p50_ms": percentile(ms, 0.50),
+        "p99_ms": percentile(ms, 0.99),
+    }
+
+
+def run_closed(
+    host: str,
+    port: int,
+    make_request: Callable[[int], bytes],
+    count: int,
+    connections: int = 8,
+    keep_alive: bool = True,
+) -> dict[str, Any]:
+    """Closed loop: ``connections`` clients each send their next request as soon
+    as the last is answered, ``count`` in all: the most the server does.
+    Without ``keep_alive`` each request opens a connection of its own."""
+    return asyncio.run(_run_closed(host, port, make_request, count, connections, keep_alive))
+
+
 def http_request(
     method: str, path: str, host: str, headers: dict[str, str] | None = None, body: bytes = b""
 ) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+    if headers and "Connection" in headers:
+        lines.pop()
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if body or method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body)}")

@@ -30,6 +30,8 @@ WORKLOAD_MODULES: dict[str, str] = {
     "digest": "bench.digest",
     "rules": "bench.rules",
     "api": "bench.api",
+    "inapp": "bench.inapp",
+    "workflows": "bench.workflows",
 }
 
 

@@ -24,3 +24,8 @@ LOGGING = {
 # Workers look for new work this often when idle (the default, 0.5 s, would
 # be a good part of a short measurement).
 NOTIFY["POLL_INTERVAL"] = 0.05
+# The api workload sends thousands of requests a second with one key from one
+# address: limits high enough never to refuse it, still applied (their cost
+# is part of every request).
+NOTIFY["API_RATE_LIMIT_PER_KEY"] = "10000000/m"
+NOTIFY["API_RATE_LIMIT_PER_ADDRESS"] = "10000000/m"

@@ -94,7 +94,7 @@ class AppriseChannel(Channel):
 
     def send(self, message: OutgoingMessage) -> SendResult:
         self.open()
-        plugin = self.service_for(message.to.strip(), message.delivery_id)
+        plugin = self.service_for(message.to.strip(), message.delivery_ref)
         shown = plugin.url(privacy=True)
         with apprise_warnings() as warnings:
             ok = plugin.notify(
@@ -112,11 +112,11 @@ class AppriseChannel(Channel):
             )
         return SendResult(
             provider=self.provider_name,
-            message_id=str(message.delivery_id),  # Apprise returns no id
+            message_id=message.delivery_ref,  # Apprise returns no id
             response={"service": plugin.service_name},
         )
 
-    def service_for(self, url: str, delivery_id: int) -> Any:
+    def service_for(self, url: str, delivery_ref: int | str) -> Any:
         """The Apprise plugin for ``url``, if users may send there."""
         scheme = urlsplit(url).scheme.lower() if "://" in url else ""
         if self.schemes is not None and scheme not in self.schemes:
@@ -140,7 +140,7 @@ class AppriseChannel(Channel):
             self.url_policy.check(target + "/", self.provider_name)
             if isinstance(getattr(plugin, "headers", None), dict):
                 # Like our webhooks: the receiver can drop a retried duplicate.
-                plugin.headers["X-Notify-Delivery"] = str(delivery_id)
+                plugin.headers["X-Notify-Delivery"] = str(delivery_ref)
         # Our backoff decides when to try again, not Apprise; and nothing hangs.
         plugin.service_retry = 0
         plugin.socket_connect_timeout = self.timeout

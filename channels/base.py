@@ -31,6 +31,15 @@ class OutgoingMessage:
     headers: dict[str, str] = field(default_factory=dict)
     # Channel-specific extras (in-app: user id, notification id, url).
     extra: dict[str, Any] = field(default_factory=dict)
+    # What receivers de-duplicate by (``X-Notify-Delivery``) when it is not the
+    # delivery id: a digest is ``digest-<id>``.
+    reference: str = ""
+
+    @property
+    def delivery_ref(self) -> str:
+        """The ``X-Notify-Delivery`` value: the same on every retry of this send,
+        different for every other send."""
+        return self.reference or str(self.delivery_id)
 
     def as_record(self) -> dict[str, Any]:
         """What was sent, as stored with the attempt."""
@@ -156,6 +165,10 @@ class Channel:
     # any other, so a misspelt option fails the deploy instead of being ignored.
     # A subclass that reads more extends its parent's set; None: not declared.
     accepted_options: ClassVar[frozenset[str] | None] = None
+    # Whether ``send`` queues its message between ``open`` and ``flush`` (the
+    # in-app channel writes a batch of items in one statement). A sender that
+    # opens such a channel calls ``flush`` before recording the outcomes.
+    queues_sends: ClassVar[bool] = False
 
     def __init__(self, alias: str, **options: Any) -> None:
         self.alias = alias
@@ -181,6 +194,10 @@ class Channel:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make the sends ``send`` queued (``queues_sends``); raise a
+        ``ChannelError`` if they could not be made: then none of them was."""
 
     def __enter__(self) -> Channel:
         self.open()

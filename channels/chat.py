@@ -13,7 +13,7 @@ templates.
     ``BASE_URL`` (default Slack's), ``TIMEOUT`` (seconds, default 10),
     ``PACE`` (seconds between two messages to one Slack channel or member,
     default 1: Slack allows about one a second per channel), and the circuit
-    breaker's ``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``
+    breaker's ``FAILURE_RATE``, ``MINIMUM_CALLS``, ``WINDOW``, ``COOL_DOWN``, ``CACHE``
     (:mod:`channels.breaker`, one breaker for the Web API). The SDK's own
     retry handlers are off: our backoff decides when to try again. A message
     that would come too soon after the last one to its channel is not sent
@@ -374,15 +374,13 @@ class SlackWebhookChannel(Channel):
         text = quiet_slack_mentions(message.text)
         body = {"text": text, "blocks": slack_blocks(text, message.extra.get("url", ""))}
         try:
-            response = client.send_dict(
-                body, headers={"X-Notify-Delivery": str(message.delivery_id)}
-            )
+            response = client.send_dict(body, headers={"X-Notify-Delivery": message.delivery_ref})
         except (OSError, http.client.HTTPException) as exc:
             raise connection_error(exc, self.timeout, self.provider_name) from exc
         if response.status_code == 200:
             return SendResult(
                 provider=self.provider_name,
-                message_id=str(message.delivery_id),  # incoming webhooks return no id
+                message_id=message.delivery_ref,  # incoming webhooks return no id
                 response={"status": 200, "body": (response.body or "")[:200]},
             )
         raise self.classify(response.status_code, response.body or "", response.headers or {}, url)

@@ -14,8 +14,12 @@ write, without its per-header parsing and folding (see that module). Every
 other mailer (any django-anymail ESP, the sandbox, locmem, a custom backend)
 still receives a ``NotifyEmailMessage`` (an ``EmailMultiAlternatives``).
 
+An SMTP mailer without a ``timeout`` of its own (Django's default waits for
+ever) gets the channel's ``TIMEOUT`` option, 30 seconds unless set: a stalled
+server ends in a time-out (retried), never a batch held for minutes.
+
 Each mailer has a circuit breaker (:mod:`channels.breaker`; options
-``FAILURE_THRESHOLD``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
+``FAILURE_RATE``, ``MINIMUM_CALLS``, ``WINDOW``, ``COOL_DOWN``, ``CACHE``): an SMTP server or ESP that
 keeps failing (no connection, time-outs, 4xx/5xx temporary answers) gets no
 request for the cool-down, then one trial. Inside a failover channel the
 failover's own breakers decide instead.
@@ -64,7 +68,9 @@ class EmailChannel(Channel):
 
     address_kind = "email"
     message_format = "email"
-    accepted_options = frozenset({"MAILER", "FROM_EMAIL"}) | RATE_LIMIT_OPTIONS | BREAKER_OPTIONS
+    accepted_options = (
+        frozenset({"MAILER", "FROM_EMAIL", "TIMEOUT"}) | RATE_LIMIT_OPTIONS | BREAKER_OPTIONS
+    )
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
@@ -72,6 +78,10 @@ class EmailChannel(Channel):
         self.from_email = options.get("FROM_EMAIL")  # None: DEFAULT_FROM_EMAIL
         self.connection = None
         self.provider_name = provider_of(self.mailer)
+        # Seconds an SMTP server may take to answer, for a mailer that sets none
+        # (Django's SMTP backend waits for ever by default: a stalled server
+        # would hold the batch and its claim).
+        self.timeout = float(options.get("TIMEOUT", DEFAULT_SMTP_TIMEOUT))
         self._envelope_from: tuple[str, str] | None = None  # (From header, prepared)
         self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
             f"{alias}:{self.mailer}", options, f"email channel '{alias}'"
@@ -85,11 +95,21 @@ class EmailChannel(Channel):
                 raise ChannelConfigurationError(
                     f"email channel '{self.alias}': MAILERS['{self.mailer}'] is not usable: {exc}"
                 ) from exc
+            default_timeout(self.connection, self.timeout)
         try:
             self.connection.open()
         except Exception as exc:
             self.connection = None
             raise classify_email_error(exc, self.provider_name) from exc
+
+    def send_timeout(self) -> float | None:
+        """Seconds one send may wait on the mailer (its own time-out, else ``TIMEOUT``)."""
+        try:
+            mailer = mailers[self.mailer]
+        except (MailerDoesNotExist, InvalidMailer):
+            return self.timeout
+        default_timeout(mailer, self.timeout)
+        return getattr(mailer, "timeout", self.timeout)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -124,7 +144,7 @@ class EmailChannel(Channel):
             for name, value in message.headers.items()
         }
         headers = {"Message-ID": message_id, **headers}
-        headers.setdefault("X-Notify-Delivery", str(message.delivery_id))
+        headers.setdefault("X-Notify-Delivery", message.delivery_ref)
         subject = neutralise_header_value("Subject", message.subject)
         if sends_bytes(self.connection):
             raw = self._fast_bytes(message, subject, headers)
@@ -186,6 +206,15 @@ class EmailChannel(Channel):
             if session_is_broken(exc):
                 self.close()
             raise classify_email_error(exc, self.provider_name) from exc
+
+
+DEFAULT_SMTP_TIMEOUT = 30.0
+
+
+def default_timeout(backend: Any, seconds: float) -> None:
+    """Give an SMTP backend with no time-out (``timeout`` None) ``seconds``."""
+    if isinstance(backend, SmtpBackend) and backend.timeout is None:
+        backend.timeout = seconds
 
 
 def sends_bytes(backend: Any) -> bool:
@@ -326,6 +355,14 @@ def classify_email_error(exc: Exception, provider: str) -> Exception:
                 reason="hard_bounce",
             )
         return PermanentError(f"{exc.smtp_code} {text}", code=str(exc.smtp_code), provider=provider)
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+        # smtplib reports a reply that never came as "Connection unexpectedly
+        # closed: timed out" (SMTPServerDisconnected from the socket's time-out).
+        return TransientError(
+            f"no answer from the mail server within the time-out: {exc}",
+            code="timeout",
+            provider=provider,
+        )
     if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
         return TransientError(f"SMTP connection lost: {exc}", provider=provider)
     if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError)):

@@ -10,7 +10,8 @@ through the first that takes it::
                 {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "postmark"}},
                 {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {"MAILER": "smtp"}},
             ],
-            "FAILURE_THRESHOLD": 5,  # consecutive transient failures that open a breaker
+            "FAILURE_RATE": 0.7,  # failed share of a provider's recent calls that opens its breaker
+            "MINIMUM_CALLS": 20,  # calls in the window (WINDOW, 60 s) before the rate counts
             "COOL_DOWN": 60,  # seconds a breaker stays open before one trial send
             "CACHE": "default",  # the CACHES alias holding the breakers' state
         },
@@ -38,10 +39,12 @@ Breakers live in Django's cache, so every worker thread and process shares
 them (Redis when several processes send; the embedded default's local-memory
 cache serves its one process). A breaker per provider:
 
-* **closed**: sends go through; each transient failure increments a counter,
-  any answer from the provider (success or a permanent refusal) resets it;
-* **open**: ``FAILURE_THRESHOLD`` consecutive transient failures open it for
-  ``COOL_DOWN`` seconds; the provider is not called;
+* **closed**: sends go through; each is counted in a sliding window of
+  ``WINDOW`` seconds, a transient error as a failure, any answer from the
+  provider (success or a permanent refusal) as a call that worked;
+* **open**: once at least ``MINIMUM_CALLS`` calls in the window (formerly
+  ``FAILURE_THRESHOLD``) failed at a rate of ``FAILURE_RATE`` or more, for
+  ``COOL_DOWN`` seconds; the provider is not called (see :mod:`channels.breaker`);
 * **half-open**: after the cool-down one worker wins a ``cache.add`` and sends
   one trial message; success closes the breaker, failure opens it again for
   another cool-down; other workers skip the provider while the trial runs.
@@ -71,7 +74,7 @@ from .base import (
     TransientError,
     describe_unknown_options,
 )
-from .breaker import CircuitBreaker, Gate, number
+from .breaker import BREAKER_OPTIONS, CircuitBreaker, Gate, breaker_settings
 from .ratelimit import RATE_LIMIT_OPTIONS, cache_named, parse_rate, throttle
 
 __all__ = ["CircuitBreaker", "FailoverChannel", "Gate"]
@@ -89,9 +92,7 @@ class Provider:
 class FailoverChannel(Channel):
     """Sends through the first provider whose breaker is closed and that takes it."""
 
-    accepted_options = (
-        frozenset({"PROVIDERS", "FAILURE_THRESHOLD", "COOL_DOWN"}) | RATE_LIMIT_OPTIONS
-    )
+    accepted_options = frozenset({"PROVIDERS"}) | BREAKER_OPTIONS | RATE_LIMIT_OPTIONS
 
     def __init__(self, alias: str, **options: Any):
         super().__init__(alias, **options)
@@ -101,18 +102,15 @@ class FailoverChannel(Channel):
                 f"failover channel '{alias}': OPTIONS['PROVIDERS'] must be a non-empty list of "
                 "{'BACKEND': ..., 'OPTIONS': {...}}."
             )
-        threshold = _number(alias, options, "FAILURE_THRESHOLD", 5, int, minimum=1)
-        cool_down = _number(alias, options, "COOL_DOWN", 60.0, float, minimum=0)
-        cache_alias = options.get("CACHE", "default")
+        breaker_kwargs = breaker_settings(f"failover channel '{alias}'", options)
+        cache_alias = breaker_kwargs["cache_alias"]
         cache_named(cache_alias)  # an unknown alias fails now, not at the first send
         if options.get("RATE_LIMIT"):
             parse_rate(options["RATE_LIMIT"])
         self.providers: list[Provider] = []
         for index, config in enumerate(configs):
             channel, name = self._build(alias, index, config)
-            breaker = CircuitBreaker(
-                f"{alias}:{name}", threshold=threshold, cool_down=cool_down, cache_alias=cache_alias
-            )
+            breaker = CircuitBreaker(f"{alias}:{name}", **breaker_kwargs)
             self.providers.append(Provider(name, channel, breaker))
         first = self.providers[0].channel
         for provider in self.providers[1:]:
@@ -225,7 +223,3 @@ class FailoverChannel(Channel):
             response=last.response if last is not None else None,
             retry_after=max(retry_after) if retry_after else None,
         )
-
-
-def _number(alias: str, options: dict, key: str, default: Any, kind: type, *, minimum: float):
-    return number(f"failover channel '{alias}'", options, key, default, kind, minimum)

@@ -18,10 +18,11 @@ channel's allow-list (Discord, Teams) or, for channels that may post anywhere
     Host names the URL may point at; ``"example.com"`` also allows its
     subdomains. ``None`` allows any host that resolves to public addresses
     only. Tests set ``["127.0.0.1"]``.
-``FAILURE_THRESHOLD`` (default 5), ``COOL_DOWN`` (seconds, default 60), ``CACHE``
-    The circuit breaker of each host (:mod:`channels.breaker`): that many
-    consecutive failures (no connection, time-out, 5xx) stop requests to the
-    host for the cool-down, then one trial request decides. Deliveries to a
+``FAILURE_RATE`` (default 0.7), ``MINIMUM_CALLS`` (default 20; formerly ``FAILURE_THRESHOLD``), ``WINDOW`` (seconds, default 60), ``COOL_DOWN`` (seconds, default 60), ``CACHE``
+    The circuit breaker of each host (:mod:`channels.breaker`): when that
+    share of the window's calls failed (no connection, time-out, 5xx), over
+    at least ``MINIMUM_CALLS`` calls, or ``MINIMUM_CALLS`` failed in a row,
+    requests to the host stop for the cool-down, then one trial request decides. Deliveries to a
     host whose breaker is open are rescheduled to the end of the cool-down
     without a request and without counting an attempt.
 
@@ -197,7 +198,7 @@ class HttpWebhookChannel(Channel):
         body = json.dumps(self.build_payload(message), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
-            "X-Notify-Delivery": str(message.delivery_id),
+            "X-Notify-Delivery": message.delivery_ref,
             **self.build_headers(message, body),
         }
         if self.session is None:
@@ -250,7 +251,7 @@ class HttpWebhookChannel(Channel):
     def message_id(self, response: requests.Response, message: OutgoingMessage) -> str:
         """Incoming webhooks return no id: the delivery id (``X-Notify-Delivery``)
         is what the receiver knows the message by."""
-        return str(message.delivery_id)
+        return message.delivery_ref
 
     def response_record(self, response: requests.Response) -> dict[str, Any]:
         return {"status": response.status_code, "body": response.text[:500]}

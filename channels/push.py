@@ -9,7 +9,8 @@ Three providers, one module each over this base:
 
 The contact point is the device: an FCM registration token (kind ``fcm``), an
 APNs device token (``apns``) or a browser's push subscription as JSON
-(``webpush``). A user may have several; each delivery goes to the best one.
+(``webpush``). A user may have several; a push goes to each of them, one
+``send`` per device (``notify.delivery.devices``).
 
 The rendered ``push`` part of a template is the notification: its first line
 the title (``message.subject``), the rest the body (``message.text``);

@@ -171,7 +171,7 @@ class TwilioSmsChannel(Channel):
         self.client: Client | None = None
         self.http: RecordingHttpClient | None = None
         # One breaker for the account's API (channels.breaker): a Twilio that is
-        # down gets FAILURE_THRESHOLD requests, then one trial per COOL_DOWN.
+        # down gets MINIMUM_CALLS requests, then one trial per COOL_DOWN.
         self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
             f"{alias}:api", options, f"{self.label} channel '{alias}'"
         )

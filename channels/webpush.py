@@ -45,6 +45,7 @@ from .push import PUSH_OPTIONS, PushChannel, PushContent, read_secret, record
 
 PUSH_SERVICE_HOSTS = (
     "fcm.googleapis.com",
+    "jmt17.google.com",  # Chromium 156 subscribes at https://jmt17.google.com/fcm/send/…
     "android.googleapis.com",
     "push.services.mozilla.com",
     "notify.windows.com",

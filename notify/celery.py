@@ -40,12 +40,13 @@ def celery_config() -> dict[str, Any]:
     url = conf.get("BROKER_URL")
     queue = conf.get("CELERY_QUEUE")
     claim_ttl = float(conf.get("CLAIM_TTL"))
+    batch_seconds = float(conf.get("WORKER_BATCH_SECONDS"))
     visibility = float(conf.get("BROKER_VISIBILITY_TIMEOUT"))
     if is_redis(url):
         transport_options = {
             # A message taken but not acknowledged (its worker was killed) goes
             # back to the queue after this long. It must outlast every task (the
-            # time limit below is the claim TTL) and every countdown (capped at
+            # time limit below is a batch's longest run) and every countdown (capped at
             # BROKER_MAX_COUNTDOWN, see notify.runtime.tasks.countdown_for), or a healthy
             # message would be handed to a second worker.
             "visibility_timeout": visibility,
@@ -108,11 +109,14 @@ def celery_config() -> dict[str, Any]:
         # holds few unacknowledged messages, and a long batch does not keep
         # others waiting behind it on a busy worker.
         "worker_prefetch_multiplier": 1,
-        # A task never outlives its claim: past the claim TTL another worker
-        # may claim the same rows, and this one's outcome would be refused anyway.
+        # A task never runs on past its batches: a batch starts no send after
+        # WORKER_BATCH_SECONDS and its last send ends within its channel's
+        # time-out, under a claim TTL (notify.W030); a task may run a suspect's
+        # batch of one before the others (notify.runtime.tasks). Its heartbeat
+        # keeps the claim meanwhile (notify.outbox.lease).
         # (Hard limit only, prefork pool: a soft limit's exception would be
         # taken for a provider error by dispatch's catch-all.)
-        "task_time_limit": claim_ttl,
+        "task_time_limit": batch_seconds + 2 * claim_ttl,
         # On a lost broker connection let running tasks finish: their claims
         # keep the database right, and the redelivered message finds nothing
         # left to claim. (Cancelling would abandon half-sent batches.)

@@ -1,13 +1,14 @@
 """System checks: bad configuration fails at start-up and says what to set.
 
 Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
-options, E009 no secret key. Production (``production_reasons``): E020 a user
+options, E009 no secret key, E070-E071 workflow settings. Production (``production_reasons``): E020 a user
 with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.) W010 links in messages to a host this service refuses.
 """
 
 import difflib
+from datetime import time
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.utils.module_loading import import_string
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
 from notify import conf
 from notify.registry import build_channel
+from rules.windows import WindowError, make_window
 
 
 @checks.register()
@@ -365,6 +367,40 @@ def check_webhook_credentials(app_configs=None, **kwargs):
                 "replies cannot be verified.",
                 hint="Set TWILIO_AUTH_TOKEN (the account's auth token signs every callback).",
                 id="notify.E022",
+            )
+        )
+    return errors
+
+
+@checks.register()
+def check_workflow_settings(app_configs=None, **kwargs):
+    """Workflows (issue 16): the runner's batch size and the working hours a
+    delay step waits for must be usable, or every such run would fail."""
+    errors = []
+    size = conf.get("WORKFLOW_BATCH_SIZE")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        errors.append(
+            checks.Error(
+                f"NOTIFY['WORKFLOW_BATCH_SIZE'] must be a whole number of at least 1, not {size!r}.",
+                id="notify.E070",
+            )
+        )
+    hours = conf.get("WORKFLOW_WORKING_HOURS")
+    try:
+        if not isinstance(hours, dict):
+            raise WindowError("expected a dict with 'days', 'from' and 'until'")
+        make_window(
+            hours.get("days", [0, 1, 2, 3, 4]),
+            time.fromisoformat(str(hours.get("from", "09:00"))),
+            time.fromisoformat(str(hours.get("until", "17:00"))),
+            "UTC",
+        )
+    except (WindowError, ValueError, TypeError) as exc:
+        errors.append(
+            checks.Error(
+                f"NOTIFY['WORKFLOW_WORKING_HOURS'] is not usable: {exc}.",
+                hint='e.g. {"days": [0, 1, 2, 3, 4], "from": "09:00", "until": "17:00"}',
+                id="notify.E071",
             )
         )
     return errors

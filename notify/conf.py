@@ -50,6 +50,18 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             0.5, "Untrusted templates and conditions are stopped past this many seconds."
         ),
         "SITE_URL": Setting("http://127.0.0.1:8000", "Absolute base URL of links in messages."),
+        "EMAIL_LAYOUT": Setting(
+            "default",
+            "The layout every email renders into: a folder of templates/layouts/ (or an "
+            "admin-edited layout of that name); a layout marked active in admin wins.",
+        ),
+        "EMAIL_BRAND_NAME": Setting("notify", "The brand name in the email layout's header."),
+        "EMAIL_BRAND_LOGO_URL": Setting(
+            "", "An absolute https URL of the logo in the email layout's header (none if empty)."
+        ),
+        "EMAIL_BRAND_COLOR": Setting(
+            "#3b5bdb", "The email layout's header and link colour, #rgb or #rrggbb."
+        ),
         "UNSUBSCRIBE_MAILTO": Setting(
             None,
             "An address that takes unsubscribe requests by mail: emails then carry "
@@ -67,10 +79,32 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         "FANOUT_CHUNK_SIZE": Setting(
             2000, "Recipients per fan-out chunk (one read and one insert per table)."
         ),
-        "WORKER_BATCH_SIZE": Setting(50, "Deliveries a worker claims per batch."),
+        "WORKER_BATCH_SIZE": Setting(
+            10,
+            "Deliveries a worker claims per batch (each is recorded as soon as it is sent; "
+            "small batches share slow providers' work among all threads).",
+        ),
+        "WORKER_BATCH_SECONDS": Setting(
+            60.0,
+            "Longest a batch may run: past it no new send starts, the rest goes back "
+            "to pending for any worker, and its claim is no longer extended.",
+        ),
+        "WORKFLOW_BATCH_SIZE": Setting(
+            500, "Workflow runs a runner claims and advances per batch (notify.workflows)."
+        ),
+        "WORKFLOW_WORKING_HOURS": Setting(
+            {"days": [0, 1, 2, 3, 4], "from": "09:00", "until": "17:00"},
+            "A workflow delay 'until the user's next working hours': weekdays (0 = Monday) "
+            "and wall-clock times in each user's time zone.",
+        ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
+        "WEB_THREADS": Setting(
+            8, "Threads serving requests in each web process (notify.project.asgi)."
+        ),
         "CLAIM_TTL": Setting(
-            120.0, "Seconds a claim lives unless its worker extends it (a dead worker's expire)."
+            120.0,
+            "Seconds a claim lives unless its worker extends it: a live worker's "
+            "heartbeat extends it every quarter of this, a dead worker's expires.",
         ),
         "POLL_INTERVAL": Setting(0.5, "Seconds between two polls of an idle worker."),
         "EAGER": Setting(
@@ -83,6 +117,11 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         # -- retries -----------------------------------------------------------------
         "MAX_ATTEMPTS": Setting(10, "Attempts in all before a delivery is dead."),
+        "MAX_WORKER_LOSSES": Setting(
+            3,
+            "Times a delivery may be in flight when its worker dies (killed, or crashed "
+            "on it) before it is dead with 'worker lost'; after the first it is sent alone.",
+        ),
         "RETRY_BASE_DELAY": Setting(120.0, "Seconds before the first retry."),
         "RETRY_FACTOR": Setting(2.0, "Growth factor of the delay between retries."),
         "RETRY_MAX_DELAY": Setting(6 * 3600.0, "Longest delay between two retries (seconds)."),
@@ -107,7 +146,21 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         # -- HTTP API ----------------------------------------------------------------
         "API_MAX_BODY_BYTES": Setting(256 * 1024, "Largest request body the events API reads."),
+        "API_MAX_BATCH_BODY_BYTES": Setting(
+            2 * 1024 * 1024,
+            "Largest body POST /api/v1/events/batch reads (below Django's "
+            "DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by default).",
+        ),
         "API_MAX_PAYLOAD_BYTES": Setting(64 * 1024, "Largest event payload (as JSON) accepted."),
+        # -- the embeddable bell (notify.api.feed, notify.inbox.tokens) -------------
+        "BELL_ALLOWED_ORIGINS": Setting(
+            [],
+            "Origins (scheme://host[:port]) whose pages may call the bell's feed API "
+            "with a signed token (CORS); empty: same origin only.",
+        ),
+        "BELL_TOKEN_MAX_AGE": Setting(
+            12 * 3600, "Seconds a bell token (notify.inbox.tokens.issue_token) stays valid."
+        ),
         # -- scheduler and retention -------------------------------------------------
         "RETENTION_DAYS": Setting(
             90, "Events, notifications and deliveries older than this are deleted (0: keep)."

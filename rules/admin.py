@@ -30,8 +30,14 @@ from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
 from .audit import AuditedAdminMixin, acting, record, restore, version_of
-from .forms import RuleForm, SignalBindingForm, model_field_map
-from .models import AuditEntry, ConfigRevision, Rule, SignalBinding
+from .forms import (
+    RuleForm,
+    SignalBindingForm,
+    WorkflowStepForm,
+    WorkflowStepFormSet,
+    model_field_map,
+)
+from .models import AuditEntry, ConfigRevision, Rule, SignalBinding, WorkflowStep
 from .portability import KINDS, serialize
 
 DEFAULT_PREVIEW_VIEW = "notify.admin.preview.rule_preview"
@@ -43,9 +49,30 @@ def pretty(value: Any) -> SafeString:
     return format_html('<pre style="{}">{}</pre>', PRE, text)
 
 
+class WorkflowStepInline(admin.StackedInline):
+    """The rule's workflow, in order: ↑/↓ move a step (the change form's script
+    renumbers the hidden positions); no steps: the rule sends on its channels."""
+
+    model = WorkflowStep
+    form = WorkflowStepForm
+    formset = WorkflowStepFormSet
+    extra = 0
+    ordering = ("position", "id")
+    verbose_name = "workflow step"
+    verbose_name_plural = "Workflow steps (empty: send on the rule's channels at once)"
+    classes = ("workflow-steps",)
+    fieldsets = (
+        (None, {"fields": ("position", ("kind", "condition"))}),
+        ("Channel step", {"fields": ("channels", "message")}),
+        ("Delay step", {"fields": (("delay_mode", "delay", "delay_until_path"),)}),
+        ("Batch step", {"fields": (("batch_window", "batch_key", "batch_max"),)}),
+    )
+
+
 @admin.register(Rule)
 class RuleAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = RuleForm
+    inlines = (WorkflowStepInline,)
     change_form_template = "admin/rules/rule/change_form.html"
     list_display = (
         "name",

@@ -78,16 +78,23 @@ class CompiledExpression:
         return value
 
 
-def compile_expression(source: str) -> CompiledExpression | None:
+def compile_expression(
+    source: str, names: tuple[str, ...] = CONDITION_NAMES
+) -> CompiledExpression | None:
     """Compile a value expression with the same checks as a condition."""
-    condition = compile_condition(source)
+    condition = compile_condition(source, names)
     if condition is None:
         return None
     return CompiledExpression(condition.source, condition._expression, condition._fast)
 
 
-def compile_condition(source: str) -> CompiledCondition | None:
-    """Compile ``source``; ``None`` for an empty condition (always true)."""
+def compile_condition(
+    source: str, names: tuple[str, ...] = CONDITION_NAMES
+) -> CompiledCondition | None:
+    """Compile ``source``; ``None`` for an empty condition (always true).
+
+    ``names``: the variables it may use (a workflow step's condition sees more
+    than a rule's: ``rules.workflow.STEP_CONDITION_NAMES``)."""
     source = (source or "").strip()
     if not source:
         return None
@@ -102,7 +109,7 @@ def compile_condition(source: str) -> CompiledCondition | None:
         raise ConditionError("the condition is nested too deeply") from exc
     try:
         check_tree(tree)
-        _env.check_source("{{ (" + source + ") }}", CONDITION_NAMES)
+        _env.check_source("{{ (" + source + ") }}", names)
     except TemplateCheckError as exc:
         raise ConditionError(str(exc)) from exc
     try:

@@ -26,9 +26,10 @@ from .bindings import (
 )
 from .conditions import ConditionError, compile_condition, compile_expression
 from .fallback import FallbackError, parse_fallback
-from .models import Rule, SignalBinding
+from .models import Rule, SignalBinding, WorkflowStep
 from .recipients import RecipientSpecError, parse_recipient_spec
 from .windows import DAY_NAMES, WindowError, make_window
+from .workflow import STEP_FIELDS, compile_step, compile_steps
 
 # Like an event type (``order.shipped``), with ``*`` allowed as any part.
 EVENT_TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9][a-z0-9_\-]*)(\.(\*|[a-z0-9_\-]+))*$")
@@ -298,6 +299,89 @@ class RuleForm(forms.ModelForm):
 
     def clean_channels(self) -> list[str]:
         return list(self.cleaned_data.get("channels") or [])
+
+
+# -- workflow steps --------------------------------------------------------------------------
+
+
+class WorkflowStepForm(forms.ModelForm):
+    """One step, checked alone (the formset checks the steps as a whole)."""
+
+    channels = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple(attrs={"class": "inline-days"})
+    )
+
+    class Meta:
+        model = WorkflowStep
+        fields = (
+            "position",
+            "kind",
+            "condition",
+            "channels",
+            "message",
+            "delay_mode",
+            "delay",
+            "delay_until_path",
+            "batch_window",
+            "batch_key",
+            "batch_max",
+        )
+        widgets = {
+            "condition": forms.Textarea(attrs={"rows": 2, "cols": 40}),
+            "batch_key": forms.TextInput(attrs={"size": 24}),
+            "position": forms.HiddenInput(attrs={"class": "step-position"}),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        configured = configured_channels()
+        current = list(self.initial.get("channels") or [])
+        self.fields["channels"].choices = [(a, a) for a in dict.fromkeys([*configured, *current])]
+        self.fields["position"].required = False
+
+    def clean_message(self) -> str:
+        value = (self.cleaned_data.get("message") or "").strip()
+        if value and not message_exists(value):
+            raise ValidationError(
+                "no message template '%(value)s' (available: %(available)s)",
+                code="unknown_message",
+                params={"value": value, "available": ", ".join(available_messages()) or "none"},
+            )
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        row = {name: cleaned.get(name) for name in STEP_FIELDS if name in cleaned}
+        unknown = sorted(set(row.get("channels") or ()) - set(configured_channels()))
+        if unknown:
+            self.add_error("channels", f"not configured: {', '.join(unknown)}")
+        try:
+            compile_step(row, int(cleaned.get("position") or 0))
+        except ValueError as exc:
+            raise ValidationError(str(exc).split(": ", 1)[-1]) from exc
+        return cleaned
+
+
+class WorkflowStepFormSet(forms.BaseInlineFormSet):
+    """The steps in the order shown, checked as a whole (``rules.workflow``):
+    a batch first, each channel in one step, at least one channel step."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        kept = [
+            form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        kept.sort(key=lambda form: form.cleaned_data.get("position") or 0)
+        for number, form in enumerate(kept):  # positions renumbered 0, 1, 2… as shown
+            form.instance.position = form.cleaned_data["position"] = number
+        try:
+            compile_steps([{**form.cleaned_data, "id": None} for form in kept])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
 
 # -- signal bindings ---------------------------------------------------------------------------

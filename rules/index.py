@@ -26,6 +26,7 @@ from .fastpath import UNDEFINED
 from .recipients import RecipientSpec, parse_recipient_spec
 from .throttle import ThrottleSpec, make_throttle
 from .windows import ActiveWindow, make_window
+from .workflow import STEP_FIELDS, CompiledStep, compile_steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class CompiledRule:
     dedup_window: timedelta | None = None
     fallback: tuple[tuple[str, str], ...] = ()
     active_window: ActiveWindow | None = None
+    # The workflow (``rules.workflow``); empty: the one-step rule it always was.
+    steps: tuple[CompiledStep, ...] = ()
 
 
 class RuleMatch(NamedTuple):
@@ -189,6 +192,7 @@ def compile_rule(row: dict[str, Any], memo: CompileMemo | None = None) -> Compil
             row.get("active_until"),
             row.get("active_timezone") or "UTC",
         ),
+        steps=compile_steps(row.get("steps") or ()),
     )
 
 
@@ -239,6 +243,19 @@ RULE_FIELDS = (
 )
 
 
+def attach_steps(rows: list[dict[str, Any]]) -> None:
+    """Each rule row gets its workflow step rows under ``steps`` (one query)."""
+    from .models import WorkflowStep  # the models need the app registry; this module does not
+
+    by_rule: dict[int, list[dict[str, Any]]] = {}
+    ids = [row["id"] for row in rows]
+    if ids:
+        for step in WorkflowStep.objects.filter(rule_id__in=ids).values(*STEP_FIELDS):
+            by_rule.setdefault(step["rule_id"], []).append(step)
+    for row in rows:
+        row["steps"] = by_rule.get(row["id"], [])
+
+
 class RuleIndexCache:
     """One compiled index per process, refreshed when the revision moves."""
 
@@ -263,7 +280,8 @@ class RuleIndexCache:
             revision = ConfigRevision.current("rules")
             self._checked_at = time.monotonic()
             if self._index is None or revision != self._revision:
-                rows = Rule.objects.filter(is_active=True).values(*RULE_FIELDS)
+                rows = list(Rule.objects.filter(is_active=True).values(*RULE_FIELDS))
+                attach_steps(rows)
                 memo = CompileMemo(self._compiled)
                 self._index = build_index(rows, memo)
                 self._compiled = memo.current

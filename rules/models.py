@@ -286,3 +286,65 @@ class DedupRecord(models.Model):
 
     def __str__(self) -> str:
         return f"rule {self.rule_id} key {self.key_text!r} (event {self.event_id})"
+
+
+class WorkflowStep(models.Model):
+    """One step of a rule's workflow, in ``position`` order (``rules.workflow``).
+
+    A rule without steps is the one-step workflow it always was: its channels
+    at once (or after its delay), with no run rows. A rule with steps makes one
+    ``notify.WorkflowRun`` per (event, rule, user), or per open batch, that the
+    runner advances step by step (``notify.workflows``).
+    """
+
+    class Kind(models.TextChoices):
+        CHANNEL = "channel", "send on channels"
+        DELAY = "delay", "wait"
+        BATCH = "batch", "collect into one notification"
+
+    class DelayMode(models.TextChoices):
+        FIXED = "fixed", "a fixed time"
+        PAYLOAD = "payload", "until a time from the payload"
+        WORKING_HOURS = "working_hours", "until the user's next working hours"
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHANNEL)
+    condition = models.TextField(
+        blank=True,
+        help_text="Evaluated when the step runs; false skips the step. Sees payload, event, "
+        "actor, seen, read, clicked, delivered, opened, prefs, category, batch "
+        "(e.g. not read and category.critical).",
+    )
+    channels = models.JSONField(default=list, blank=True, help_text="Channel steps: the aliases.")
+    message = models.SlugField(
+        max_length=100, blank=True, help_text="Channel steps: the template; empty: the rule's."
+    )
+    delay_mode = models.CharField(
+        max_length=15, choices=DelayMode.choices, default=DelayMode.FIXED, blank=True
+    )
+    delay = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="Delay steps: how long (fixed), or the offset added to the payload time.",
+    )
+    delay_until_path = models.CharField(
+        max_length=200, blank=True, help_text="Delay steps: payload path of an ISO date-time."
+    )
+    batch_window = models.DurationField(
+        null=True, blank=True, help_text="Batch steps: how long events are collected."
+    )
+    batch_key = models.TextField(
+        blank=True,
+        help_text="Batch steps: an expression over payload, event and actor "
+        "(e.g. payload.document_id); events with the same key for the same user join one batch.",
+    )
+    batch_max = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Batch steps: a full batch is sent at once; empty: no cap."
+    )
+
+    class Meta:
+        ordering = ["rule", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"step {self.position + 1} ({self.kind}) of {self.rule}"

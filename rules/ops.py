@@ -1,5 +1,5 @@
-"""The "ops" permission group: edits rules, signal bindings, categories and
-message templates, reads the audit log, and nothing else.
+"""The "ops" permission group: edits rules (and their workflow steps), signal bindings, categories and
+message templates, reads the audit log and workflow runs, and nothing else.
 
 Created by the data migration ``rules.0004_ops_group`` and reset with
 ``python manage.py notify ops-group`` (idempotent: the group ends up with
@@ -17,6 +17,8 @@ CRUD = ("add", "change", "delete", "view")
 OPS_PERMISSIONS: tuple[tuple[str, str, str], ...] = (
     *(("rules", "rule", action) for action in CRUD),
     *(("rules", "signalbinding", action) for action in CRUD),
+    *(("rules", "workflowstep", action) for action in CRUD),
+    ("notify", "workflowrun", "view"),
     ("rules", "auditentry", "view"),
     *(("notify", "category", action) for action in CRUD),
     *(("notify", "messagetemplate", action) for action in CRUD),

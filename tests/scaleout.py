@@ -76,7 +76,6 @@ def process_env(
     overrides: dict[str, Any] | None = None,
     provider_timeout: float = 5.0,
     kill_on: str = "",
-    breaker_threshold: int | None = None,
 ) -> dict[str, str]:
     drop = {
         "NOTIFY_EMAIL_BACKEND",
@@ -101,7 +100,6 @@ def process_env(
         NOTIFY_TEST_PROVIDER_URL=provider_url,
         NOTIFY_TEST_PROVIDER_TIMEOUT=str(provider_timeout),
         NOTIFY_TEST_KILL_ON=kill_on,
-        NOTIFY_TEST_BREAKER_THRESHOLD=str(breaker_threshold or ""),
         NOTIFY_TEST_OVERRIDES=json.dumps(overrides or {}),
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         PYTHONUNBUFFERED="1",

@@ -27,14 +27,6 @@ NOTIFY = {
                 "URL": os.environ.get("NOTIFY_TEST_PROVIDER_URL", "http://127.0.0.1:9/deliver"),
                 "TIMEOUT": float(os.environ.get("NOTIFY_TEST_PROVIDER_TIMEOUT", "5")),
                 "KILL_ON": os.environ.get("NOTIFY_TEST_KILL_ON", ""),
-                # A test of retries under faults sets it high, so the host's
-                # circuit breaker (tested in tests/delivery/test_pacing_and_breakers.py)
-                # does not hold the work back past the test's wait.
-                **(
-                    {"FAILURE_THRESHOLD": int(os.environ["NOTIFY_TEST_BREAKER_THRESHOLD"])}
-                    if os.environ.get("NOTIFY_TEST_BREAKER_THRESHOLD")
-                    else {}
-                ),
             },
         },
     },

@@ -142,8 +142,8 @@ def test_an_inherited_declaration_covers_subclasses(settings):
     assert error.id == "notify.E008"
     assert "'SECRET'" in error.msg
     assert (
-        "Valid options: ALLOWED_HOSTS, ALLOW_HTTP, CACHE, COOL_DOWN, FAILURE_THRESHOLD, TIMEOUT."
-        in error.msg
+        "Valid options: ALLOWED_HOSTS, ALLOW_HTTP, CACHE, COOL_DOWN, FAILURE_RATE, FAILURE_THRESHOLD,"
+        " MINIMUM_CALLS, TIMEOUT, WINDOW." in error.msg
     )
 
 

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # README, "Production checklist": PostgreSQL (never reached by the checks), a
 # real SMTP mailer, https everywhere.
 PRODUCTION = {
-    "DATABASE_URL": "postgres://notify:secret@127.0.0.1:1/notify",
+    # A reachable server, as in production: the demo-password check (notify.E020)
+    # queries it, and an unreachable one makes the connection pool log warnings.
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
     "DJANGO_SECRET_KEY": "x7Jq-2mZ_pV9rL4tN8wB1cK6yH3dF0sG5aE-uR7iO2nM9lQ4vT8jW1xC6bY3zP0e",
     "DJANGO_ALLOWED_HOSTS": "notify.example.com",
     "DJANGO_CSRF_TRUSTED_ORIGINS": "https://notify.example.com",

@@ -32,7 +32,7 @@ def import_settings(var_dir: Path, **environ: str) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("NOTIFY_", "DJANGO_", "TWILIO_", "SLACK_"))
+        if not k.startswith(("NOTIFY_", "DJANGO_", "TWILIO_", "SLACK_", "FCM_", "APNS_"))
         and k not in {"DATABASE_URL", "PYTEST_VERSION"}  # as outside a test run
     }
     env.update(NOTIFY_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="notify.project.settings")
@@ -162,6 +162,17 @@ def test_every_channel_and_the_worker_knobs_come_from_the_environment(tmp_path):
         NOTIFY_DISCORD_WEBHOOKS="1",
         NOTIFY_APPRISE="1",
         NOTIFY_APPRISE_SCHEMES="ntfys, tgram",
+        NOTIFY_WECOM_ROBOTS="1",
+        NOTIFY_DINGTALK_ROBOTS="1",
+        NOTIFY_FEISHU_ROBOTS="1",
+        NOTIFY_WEBPUSH_VAPID_PRIVATE_KEY_FILE="/run/secrets/vapid.pem",
+        NOTIFY_WEBPUSH_VAPID_SUBJECT="mailto:ops@example.com",
+        FCM_CREDENTIALS_FILE="/run/secrets/firebase.json",
+        APNS_KEY_FILE="/run/secrets/AuthKey.p8",
+        APNS_KEY_ID="ABC123DEFG",
+        APNS_TEAM_ID="DEF123GHIJ",
+        APNS_TOPIC="com.example.app",
+        APNS_BASE_URL="https://api.sandbox.push.apple.com",
         NOTIFY_WEBHOOK_SECRET="s3cret",
         NOTIFY_WEBHOOK_TIMEOUT="3",
         NOTIFY_WEBHOOK_ALLOWED_HOSTS="hooks.example.com,.example.org",
@@ -177,8 +188,24 @@ def test_every_channel_and_the_worker_knobs_come_from_the_environment(tmp_path):
     assert whatsapp["OPTIONS"]["FROM"] == "+15550002222"
     assert whatsapp["OPTIONS"]["ACCOUNT_SID"] == "AC1"
     assert channels["chat"]["OPTIONS"] == {"BOT_TOKEN": "xoxb-1", "TIMEOUT": 4.0}
-    for alias in ("slack_webhook", "teams", "discord"):
+    for alias in ("slack_webhook", "teams", "discord", "wecom", "dingtalk", "feishu"):
         assert channels[alias]["OPTIONS"] == {"TIMEOUT": 3.0}  # providers' own hosts
+    assert channels["dingtalk"]["BACKEND"] == "channels.robots.DingTalkRobotChannel"
+    assert channels["browser"] == {
+        "BACKEND": "channels.webpush.WebPushChannel",
+        "OPTIONS": {
+            "VAPID_PRIVATE_KEY_FILE": "/run/secrets/vapid.pem",
+            "VAPID_SUBJECT": "mailto:ops@example.com",
+        },
+    }
+    assert channels["fcm"]["OPTIONS"] == {"CREDENTIALS_FILE": "/run/secrets/firebase.json"}
+    assert channels["apns"]["OPTIONS"] == {
+        "KEY_FILE": "/run/secrets/AuthKey.p8",
+        "KEY_ID": "ABC123DEFG",
+        "TEAM_ID": "DEF123GHIJ",
+        "TOPIC": "com.example.app",
+        "BASE_URL": "https://api.sandbox.push.apple.com",
+    }
     hosts = ["hooks.example.com", ".example.org"]
     assert channels["apprise"]["OPTIONS"] == {
         "TIMEOUT": 3.0,

@@ -1,3 +1,7 @@
 """Admin for ops: the configuration they edit and the records they read."""
 
-from notify.admin import site  # noqa: F401 - registers the ModelAdmins
+from notify.admin import (  # noqa: F401 - each registers its ModelAdmins
+    layouts,
+    site,
+    workflows,
+)

@@ -4,11 +4,11 @@ Templates are untrusted code: ``MessageTemplateForm`` checks and trial-renders
 each one against its sample payload at save time, so a template that saves is
 one the workers can render, and a refused one says why and on which line.
 
-An email body (``email.txt``, ``email.html``) that ops write must carry the
-footer every non-critical email promises: ``{{ unsubscribe_url }}`` and
-``{{ settings_url }}`` ("manage preferences"). One without them is refused at
-save time (admin and ``notify import``) with a message that says what to add;
-the layout adds nothing behind the author's back, so the preview is what is sent.
+An email body (``email.txt``, ``email.html``) is the message only: every email
+renders into the email layout (``notify.delivery.layouts``), which carries the
+footer every non-critical email promises (``{{ unsubscribe_url }}`` and
+``{{ settings_url }}``); a layout without them is refused at save time
+(``notify.admin.layouts``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
-from jinja2 import Environment, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError, TemplateError
 
 from notify import conf
@@ -73,28 +73,6 @@ def template_error_message(exc: BaseException) -> str:
     return f"line {line}: {message}" if line else message
 
 
-# Links every email body must show (README, "Unsubscribe and the footer").
-EMAIL_FOOTER_LINKS = {
-    "unsubscribe_url": "{{ unsubscribe_url }} (one-click unsubscribe; empty for critical "
-    "categories, so it may sit in {% if unsubscribe_url %}…{% endif %})",
-    "settings_url": "{{ settings_url }} (manage preferences)",
-}
-EMAIL_BODY_PARTS = (MessageTemplate.Part.EMAIL_TEXT, MessageTemplate.Part.EMAIL_HTML)
-
-
-def missing_footer_links(part: str, body: str) -> list[str]:
-    """The footer links an email body ``part`` does not use (none for other parts).
-    A digest signs one unsubscribe link per category, so ``group.unsubscribe_url``
-    counts as the unsubscribe link too."""
-    if part not in EMAIL_BODY_PARTS:
-        return []
-    tree = Environment(autoescape=True).parse(body)
-    used = meta.find_undeclared_variables(tree)
-    if any(node.attr == "unsubscribe_url" for node in tree.find_all(nodes.Getattr)):
-        used.add("unsubscribe_url")
-    return [name for name in EMAIL_FOOTER_LINKS if name not in used]
-
-
 def check_template(part: str, body: str, sample_payload: dict[str, Any]) -> str:
     """Return the rendered preview or raise ``ValidationError`` for ``body``."""
     if len(body) > MAX_TEMPLATE_SOURCE:
@@ -102,16 +80,7 @@ def check_template(part: str, body: str, sample_payload: dict[str, Any]) -> str:
             f"the template is {len(body)} characters long; the limit is {MAX_TEMPLATE_SOURCE}."
         )
     try:
-        preview = validate_template_source(part, body, sample_payload)
-        missing = missing_footer_links(part, body)
-        if missing:
-            raise ValidationError(
-                "every email must show its unsubscribe and manage-preferences links: add "
-                + " and ".join(EMAIL_FOOTER_LINKS[name] for name in missing)
-                + " to the footer.",
-                code="missing_footer",
-            )
-        return preview
+        return validate_template_source(part, body, sample_payload)
     except TemplateError as exc:
         raise ValidationError(template_error_message(exc), code="invalid_template") from exc
     except RecursionError as exc:  # the parser recurses once per nesting level

@@ -48,6 +48,8 @@ from notify.models import Delivery, Event, Notification
 from notify.preferences.decide import decide
 from notify.preferences.masking import can_see_personal_data, mask_address, mask_data, mask_text
 from notify.registry import describe
+from notify.workflows.timeline import ENGAGEMENTS, Timeline, build_timeline
+from rules.index import RULE_FIELDS, attach_steps, compile_rule
 from rules.models import Rule
 
 
@@ -144,9 +146,26 @@ class PreviewForm(forms.Form):
         max_length=200,
         help_text="What the event is about (app_label.model:pk), for 'followers'.",
     )
+    # The workflow timeline (rules with steps): one user, simulated engagement.
+    timeline_user = forms.IntegerField(
+        required=False, min_value=1, help_text="Workflows: the user whose timeline to show."
+    )
+    engagement = forms.ChoiceField(
+        required=False,
+        choices=[("", "no engagement"), *((k, k) for k in ENGAGEMENTS)],
+        help_text="Workflows: simulate that the user did this…",
+    )
+    engagement_minutes = forms.FloatField(
+        required=False, min_value=0, help_text="…this many minutes after the event."
+    )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        user = cleaned.get("timeline_user")
+        if user and not get_user_model().objects.filter(pk=user).exists():
+            self.add_error("timeline_user", f"There is no user #{user}.")
+        if cleaned.get("engagement") and cleaned.get("engagement_minutes") is None:
+            self.add_error("engagement_minutes", "Say when (minutes after the event).")
         if cleaned.get("source") == "event":
             if not cleaned.get("event"):
                 self.add_error("event", "Pick a stored event (its id).")
@@ -199,6 +218,29 @@ class PreviewForm(forms.Form):
         )
 
 
+def rule_timeline(rule: Rule, event: Event, data: dict[str, Any]) -> Timeline | None:
+    """The workflow timeline of ``rule`` for the chosen user (rules with steps;
+    compiled from the rule's rows, so an inactive rule previews too)."""
+    if not data.get("timeline_user"):
+        return None
+    row = Rule.objects.filter(pk=rule.pk).values(*RULE_FIELDS).first()
+    if row is None:
+        return None
+    rows = [row]
+    attach_steps(rows)
+    if not rows[0]["steps"]:
+        return None
+    compiled = compile_rule(rows[0])
+    return build_timeline(
+        compiled,
+        event,
+        data["timeline_user"],
+        engagement=data.get("engagement") or "",
+        minutes=data.get("engagement_minutes"),
+        now=event.received_at or timezone.now(),
+    )
+
+
 def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResponse:
     """The "Preview / dry run" page of one rule. Reading only: a GET with the
     form's fields runs the preview."""
@@ -222,11 +264,13 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
     # A link runs a preview with a few fields; the others keep their defaults.
     data = {**{k: str(v) for k, v in initial.items()}, **request.GET.dict()} if submitted else None
     form = PreviewForm(data, initial=initial)
-    preview = None
+    preview = timeline = None
     if submitted and form.is_valid():
-        preview = preview_event(form.build_event(), focus=rule)
+        event = form.build_event()
+        preview = preview_event(event, focus=rule)
         if not personal:
             mask_preview(preview)
+        timeline = rule_timeline(rule, event, form.cleaned_data)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.model._meta,
@@ -234,6 +278,8 @@ def rule_preview(model_admin: Any, request: HttpRequest, rule: Rule) -> HttpResp
         "title": f"Preview: {rule.name}",
         "form": form,
         "preview": preview,
+        "timeline": timeline,
+        "steps": list(rule.steps.all()) if rule.pk else [],
         "recent": recent,
         "shown_recipients": SHOWN_RECIPIENTS,
         "counted_recipients": COUNTED_RECIPIENTS,

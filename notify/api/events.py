@@ -25,11 +25,12 @@ from notify import conf
 from notify.api.auth import api_key_required
 from notify.api.errors import ApiError, api_view, field_error, from_pydantic, invalid
 from notify.api.ratelimit import limited_per_address, limited_per_key
+from notify.api.runs import run_json
 from notify.api.schemas import EventIn, json_size, read_json_body
 from notify.fanout.payload import to_json
 from notify.intake.scheduled import EventNotFound, NotCancellable, cancel
 from notify.intake.trigger import IdempotencyKeyReused, request_fingerprint, trigger
-from notify.models import Delivery, Event, Notification
+from notify.models import Delivery, Event, Notification, WorkflowRun
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX = 255
@@ -146,7 +147,11 @@ def event_detail(request: HttpRequest, event_id: int) -> JsonResponse:
                 queryset=Notification.objects.select_related("category")
                 .prefetch_related(deliveries)
                 .order_by("pk"),
-            )
+            ),
+            Prefetch(
+                "workflow_runs",
+                queryset=WorkflowRun.objects.prefetch_related("log").order_by("pk"),
+            ),
         )
         .first()
     )
@@ -180,6 +185,7 @@ def cancel_event(request: HttpRequest, idempotency_key: str) -> JsonResponse:
             "status": result.event.status,
             "event_cancelled": result.event_cancelled,
             "deliveries_cancelled": result.deliveries_cancelled,
+            "runs_cancelled": result.runs_cancelled,
         }
     )
 
@@ -197,6 +203,8 @@ def event_json(event: Event) -> dict[str, Any]:
         "processed_at": event.processed_at,
         "error": event.error,
         "notifications": [notification_json(n) for n in event.notifications.all()],
+        # Workflows (rules with steps): each run with the steps it took.
+        "runs": [run_json(run) for run in event.workflow_runs.all()],
     }
 
 
@@ -207,6 +215,10 @@ def notification_json(notification: Notification) -> dict[str, Any]:
         "rule": notification.rule_id,
         "category": notification.category.key,
         "created_at": notification.created_at,
+        "seen_at": notification.seen_at,
+        "read_at": notification.read_at,
+        "clicked_at": notification.clicked_at,
+        "opened_at": notification.opened_at,
         "deliveries": [delivery_json(d) for d in notification.deliveries.all()],
     }
 

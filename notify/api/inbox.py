@@ -17,6 +17,7 @@ from notify.api.errors import ApiError, api_view, from_pydantic
 from notify.api.schemas import InboxQuery
 from notify.inbox import store
 from notify.models import Notification
+from notify.outbox.engagement import mark_seen
 
 
 def item_json(item: Notification) -> dict[str, Any]:
@@ -73,6 +74,7 @@ def inbox_list(request: HttpRequest) -> JsonResponse:
     start = (query.page - 1) * query.page_size
     page = list(items[start : start + query.page_size]) if start < count else []
     entries = store.collapse(user_id, page)
+    mark_seen(item.pk for item in page)  # listed to the user's app: a workflow's "seen"
     return JsonResponse(
         {
             "unread_count": store.unread_count(user_id),

@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from notify.api import openapi_feed
+from notify.api.batch import MAX_EVENTS, BatchEventIn
 from notify.api.errors import api_view
 from notify.api.schemas import EventIn, InboxQuery
 from notify.pages.prefs_schema import json_schemas as preference_schemas
@@ -72,6 +74,45 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         ),
         "required": ["id", "status", "type", "received_at"],
     },
+    "BatchIn": {
+        **obj(
+            "Up to 1,000 events stored in one transaction.",
+            events={
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_EVENTS,
+                "items": ref("BatchEventIn"),
+            },
+        ),
+        "required": ["events"],
+        "additionalProperties": False,
+    },
+    "BatchResult": {
+        **obj(
+            "What became of one item, at its index: accepted (stored), duplicate "
+            "(its idempotency_key was seen with the same request: the first event's "
+            "id) or error (nothing stored for it; errors name the fields, e.g. "
+            "events[3].type).",
+            index=INTEGER,
+            status={"enum": ["accepted", "duplicate", "error"]},
+            id={**INTEGER, "description": "The event (accepted or duplicate)."},
+            error={"enum": ["invalid_request", "idempotency_key_reused"]},
+            message=STRING,
+            errors={"type": "array", "items": ref("FieldError")},
+        ),
+        "required": ["index", "status"],
+    },
+    "BatchAccepted": {
+        **obj(
+            "One result per item, in the order sent; invalid items do not keep "
+            "the valid ones from being stored.",
+            accepted=INTEGER,
+            duplicate=INTEGER,
+            error=INTEGER,
+            results={"type": "array", "items": ref("BatchResult")},
+        ),
+        "required": ["accepted", "duplicate", "error", "results"],
+    },
     "EventCancelled": obj(
         "What the cancellation changed. Cancelling again changes nothing and says so.",
         id=INTEGER,
@@ -84,6 +125,39 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
             **INTEGER,
             "description": "Deliveries not yet sent that were cancelled (fanned-out events).",
         },
+        runs_cancelled={
+            **INTEGER,
+            "description": "Workflow runs of the event that were stopped.",
+        },
+    ),
+    "WorkflowStep": obj(
+        "One step a run took, and why.",
+        step={**INTEGER, "description": "The step's number in the rule's workflow (1-based)."},
+        kind={"enum": ["channel", "delay", "batch", "cancel", "rule", "user"]},
+        decision={"enum": ["sent", "skipped", "waited", "collected", "cancelled", "failed"]},
+        reason=STRING,
+        at=DATETIME,
+        until=nullable(DATETIME),
+        deliveries={
+            "type": "array",
+            "description": "[channel, status] of each delivery a channel step wrote.",
+            "items": {"type": "array", "items": STRING},
+        },
+    ),
+    "WorkflowRun": obj(
+        "A rule's workflow for one recipient (or one batch).",
+        id=INTEGER,
+        rule=INTEGER,
+        user=INTEGER,
+        batch_key=STRING,
+        state={"enum": ["waiting", "running", "done", "cancelled", "failed"]},
+        next_step=INTEGER,
+        due_at=nullable(DATETIME),
+        reason=STRING,
+        notification=nullable(INTEGER),
+        created_at=DATETIME,
+        finished_at=nullable(DATETIME),
+        steps={"type": "array", "items": ref("WorkflowStep")},
     ),
     "Event": obj(
         id=INTEGER,
@@ -97,6 +171,7 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         processed_at=nullable(DATETIME),
         error=STRING,
         notifications={"type": "array", "items": ref("Notification")},
+        runs={"type": "array", "items": ref("WorkflowRun")},
     ),
     "Notification": obj(
         "One (event, rule, user).",
@@ -105,6 +180,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
         rule=nullable(INTEGER),
         category={**STRING, "description": "The category key."},
         created_at=DATETIME,
+        seen_at=nullable(DATETIME),
+        read_at=nullable(DATETIME),
+        clicked_at=nullable(DATETIME),
+        opened_at=nullable(DATETIME),
         deliveries={"type": "array", "items": ref("Delivery")},
     ),
     "Delivery": obj(
@@ -421,6 +500,34 @@ def paths() -> dict[str, Schema]:
                 },
             }
         },
+        f"{PREFIX}/events/batch": {
+            "post": {
+                "operationId": "createEvents",
+                "summary": "Store up to 1,000 events in one request, with a result per event.",
+                "description": "Each item is the body of POST /api/v1/events plus an "
+                "optional idempotency_key (shared with the Idempotency-Key header's). A "
+                "request that is wrong as a whole (not a list, empty, over 1,000 items, an "
+                "item that is not an object, one key twice) is a 400 and stores nothing; "
+                "an invalid item is answered with its error and the others are stored. "
+                "One transaction: every item answered accepted is stored. A batch counts "
+                "as one request against the rate limits.",
+                "tags": ["events"],
+                "security": BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref("BatchIn")}},
+                },
+                "responses": {
+                    "200": ok("One result per item.", "BatchAccepted"),
+                    "400": use("BadRequest"),
+                    "401": use("Unauthorized"),
+                    "405": use("MethodNotAllowed"),
+                    "409": error("Collided with concurrent changes on every try: send again."),
+                    "413": error("The body is over API_MAX_BATCH_BODY_BYTES."),
+                    "415": error("The body is not application/json (UTF-8)."),
+                },
+            }
+        },
         f"{PREFIX}/events/{{event_id}}": {
             "get": {
                 "operationId": "getEvent",
@@ -440,6 +547,31 @@ def paths() -> dict[str, Schema]:
                     "401": use("Unauthorized"),
                     "404": use("NotFound"),
                     "405": use("MethodNotAllowed"),
+                },
+            }
+        },
+        f"{PREFIX}/runs/{{run_id}}/cancel": {
+            "post": {
+                "operationId": "cancelRun",
+                "summary": "Stop a workflow run of an event sent with this key.",
+                "description": "No step of the run runs again; its deliveries still "
+                "waiting (delayed, held) are cancelled.",
+                "tags": ["events"],
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "run_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                ],
+                "responses": {
+                    "200": ok("The run, cancelled.", "WorkflowRun"),
+                    "401": use("Unauthorized"),
+                    "404": use("NotFound"),
+                    "405": use("MethodNotAllowed"),
+                    "409": error("The run has ended."),
                 },
             }
         },
@@ -529,7 +661,7 @@ def paths() -> dict[str, Schema]:
 def request_schemas() -> dict[str, Schema]:
     """The request models' JSON Schemas, nested definitions hoisted to components."""
     schemas: dict[str, Schema] = {}
-    for model in (EventIn,):
+    for model in (EventIn, BatchEventIn):
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -556,11 +688,17 @@ def document() -> dict[str, Any]:
             "user's in-app inbox. Every error body is "
             '{"error": code, "message": text}.',
         },
-        "paths": with_rate_limits(paths()),
+        "paths": with_rate_limits({**paths(), **openapi_feed.paths(PREFIX)}),
         "components": {
-            "schemas": {**request_schemas(), **preference_schemas(), **RESPONSE_SCHEMAS},
+            "schemas": {
+                **request_schemas(),
+                **preference_schemas(),
+                **RESPONSE_SCHEMAS,
+                **openapi_feed.SCHEMAS,
+            },
             "responses": RESPONSES,
             "securitySchemes": {
+                **openapi_feed.SECURITY_SCHEMES,
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",

@@ -31,7 +31,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +47,12 @@ from notify.api.errors import ApiError, View
 log = logging.getLogger("notify.api.ratelimit")
 
 PREFIX = "notify:api-bucket:"
-LOCK_WAIT = 1.0  # seconds: a burst of concurrent requests queues, it is not refused
+LOCK_WAIT = 5.0  # seconds: a burst of concurrent requests queues, it is not refused
+# Threads of one process queue on a local lock first (cheap, fair enough), so
+# only one of them at a time polls the cache lock that serialises processes:
+# 50 threads spinning on ``cache.add`` starved each other past LOCK_WAIT on a
+# loaded host and legitimate requests got 429s.
+_LOCAL_LOCKS = [threading.Lock() for _ in range(64)]
 LOCK_TIMEOUT = 2  # seconds a crashed holder can keep a bucket locked
 
 
@@ -73,6 +80,18 @@ def take(bucket: str, rate: Rate, *, now: float | None = None) -> float | None:
     key = PREFIX + bucket
     lock = key + ":lock"
     deadline = time.monotonic() + LOCK_WAIT
+    local = _LOCAL_LOCKS[zlib.crc32(key.encode()) % len(_LOCAL_LOCKS)]
+    if not local.acquire(timeout=LOCK_WAIT):
+        return 1.0
+    try:
+        return _take_locked(key, lock, rate, deadline, now)
+    finally:
+        local.release()
+
+
+def _take_locked(
+    key: str, lock: str, rate: Rate, deadline: float, now: float | None
+) -> float | None:
     try:
         while not cache.add(lock, 1, timeout=LOCK_TIMEOUT):
             if time.monotonic() > deadline:

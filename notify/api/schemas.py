@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
@@ -135,6 +135,26 @@ class InboxQuery(BaseModel):
     unread: bool = Field(default=False, description="Only unread items.")
 
 
+class FeedQuery(BaseModel):
+    """The query string of ``GET /api/v1/inbox/feed`` (lax: query values are strings)."""
+
+    model_config = ConfigDict(extra="forbid", title="FeedQuery")
+
+    cursor: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The next_cursor of the previous page; leave out for the first page.",
+    )
+    limit: int = Field(default=20, ge=1, le=100, description="Items per page.")
+    unread: bool = Field(default=False, description="Only unread items.")
+    archived: Literal["false", "true", "all"] = Field(
+        default="false", description="false: not archived (default); true: only archived; all."
+    )
+    category: str | None = Field(
+        default=None, max_length=100, description="Only items of this category (its key)."
+    )
+
+
 # -- reading a JSON body ------------------------------------------------------------
 
 
@@ -149,7 +169,7 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def read_json_body(request: HttpRequest) -> dict[str, Any]:
+def read_json_body(request: HttpRequest, limit: int | None = None) -> dict[str, Any]:
     """The request's JSON object, or an ``ApiError`` (415, 413 or 400).
 
     The declared length is checked before the body is read, the real length
@@ -165,7 +185,7 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
     charset = request.content_params.get("charset", "utf-8").lower()
     if charset not in {"utf-8", "utf8"}:
         raise ApiError(415, "unsupported_media_type", "The body must be encoded as UTF-8.")
-    limit = conf.get("API_MAX_BODY_BYTES")
+    limit = conf.get("API_MAX_BODY_BYTES") if limit is None else limit
     declared = request.headers.get("Content-Length") or "0"
     if not (declared.isascii() and declared.isdigit()):
         raise field_error("Content-Length", "not a number of bytes")

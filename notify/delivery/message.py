@@ -20,9 +20,11 @@ from jinja2.exceptions import TemplateError
 
 from channels.base import OutgoingMessage
 from notify import conf
+from notify.delivery.batch import batch_context, single_batch
 from notify.delivery.rendering import template_store
 from notify.fanout.context import actor_context, event_context
-from notify.models import Delivery, Event, Notification
+from notify.models import Delivery, Event, Notification, WorkflowRun
+from notify.outbox.engagement import click_url
 from notify.preferences.one_click import UnsubscribeScope, email_headers, unsubscribe_url
 
 
@@ -40,10 +42,18 @@ def render_context(delivery: Delivery, unsubscribe: str = "") -> dict[str, Any]:
     notification = delivery.notification
     event = notification.event
     site = conf.get("SITE_URL").rstrip("/")
+    actor = actor_context(event.actor)
+    target = event.payload.get("url") if isinstance(event.payload, dict) else None
+    target = target if isinstance(target, str) and target else f"{site}/inbox/"
     return {
+        # The event's link (else the inbox) through the signed click redirect:
+        # a click is recorded and marks the notification read everywhere.
+        "click_url": click_url(notification.pk, target) if notification.pk else target,
+        # One event is a batch of one (a batched workflow's message replaces it).
+        "batch": single_batch(event.payload, actor, event.pk),
         "payload": event.payload,
         "event": event_context(event),
-        "actor": actor_context(event.actor),
+        "actor": actor,
         "recipient": recipient_context(notification.user),
         "category": {"key": notification.category.key, "name": notification.category.name},
         "notification": {"id": notification.pk},
@@ -97,7 +107,11 @@ def build_message(
         raise TemplateError("the rule that made this notification was deleted")
     unsubscribe = unsubscribe_link(delivery, message_format)
     context = render_context(delivery, unsubscribe)
-    parts = template_store.render(rule.message, message_format, context, locale)
+    if delivery.template:  # a workflow's channel step: its template, and its batch if any
+        context["batch"] = workflow_batch(notification.pk) or context["batch"]
+    parts = template_store.render(
+        delivery.template or rule.message, message_format, context, locale
+    )
     event = event_data(notification.event)
     url = event["data"].get("url")
     extra: dict[str, Any] = {
@@ -119,6 +133,17 @@ def build_message(
         headers=email_headers(unsubscribe) if unsubscribe else {},
         extra=extra,
     )
+
+
+def workflow_batch(notification_id: int) -> dict[str, Any] | None:
+    """The ``batch`` of the workflow run that made this notification (one event
+    and no others when it was not batched)."""
+    run_ids = list(
+        WorkflowRun.objects.filter(notification_id=notification_id)
+        .exclude(batch_key="")
+        .values_list("pk", flat=True)[:1]
+    )
+    return batch_context(run_ids).get(run_ids[0]) if run_ids else None
 
 
 def unread_inbox_count(user_id: int) -> int:

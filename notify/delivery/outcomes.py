@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.utils import timezone
 
@@ -128,12 +128,42 @@ def send_one(
     )
 
 
+class _Recorded(NamedTuple):
+    """A message already sent to a queuing channel, as its outcome recorded it."""
+
+    record: dict
+
+    def as_record(self) -> dict:
+        return self.record
+
+
+def flush_queued(
+    channel: Channel, outcomes: list[Outcome], first: int, policy: RetryPolicy
+) -> None:
+    """Make the sends a queuing channel (``queues_sends``) holds. If it cannot,
+    none of them was made: each "sent" outcome from ``first`` on becomes the
+    error's outcome (retried by the policy, like any failed send)."""
+    try:
+        channel.flush()
+    except ChannelConfigurationError:
+        raise
+    except ChannelError as exc:
+        log.warning("queued sends through %s failed: %s", channel.alias, exc)
+        for i in range(first, len(outcomes)):
+            o = outcomes[i]
+            if o.status == Status.SENT:
+                target = Target(o.delivery_id, o.attempt)
+                outcomes[i] = error_outcome(
+                    target, o.started_at, exc, policy, _Recorded(o.sent or {})
+                )
+
+
 def error_outcome(
     target: Target,
     started: datetime,
     exc: ChannelError,
     policy: RetryPolicy,
-    message: OutgoingMessage,
+    message: OutgoingMessage | _Recorded,
 ) -> Outcome:
     """The one mapping from a channel error to an outcome: permanent errors
     fail, transient ones are retried with backoff until the policy's last

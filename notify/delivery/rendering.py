@@ -7,11 +7,13 @@ override any part in admin (``MessageTemplate``). Lookup for locale ``pt-br``:
 ``pt-br``, then ``pt``, then the default, each first in admin, then on disk.
 
 Rendering produces the channel's parts only; HTML parts are autoescaped,
-everything else is plain text.
+everything else is plain text. An email's parts are then rendered into the
+email layout (``notify.delivery.layouts``), its CSS inlined.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -23,12 +25,18 @@ from jinja2 import Template
 from jinja2.exceptions import TemplateError
 
 from notify import conf
+from notify.delivery.batch import and_others
+from notify.delivery.layouts import LayoutStore
 from notify.models import MessageTemplate
 from rules.models import ConfigRevision
 from rules.sandbox import BoundedSandbox
 
+log = logging.getLogger("notify.delivery.rendering")
+
 # The names a message template may use; the dispatcher provides all of them.
 CONTEXT_NAMES = (
+    "batch",
+    "click_url",
     "payload",
     "event",
     "actor",
@@ -87,44 +95,92 @@ def locale_candidates(locale: str, default: str) -> list[str]:
 
 def make_environments() -> tuple[BoundedSandbox, BoundedSandbox]:
     limits = {"max_output": conf.get("RENDER_MAX_OUTPUT"), "timeout": conf.get("RENDER_TIMEOUT")}
-    return BoundedSandbox(autoescape=False, **limits), BoundedSandbox(autoescape=True, **limits)
+    environments = (
+        BoundedSandbox(autoescape=False, **limits),
+        BoundedSandbox(autoescape=True, **limits),
+    )
+    for env in environments:  # "Alice and 24 others" for batched workflows (notify.delivery.batch)
+        env.filters["and_others"] = and_others
+    return environments
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedTemplates:
+    """One complete load of the overrides, published as a whole.
+
+    Templates compiled from it are cached in its own ``compiled`` dict, so a
+    template (or a "missing") found against one load never lands in another.
+    """
+
+    revision: int
+    overrides: dict[tuple[str, str, str], str]
+    compiled: dict[tuple[str, str, str], Template | None]
+    text_env: BoundedSandbox
+    html_env: BoundedSandbox
 
 
 class TemplateStore:
     """Sources from admin overrides and files, compiled templates cached per process.
 
     The overrides table is small, so it is read whole and kept until the
-    "templates" revision moves.
+    "templates" revision moves. Safe under threads: a load runs under a lock
+    and is published in one assignment once complete, and a reader that finds
+    nothing loaded yet waits for the load instead of reading an empty store
+    (which cached "missing" for admin-only messages after every restart).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._revision: int | None = None
+        self._loaded: LoadedTemplates | None = None
         self._checked_at = 0.0
-        self._overrides: dict[tuple[str, str, str], str] = {}
-        self._compiled: dict[tuple[str, str, str], Template | None] = {}
-        self._text_env, self._html_env = make_environments()
+
+    def clear(self) -> None:
+        """Forget everything, as a fresh process starts (tests)."""
+        with self._lock:
+            self._loaded = None
+            self._checked_at = 0.0
 
     def env_for(self, part: str) -> BoundedSandbox:
-        return self._html_env if part.endswith(".html") else self._text_env
+        loaded = self.loaded()
+        return loaded.html_env if part.endswith(".html") else loaded.text_env
+
+    def loaded(self) -> LoadedTemplates:
+        """The current complete load, refreshed when its check is due."""
+        self.refresh()
+        loaded = self._loaded
+        assert loaded is not None  # refresh() returns only once a load is published
+        return loaded
 
     def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._checked_at < conf.get("CONFIG_CHECK_INTERVAL"):
-            return
+        interval = conf.get("CONFIG_CHECK_INTERVAL")
+        if not force and self._loaded is not None:
+            if time.monotonic() - self._checked_at < interval:
+                return
         with self._lock:
+            # Another thread may have loaded while this one waited for the lock.
+            current = self._loaded
+            if not force and current is not None:
+                if time.monotonic() - self._checked_at < interval:
+                    return
             revision = ConfigRevision.current("templates")
+            if force or current is None or current.revision != revision:
+                self._loaded = self._load(revision)
             self._checked_at = time.monotonic()
-            if revision != self._revision or force:
-                rows = MessageTemplate.objects.values_list("message", "part", "locale", "body")
-                self._overrides = {(m, p, loc.lower()): body for m, p, loc, body in rows}
-                self._compiled = {}
-                self._text_env, self._html_env = make_environments()
-                self._revision = revision
+
+    def _load(self, revision: int) -> LoadedTemplates:
+        rows = MessageTemplate.objects.values_list("message", "part", "locale", "body")
+        overrides = {(m, p, loc.lower()): body for m, p, loc, body in rows}
+        text_env, html_env = make_environments()
+        log.info("templates loaded: revision %s, %d admin overrides", revision, len(overrides))
+        return LoadedTemplates(revision, overrides, {}, text_env, html_env)
 
     def source(self, message: str, part: str, locale: str) -> str | None:
         """The source for exactly this locale ("" = default), or None."""
-        override = self._overrides.get((message, part, locale))
+        return self._source(self.loaded(), message, part, locale)
+
+    @staticmethod
+    def _source(loaded: LoadedTemplates, message: str, part: str, locale: str) -> str | None:
+        override = loaded.overrides.get((message, part, locale))
         if override is not None:
             return override
         for directory in conf.get("TEMPLATE_DIRS"):
@@ -138,20 +194,25 @@ class TemplateStore:
         return None
 
     def get(self, message: str, part: str, locale: str) -> Template | None:
-        self.refresh()
+        return self._get(self.loaded(), message, part, locale)
+
+    def _get(
+        self, loaded: LoadedTemplates, message: str, part: str, locale: str
+    ) -> Template | None:
+        compiled = loaded.compiled
         default = conf.get("DEFAULT_LOCALE")
         for candidate in locale_candidates(locale, default):
             key = (message, part, candidate)
-            if key in self._compiled:
-                template = self._compiled[key]
+            if key in compiled:
+                template = compiled[key]
                 if template is not None:
                     return template
                 continue
-            source = self.source(message, part, candidate)
+            source = self._source(loaded, message, part, candidate)
             if source is None:
-                self._compiled[key] = None
+                compiled[key] = None
                 continue
-            env = self.env_for(part)
+            env = loaded.html_env if part.endswith(".html") else loaded.text_env
             try:
                 env.check_source(source, CONTEXT_NAMES)
                 template = env.from_string(source)
@@ -159,13 +220,12 @@ class TemplateStore:
                 raise RenderError(f"{message}/{part}: {exc}") from exc
             except RecursionError as exc:
                 raise RenderError(f"{message}/{part}: nested too deeply") from exc
-            self._compiled[key] = template
+            compiled[key] = template
             return template
         return None
 
     def exists(self, message: str) -> bool:
-        self.refresh()
-        if any(m == message for m, _, _ in self._overrides):
+        if any(m == message for m, _, _ in self.loaded().overrides):
             return True
         return any(is_message_dir(Path(d) / message) for d in conf.get("TEMPLATE_DIRS"))
 
@@ -176,21 +236,26 @@ class TemplateStore:
         parts = PARTS_BY_FORMAT.get(message_format)
         if parts is None:
             raise MessageTemplateMissing(f"unknown message format '{message_format}'")
+        loaded = self.loaded()  # every part from one complete load
         out: dict[str, str] = {}
         for part, required in parts:
-            template = self.get(message, part, locale)
+            template = self._get(loaded, message, part, locale)
             if template is None:
                 if required:
                     raise MessageTemplateMissing(f"message '{message}' has no '{part}' part")
                 continue
-            env = self.env_for(part)
+            env = loaded.html_env if part.endswith(".html") else loaded.text_env
             try:
                 out[part] = env.render_bounded(template, context)
             except TemplateError as exc:
                 raise RenderError(f"{message}/{part}: {exc}") from exc
             except Exception as exc:  # untrusted code: any failure is a render error
                 raise RenderError(f"{message}/{part}: {type(exc).__name__}: {exc}") from exc
-        return shape(message_format, out)
+        parts = shape(message_format, out)
+        if message_format == "email":  # every email renders into the layout
+            text, html = layout_store.wrap(parts.subject, parts.text, parts.html, context)
+            parts = RenderedParts(subject=parts.subject, text=text, html=html)
+        return parts
 
 
 def shape(message_format: str, parts: dict[str, str]) -> RenderedParts:
@@ -241,6 +306,14 @@ def sample_context(payload: dict[str, Any]) -> dict[str, Any]:
             "name": "Sam Sample",
         },
         "category": {"key": "sample", "name": "Sample"},
+        "click_url": f"{site}/r/sample",
+        "batch": {
+            "count": 3,
+            "actors": ["Sample Actor", "Bo", "Cy"],
+            "others": 2,
+            "summary": "Sample Actor and 2 others",
+            "events": [],
+        },
         "notification": {"id": 0},
         "site_url": site,
         "settings_url": f"{site}/settings/notifications/",
@@ -265,3 +338,4 @@ def messages_available() -> Iterable[str]:
 
 
 template_store = TemplateStore()
+layout_store = LayoutStore(CONTEXT_NAMES)

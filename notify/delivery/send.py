@@ -11,15 +11,27 @@ in tests. For a batch of claimed delivery ids:
 3. render each message in the recipient's locale (``notify.delivery.message``,
    templates compiled once);
 4. send through one open channel instance per channel alias: the send step
-   digests use too (``notify.delivery.outcomes.send_one``);
-5. write every outcome and attempt while the claim is still ours.
+   digests use too (``notify.delivery.outcomes.send_one``); a push goes to
+   each of the user's devices (``notify.delivery.devices``);
+5. write each outcome and attempt as soon as it is known (its own short
+   transaction), while the claim is still ours.
+
+The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
+so no other worker takes it however slow the provider; the batch starts no send
+after ``WORKER_BATCH_SECONDS`` and puts the rest back. Rows are sent and
+recorded one at a time, each marked in flight while its send runs, so after a
+crash the marked row of a lost batch is the one that may have reached the
+provider (``notify.outbox.rows.reap_lost``); such a suspect is sent alone,
+with nothing else in flight in this process (``notify.delivery.gate``). A channel that refuses its configuration mid-batch
+fails the rest of its batch with the reason (``refused_configuration``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -29,16 +41,34 @@ from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
 from channels.base import Channel, ChannelConfigurationError
+from notify import conf
 from notify.delivery.cancel import CancelCheck
+from notify.delivery.devices import device_addresses, send_to_devices
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
+from notify.delivery.gate import gate
 from notify.delivery.message import build_message
-from notify.delivery.outcomes import Target, config_failure, done, send_one, template_failure
+from notify.delivery.outcomes import (
+    Target,
+    config_failure,
+    done,
+    flush_queued,
+    send_one,
+    template_failure,
+)
 from notify.delivery.retry import RetryPolicy
 from notify.fanout.context import condition_context
 from notify.logs import log_context
 from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
-from notify.outbox.rows import Outcome, record_outcomes
+from notify.outbox.lease import Lease
+from notify.outbox.rows import (
+    SEND_ORDER,
+    SUSPECT,
+    Outcome,
+    mark_in_flight,
+    record_outcomes,
+    release,
+)
 from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
@@ -57,28 +87,57 @@ class DispatchStats:
     dead: int = 0
     recorded: int = 0
     held: int = 0  # back to pending until the recipient's quiet hours end
+    released: int = 0  # not started before WORKER_BATCH_SECONDS: back to pending
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def count(self, outcome: Outcome) -> None:
+        self.by_status[outcome.status] += 1
+        self.sent = self.by_status[Status.SENT]
+        self.skipped = self.by_status[Status.SKIPPED]
+        self.retried = self.by_status[Status.PENDING]
+        self.failed = self.by_status[Status.FAILED]
+        self.dead = self.by_status[Status.DEAD]
 
 
 def deliver(
-    delivery_ids: Iterable[int], token: datetime, now: datetime | None = None
+    delivery_ids: Iterable[int],
+    token: datetime,
+    now: datetime | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> DispatchStats:
-    """Send a batch of deliveries claimed with ``token``."""
+    """Send a batch of deliveries claimed with ``token``, keeping the claim
+    (``notify.outbox.lease``) while it runs and recording each as it is done.
+    Once ``stopping()`` is true (the worker pool is stopping), no send starts
+    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``."""
+    lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
+    with lease:
+        return _deliver(delivery_ids, lease, now, stopping or (lambda: False))
+
+
+def _deliver(
+    delivery_ids: Iterable[int],
+    lease: Lease,
+    now: datetime | None,
+    stopping: Callable[[], bool],
+) -> DispatchStats:
     stats = DispatchStats()
+    started = time.monotonic()
+    budget = float(conf.get("WORKER_BATCH_SECONDS"))
     policy = RetryPolicy.from_settings()
     # 1. load
-    deliveries = list(
-        Delivery.objects.filter(
-            pk__in=list(delivery_ids), status=Status.SENDING, claimed_until=token
+    with lease.held() as token:
+        deliveries = list(
+            Delivery.objects.filter(
+                pk__in=list(delivery_ids), status=Status.SENDING, claimed_until=token
+            )
+            .select_related(
+                "notification__event__actor",
+                "notification__rule",
+                "notification__user",
+                "notification__category",
+            )
+            .order_by(*SEND_ORDER)
         )
-        .select_related(
-            "notification__event__actor",
-            "notification__rule",
-            "notification__user",
-            "notification__category",
-        )
-        .order_by("channel", "pk")
-    )
     if not deliveries:
         return stats
     # 2. preferences, again
@@ -93,27 +152,61 @@ def deliver(
         {d.notification.category_id for d in deliveries},
         {k[0] for k in kinds.values() if k and k[0]},
     )
-    outcomes: list[Outcome] = []
-    holds: list[Hold] = []
     cancels = CancelCheck()
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in deliveries:
         by_channel[delivery.channel].append(delivery)
+
+    def record(result: Outcome | Hold) -> None:
+        # 5. record, each as soon as it is known, while the claim is ours
+        with lease.held() as token:
+            if isinstance(result, Hold):
+                stats.held += hold_deliveries([result], token)
+                return
+            stats.recorded += record_outcomes([result], token)
+        stats.count(result)
+
+    def flush(channel: Channel, queued: list[Outcome]) -> None:
+        if queued:
+            flush_queued(channel, queued, 0, policy)
+            for outcome in queued:
+                record(outcome)
+            queued.clear()
+
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             reason = f"channel '{alias}' is not configured"
             for delivery in batch:
                 if is_dry_run(delivery):
                     prefs_of = prefs.get(delivery.notification.user_id)
-                    outcomes.append(dry_run_outcome(delivery, None, prefs_of, reason))
+                    record(dry_run_outcome(delivery, None, prefs_of, reason))
                 else:
                     target = Target(delivery.pk, delivery.attempts)
-                    outcomes.append(config_failure(target, now or timezone.now(), reason))
+                    record(config_failure(target, now or timezone.now(), reason))
             continue
         address_kind, message_format = kinds[alias]
         channel = build_channel(alias)
+        # A queuing channel (in-app: the batch's items in one statement) makes
+        # its sends at flush; their outcomes are recorded after it, never before.
+        queued: list[Outcome] = []
+        if channel.queues_sends:
+            channel.open()
         try:
-            for delivery in batch:
+            for position, delivery in enumerate(batch):
+                if time.monotonic() - started >= budget or stopping():
+                    flush(channel, queued)
+                    rest = [d.pk for b in by_channel.values() for d in b]
+                    rest = rest[rest.index(delivery.pk) :]
+                    with lease.held() as token:
+                        stats.released = release(rest, token)
+                    log.info(
+                        "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
+                        "worker stopping): %d deliveries put back",
+                        time.monotonic() - started,
+                        budget,
+                        stats.released,
+                    )
+                    return stats
                 # Every log line of this send carries its ids (notify.logs).
                 with log_context(
                     event_id=delivery.notification.event_id,
@@ -121,25 +214,89 @@ def deliver(
                     attempt=delivery.attempts,
                     channel=alias,
                 ):
-                    result = _deliver_one(
-                        delivery, channel, address_kind, message_format, prefs, policy, cancels
-                    )
-                    status = "held" if isinstance(result, Hold) else result.status
-                    log.debug("delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status)
-                (holds if isinstance(result, Hold) else outcomes).append(result)
+                    suspect = delivery.hold_reason == SUSPECT
+                    # In the gate: marked in flight, sent, recorded (a suspect
+                    # waits until no other send of this process is unrecorded).
+                    with gate.exclusive() if suspect else gate.shared():
+                        if not channel.queues_sends:  # a queued send happens at flush
+                            with lease.held() as token:
+                                mark_in_flight(delivery.pk, token)
+                        try:
+                            result = _deliver_one(
+                                delivery,
+                                channel,
+                                address_kind,
+                                message_format,
+                                prefs,
+                                policy,
+                                cancels,
+                            )
+                        except ChannelConfigurationError as exc:
+                            flush(channel, queued)
+                            rest = batch[position:]
+                            for outcome in refused_configuration(alias, rest, exc, channel):
+                                record(outcome)
+                            break
+                        status = "held" if isinstance(result, Hold) else result.status
+                        log.debug(
+                            "delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status
+                        )
+                        if channel.queues_sends and not isinstance(result, Hold):
+                            queued.append(result)
+                        else:
+                            record(result)
+            flush(channel, queued)
         finally:
             channel.close()
-    # 5. record
-    stats.recorded = record_outcomes(outcomes, token)
-    stats.held = hold_deliveries(holds, token)
-    for outcome in outcomes:
-        stats.by_status[outcome.status] += 1
-    stats.sent = stats.by_status[Status.SENT]
-    stats.skipped = stats.by_status[Status.SKIPPED]
-    stats.retried = stats.by_status[Status.PENDING]
-    stats.failed = stats.by_status[Status.FAILED]
-    stats.dead = stats.by_status[Status.DEAD]
     return stats
+
+
+def refused_configuration(
+    alias: str, rest: list[Delivery], exc: ChannelConfigurationError, channel: Channel
+) -> list[Outcome]:
+    """A channel refused its configuration mid-batch (credentials revoked, a
+    401): what was sent before is already recorded; the delivery that met the
+    error fails with it on record, and the rest of this channel's batch fails
+    untried (no attempt used) with a reason naming it, never re-sent by
+    a reclaim. Ops fix the channel and retry them from admin."""
+    first, *others = rest
+    log.error(
+        "channel '%s' refused its configuration while sending delivery %s: %s; "
+        "%d more deliveries of this batch failed untried: %s",
+        alias,
+        first.pk,
+        exc,
+        len(others),
+        [d.pk for d in others],
+    )
+    now = timezone.now()
+    message = f"channel '{alias}' configuration error: {exc}"
+    outcomes = [
+        done(
+            Target(first.pk, first.attempts),
+            now,
+            Status.FAILED,
+            Attempt.PERMANENT,
+            error_code="config",
+            error_message=message,
+            provider=channel.provider_name or "",
+        )
+    ]
+    for delivery in others:
+        outcomes.append(
+            Outcome(
+                delivery_id=delivery.pk,
+                status=Status.FAILED,
+                attempt=delivery.attempts,
+                started_at=now,
+                finished_at=now,
+                attempt_outcome="",  # not tried: no attempt on record
+                refund_attempt=True,
+                error_code="config",
+                error_message=f"not sent: {message} (at delivery {first.pk})",
+            )
+        )
+    return outcomes
 
 
 def _deliver_one(
@@ -175,6 +332,9 @@ def _deliver_one(
         message = build_message(delivery, message_format, decision.address, user_prefs.locale)
     except TemplateError as exc:
         return template_failure(target, started, exc)
+    devices = device_addresses(user_prefs, address_kind, decision.address)
+    if devices is not None:  # a push: every device of the user
+        return send_to_devices(channel, target, message, devices, policy, started)
     return send_one(channel, target, message, policy, started)
 
 
@@ -205,6 +365,7 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
             hold_reason=reason,
             claimed_until=None,
             attempts=F("attempts") - 1,
+            sending_since=None,
             updated_at=timezone.now(),
         )
     return held

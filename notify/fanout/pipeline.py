@@ -32,7 +32,9 @@ from typing import Any
 from django.utils import timezone
 
 from notify.fanout import sequence
+from notify.fanout.context import condition_context
 from notify.fanout.middleware import EventMiddlewareError, apply_event_middleware
+from notify.fanout.runs import BatchKeyError, start_runs
 from notify.logs import log_context
 from notify.models import Event, RuleError
 from notify.outbox.rows import write_fanout_chunk
@@ -48,6 +50,7 @@ class FanoutStats:
     notifications: int = 0
     deliveries: int = 0
     chunks: int = 0
+    runs: int = 0  # workflow runs started (rules with steps; notify.fanout.runs)
     decisions: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # per rule that wrote nothing
     # (rule id, rule name, RuleError kind, message) per rule that failed for the event
@@ -109,6 +112,12 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
             continue
         assert policy is not None and plan.category is not None
         stats.rules += 1
+        if rule.steps:  # a workflow: runs now, deliveries step by step (notify.workflows)
+            try:
+                stats.runs += start_runs(plan, condition_context(event), now).runs
+            except BatchKeyError as exc:
+                stats.rule_failed(event.pk, rule, RuleError.Kind.CONDITION, str(exc))
+            continue
         group_key = notification_group_key(rule.id, event)
         # 4. recipients streamed in chunks, decided, one insert per table
         for chunk in plan.chunks():
@@ -136,7 +145,11 @@ def process_event(event_id: int) -> FanoutStats | None:
 
 
 def _process_event(event_id: int) -> FanoutStats | None:
-    event = Event.objects.select_related("actor").filter(pk=event_id).first()
+    # A slice without ORDER BY: .first() would order by Meta.ordering, whose
+    # compilation cost more than the query (profiled: the events API, BENCHMARKS.md).
+    event = next(
+        iter(Event.objects.select_related("actor").filter(pk=event_id).order_by()[:1]), None
+    )
     if event is None:
         return None
     try:

@@ -95,25 +95,72 @@ def plan_chunk(
 
     ``due_at`` and ``hold_reason`` come from the rule (delayed or scheduled).
     A delivery that is due later is planned pending even if it is held for a
-    digest today: dispatch decides again when it is due."""
+    digest today: dispatch decides again when it is due.
+
+    Most users have no preference, pause or quiet hours of their own: their
+    decisions depend only on the state of their address for each channel
+    (``address_state``), so they are made once per state and shared (the
+    tuples are immutable), not once per user."""
     planned = []
+    shared: dict[tuple[int, ...], tuple[PlannedDelivery, ...]] = {}
+    kinds = tuple(channels.values())
     for user_id in user_ids:
         user_prefs = prefs.get(user_id)
         if user_prefs is None:  # deleted between resolution and loading
             continue
-        deliveries = []
-        for alias, address_kind in channels.items():
-            decision = decide(category, alias, address_kind, user_prefs, now)
-            if decision.action == SKIP:
-                deliveries.append(PlannedDelivery(alias, Status.SKIPPED, decision.reason))
-            elif decision.action == SEND or due_at is not None:
-                deliveries.append(
-                    plan_send(alias, address_kind, category, user_prefs, now, due_at, hold_reason)
+        if (
+            user_prefs.is_active
+            and not user_prefs.modes
+            and not user_prefs.channels
+            and user_prefs.paused_until is None
+            and user_prefs.quiet_start is None
+        ):
+            key = tuple([address_state(user_prefs, kind) for kind in kinds])
+            deliveries = shared.get(key)
+            if deliveries is None:
+                deliveries = shared[key] = plan_user(
+                    category, channels, user_prefs, now, due_at, hold_reason
                 )
-            else:
-                deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
-        planned.append(PlannedNotification(user_id, tuple(deliveries)))
+        else:
+            deliveries = plan_user(category, channels, user_prefs, now, due_at, hold_reason)
+        planned.append(PlannedNotification(user_id, deliveries))
     return planned
+
+
+def address_state(prefs: UserPrefs, kind: str | None) -> int:
+    """All ``decide`` reads of a user's address for a channel: none needed (0),
+    missing (1), unverified (2), suppressed (3), usable (4)."""
+    if kind is None:
+        return 0
+    found = prefs.addresses.get(kind)
+    if found is None:
+        return 1
+    if not found.verified:
+        return 2
+    return 3 if (kind, found.value.lower()) in prefs.suppressed else 4
+
+
+def plan_user(
+    category: CategoryInfo,
+    channels: dict[str, str | None],
+    user_prefs: UserPrefs,
+    now: datetime,
+    due_at: datetime | None,
+    hold_reason: str,
+) -> tuple[PlannedDelivery, ...]:
+    """One user's deliveries, a decision per channel."""
+    deliveries = []
+    for alias, address_kind in channels.items():
+        decision = decide(category, alias, address_kind, user_prefs, now)
+        if decision.action == SKIP:
+            deliveries.append(PlannedDelivery(alias, Status.SKIPPED, decision.reason))
+        elif decision.action == SEND or due_at is not None:
+            deliveries.append(
+                plan_send(alias, address_kind, category, user_prefs, now, due_at, hold_reason)
+            )
+        else:
+            deliveries.append(PlannedDelivery(alias, Status.DIGEST, decision.reason))
+    return tuple(deliveries)
 
 
 def plan_send(

@@ -10,11 +10,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from notify.intake.trigger import trigger
 from notify.models import Delivery, Event
 from notify.models.status import Status
+from notify.outbox.runs import cancel_runs
 
 # Skip reason of deliveries cancelled by ``notify.cancel``.
 CANCELLED_BY_CALLER = "cancelled by the caller"
@@ -52,6 +54,7 @@ class Cancellation:
     event: Event
     event_cancelled: bool  # the event will never be fanned out
     deliveries_cancelled: int  # pending deliveries of a processed event
+    runs_cancelled: int = 0  # workflow runs of the event stopped (no step runs again)
 
 
 def cancel(idempotency_key: str, scope: str = "") -> Cancellation:
@@ -84,6 +87,8 @@ def cancel(idempotency_key: str, scope: str = "") -> Cancellation:
         )
     now = timezone.now()
     deliveries = Delivery.objects.filter(notification__event=event)
+    # Its workflow runs first: no step runs again (notify.outbox.runs.cancel_runs).
+    runs = cancel_runs(Q(event=event, batch_key=""), CANCELLED_BY_CALLER, now)
     with transaction.atomic():
         cancelled = Delivery.objects.filter(
             pk__in=list(
@@ -100,8 +105,8 @@ def cancel(idempotency_key: str, scope: str = "") -> Cancellation:
             claimed_until=None,
             updated_at=now,
         )
-    if cancelled or deliveries.filter(skip_reason=CANCELLED_BY_CALLER).exists():
-        return Cancellation(event, False, cancelled)  # (again: nothing new to cancel)
+    if runs or cancelled or deliveries.filter(skip_reason=CANCELLED_BY_CALLER).exists():
+        return Cancellation(event, False, cancelled, runs)  # (again: nothing new to cancel)
     if deliveries.exclude(status__in=[Status.SKIPPED, Status.CANCELLED]).exists():
         raise NotCancellable("already_sent", "every delivery of the event was sent already", event)
     raise NotCancellable("nothing_pending", "the event has nothing left to send", event)

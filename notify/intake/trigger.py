@@ -105,10 +105,6 @@ def trigger(
             raise ValidationError(f"actor: no user with id {actor_id}")
     refs = _recipient_refs(recipients)
     fingerprint = request_fingerprint(event_type, payload, actor_id, refs, scheduled_for)
-    if idempotency_key is not None:
-        existing = find_idempotent(idempotency_scope, idempotency_key)
-        if existing is not None:
-            return same_request(existing, fingerprint)
     fields = {
         "type": event_type,
         "payload": payload,
@@ -123,6 +119,8 @@ def trigger(
         "scheduled_for": scheduled_for,
     }
     using = router.db_for_write(Event)
+    # Insert first, look the key up only when it is taken (the unique constraint
+    # decides): a new key, the common case, costs no extra query.
     try:
         with transaction.atomic(using=using):
             event = Event.objects.create(**fields)

@@ -12,7 +12,8 @@ from notify.models.preferences import (
 )
 from notify.models.subscriptions import Subscription
 from notify.models.suppression import Suppression
-from notify.models.templates import MessageTemplate
+from notify.models.templates import EmailLayout, MessageTemplate
+from notify.models.workflows import WorkflowBatchItem, WorkflowRun, WorkflowStepLog
 
 __all__ = [
     "ApiKey",
@@ -24,6 +25,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryMode",
     "Digest",
+    "EmailLayout",
     "Event",
     "MessageTemplate",
     "Notification",
@@ -32,4 +34,7 @@ __all__ = [
     "Subscription",
     "Suppression",
     "UserSettings",
+    "WorkflowBatchItem",
+    "WorkflowRun",
+    "WorkflowStepLog",
 ]

@@ -14,10 +14,19 @@ class Notification(models.Model):
     ``body`` and ``url`` and sets ``inbox_at`` when it is "sent".
     """
 
-    event = models.ForeignKey("Event", on_delete=models.CASCADE, related_name="notifications")
-    rule = models.ForeignKey("rules.Rule", null=True, blank=True, on_delete=models.SET_NULL)
+    # Fan-out writes a row per recipient, so every index here is paid for
+    # per recipient. The event's rows are found through ``notification_unique``
+    # (it leads with the event); rule and category have no index of their own:
+    # only deleting a rule (SET NULL) or a category (PROTECT) looks rows up by
+    # them, a rare ops action that may scan.
+    event = models.ForeignKey(
+        "Event", on_delete=models.CASCADE, related_name="notifications", db_index=False
+    )
+    rule = models.ForeignKey(
+        "rules.Rule", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    category = models.ForeignKey("Category", on_delete=models.PROTECT)
+    category = models.ForeignKey("Category", on_delete=models.PROTECT, db_index=False)
     created_at = models.DateTimeField(default=timezone.now)
     inbox_at = models.DateTimeField(null=True, blank=True)
     title = models.CharField(max_length=500, blank=True, default="", db_default="")
@@ -27,6 +36,15 @@ class Notification(models.Model):
     # Items with the same group key collapse into one inbox entry
     # ("Alice and 24 others commented on ...").
     group_key = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # Archived items leave the inbox's default views (and count as read).
+    archived_at = models.DateTimeField(null=True, blank=True)
+    # Buttons the in-app template defines: [{"label": ..., "url": ...}] (notify.inbox.actions).
+    actions = models.JSONField(blank=True, default=list, db_default=[])
+    # Engagement, in any channel (``notify.workflows.engagement``): the item was
+    # shown, a message opened, a link clicked (a click also sets ``read_at``).
+    seen_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -52,8 +70,9 @@ class Notification(models.Model):
 class Delivery(models.Model):
     """One notification on one channel: the unit the workers claim and send."""
 
+    # Found through ``delivery_unique`` (it leads with the notification).
     notification = models.ForeignKey(
-        Notification, on_delete=models.CASCADE, related_name="deliveries"
+        Notification, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
     channel = models.CharField(max_length=50)
     status = models.CharField(max_length=10, choices=Status.CHOICES, default=Status.PENDING)
@@ -61,12 +80,22 @@ class Delivery(models.Model):
     # Why a pending delivery waits past its creation: "delayed", "scheduled",
     # "quiet_hours", "throttled"... (the record says why).
     hold_reason = models.CharField(max_length=50, blank=True, default="", db_default="")
+    # Indexed only where set (``delivery_digest_idx``): fan-out writes none.
     digest = models.ForeignKey(
-        "Digest", null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+        "Digest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="items",
+        db_index=False,
     )
     attempts = models.PositiveIntegerField(default=0, db_default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Set while its send is in flight under a claim: if the worker dies, this is
+    # the one that may have reached the provider, or killed it
+    # (notify.outbox.rows.reap_lost).
+    sending_since = models.DateTimeField(null=True, blank=True)
     provider = models.CharField(max_length=50, blank=True, default="", db_default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     error_code = models.CharField(max_length=50, blank=True, default="", db_default="")
@@ -75,6 +104,8 @@ class Delivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A workflow's channel step may name its own template; empty: the rule's.
+    template = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -87,7 +118,20 @@ class Delivery(models.Model):
                 condition=models.Q(status__in=[Status.PENDING, Status.SENDING]),
                 name="delivery_due_idx",
             ),
-            models.Index(fields=["provider_message_id"], name="delivery_provider_id_idx"),
+            # Indexes cost fan-out per row, so those of fields fan-out leaves
+            # empty cover only the rows where they are set: a look-up by provider
+            # id says ``provider_message_id__gt=""`` too (SQLite uses a partial
+            # index only when the query repeats its condition).
+            models.Index(
+                fields=["provider_message_id"],
+                condition=models.Q(provider_message_id__gt=""),
+                name="delivery_provider_id_idx",
+            ),
+            models.Index(
+                fields=["digest"],
+                condition=models.Q(digest__isnull=False),
+                name="delivery_digest_idx",
+            ),
             # The dashboard and /metrics count ranges of these three without
             # reading rows (notify.observability.queries); the first also
             # serves every filter on status, or status and channel.

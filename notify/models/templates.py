@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
+
+from django.db import models, transaction
 
 
 class MessageTemplate(models.Model):
@@ -37,3 +39,37 @@ class MessageTemplate(models.Model):
     def __str__(self) -> str:
         suffix = f" [{self.locale}]" if self.locale else ""
         return f"{self.message}/{self.part}{suffix}"
+
+
+class EmailLayout(models.Model):
+    """An ops-edited email layout: the page every email renders into (header
+    with the brand, the message as ``{{ content }}``, the footer links), as
+    HTML and as text kept in step.
+
+    The default ships as files in ``templates/layouts/<name>/layout.html`` and
+    ``layout.txt``; a row of the same name replaces it. The layout in use is
+    the row marked active, else the one ``NOTIFY["EMAIL_LAYOUT"]`` names.
+    """
+
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="e.g. default (replaces the shipped layout)."
+    )
+    active = models.BooleanField(
+        default=False, help_text="Every email renders into this layout (one at a time)."
+    )
+    html = models.TextField(help_text="The HTML layout: {{ content }} is the message.")
+    text = models.TextField(help_text="The text layout, with the same links.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (active)" if self.active else self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Marking a layout active takes the mark from the one that had it."""
+        with transaction.atomic():
+            if self.active:
+                EmailLayout.objects.filter(active=True).exclude(pk=self.pk).update(active=False)
+            super().save(*args, **kwargs)

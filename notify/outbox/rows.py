@@ -7,25 +7,31 @@ with several workers (threads or processes) at once:
   fan-out that is retried after a crash writes nothing twice;
 * a claim marks rows ``sending`` with an expiry in one transaction
   (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's IMMEDIATE
-  transactions serialise writers); an expired claim is claimed again;
-* an outcome is written only while the claim is still ours.
+  transactions serialise writers); its worker's heartbeat extends it
+  (``notify.outbox.lease``), so only a dead worker's claim expires, and
+  ``reap_lost`` sorts such a batch out (the row in flight apart);
+* an outcome is written, one delivery at a time, only while the claim is still ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import logging
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from notify import conf
 from notify.models import Delivery, DeliveryAttempt, Event, Notification
 from notify.models.status import Status
 from notify.outbox.status_reports import apply_waiting_reports
+
+log = logging.getLogger("notify.outbox.rows")
 
 
 class PlannedDelivery(NamedTuple):
@@ -85,8 +91,7 @@ def write_fanout_chunk(
         "RETURNING id, user_id"
     )
     insert_delivery = (
-        f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
-        "next_attempt_at, created_at, updated_at) "
+        f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (notification_id, channel) DO NOTHING"
     )
@@ -94,49 +99,103 @@ def write_fanout_chunk(
     if postgres:
         # PostgreSQL: whole columns as arrays through unnest() — one statement,
         # one round trip, ~4x the rows/s of executemany or a long VALUES list.
+        # ``xmax = 0`` tells the rows this statement inserted from those a
+        # retried fan-out finds (ON CONFLICT ... DO UPDATE returns both).
         insert_notifications = (
             f"INSERT INTO {notification_table} "
             "(event_id, rule_id, user_id, category_id, created_at, group_key) "
             "SELECT %s, %s, u, %s, %s, %s FROM unnest(%s::bigint[]) AS u "
             "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
-            "RETURNING id, user_id"
+            "RETURNING id, user_id, xmax = 0"
         )
         params = [event_id, rule_id, category_id, stamp, group_key, [p.user_id for p in planned]]
         insert_delivery = (
-            f"INSERT INTO {delivery_table} (notification_id, channel, status, skip_reason, hold_reason, "
-            "next_attempt_at, created_at, updated_at) "
+            f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
             "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
             "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
             "ON CONFLICT (notification_id, channel) DO NOTHING"
         )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(insert_notifications, params)
-        notification_ids = dict((user_id, pk) for pk, user_id in cursor.fetchall())
-        rows = [
-            (
-                notification_ids[p.user_id],
-                d.channel,
-                d.status,
-                d.skip_reason,
-                d.hold_reason,
-                stamp if d.due_at is None else ops.adapt_datetimefield_value(d.due_at),
-                stamp,
-                stamp,
-            )
-            for p in planned
-            for d in p.deliveries
-        ]
+        returned = cursor.fetchall()
+        notification_ids = {row[1]: row[0] for row in returned}
+        rows = delivery_rows(planned, notification_ids, stamp, ops.adapt_datetimefield_value)
         if rows and postgres:
-            cursor.execute(insert_delivery, [list(column) for column in zip(*rows, strict=True)])
+            fresh = {row[0] for row in returned if row[2]}
+            copy_deliveries(cursor, delivery_table, [r for r in rows if r[0] in fresh])
+            retried = [r for r in rows if r[0] not in fresh]
+            if retried:
+                cursor.execute(insert_delivery, [list(c) for c in zip(*retried, strict=True)])
         elif rows:
             cursor.executemany(insert_delivery, rows)
     return len(notification_ids), len(rows)
+
+
+# The columns fan-out writes; the others take their database defaults.
+DELIVERY_COLUMNS = (
+    "notification_id, channel, status, skip_reason, hold_reason, "
+    "next_attempt_at, created_at, updated_at"
+)
+
+
+def delivery_rows(
+    planned: Sequence[PlannedNotification],
+    notification_ids: dict[int, int],
+    stamp: object,
+    adapt: Callable[[datetime], object],
+) -> list[tuple]:
+    """The delivery rows of a chunk, in ``DELIVERY_COLUMNS`` order (plain
+    tuples: one per (recipient, channel), the hot loop of the write)."""
+    rows = []
+    append = rows.append
+    for p in planned:
+        notification_id = notification_ids[p.user_id]
+        for d in p.deliveries:
+            due = stamp if d.due_at is None else adapt(d.due_at)
+            append(
+                (
+                    notification_id,
+                    d.channel,
+                    d.status,
+                    d.skip_reason,
+                    d.hold_reason,
+                    due,
+                    stamp,
+                    stamp,
+                )
+            )
+    return rows
+
+
+def copy_deliveries(cursor, table: str, rows: list[tuple]) -> None:
+    """PostgreSQL: the deliveries of notifications this chunk just inserted,
+    with ``COPY`` (psycopg's copy protocol, no statement per row and no
+    conflict check: a fresh notification has no deliveries yet)."""
+    if not rows:
+        return
+    raw = cursor.cursor  # Django's wrapper has no copy(); psycopg's cursor does
+    with raw.copy(f"COPY {table} ({DELIVERY_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _skip_locked(queryset):
     if connection.features.has_select_for_update_skip_locked:
         return queryset.select_for_update(skip_locked=True)
     return queryset
+
+
+# A delivery that was in flight when its worker died: it is sent alone (in a
+# batch of its own, with nothing else in flight in its process) until it is
+# recorded, so a message that kills its worker takes no batch mate with it.
+SUSPECT = "suspect"
+SEND_ORDER = ("channel", "pk")  # the order a batch is sent in
+
+
+def claim_token(now: datetime, ttl: float) -> datetime:
+    """A claim's expiry, which doubles as its token: a few random microseconds
+    keep two claims made at the same instant apart."""
+    return now + timedelta(seconds=ttl, microseconds=random.randrange(1, 1000))
 
 
 def claim_due_deliveries(
@@ -147,70 +206,190 @@ def claim_due_deliveries(
 ) -> tuple[list[int], datetime]:
     """Claim up to ``limit`` due deliveries; return their ids and the claim token.
 
-    Due means pending and ``next_attempt_at`` has come, or sending with an
-    expired claim (the worker that held it died). The claim expiry doubles as
-    the token that later proves the claim is still ours. With ``ids``, only
+    Due means pending and ``next_attempt_at`` has come. With ``ids``, only
     those are claimed (a queue task claims the deliveries it names that are
-    still due; the others were sent, or are someone else's, meanwhile).
+    still due; the others were sent, or are someone else's, meanwhile). A
+    suspect (``SUSPECT``: in flight when its worker died) is claimed alone.
+    Rows whose claim expired (their worker died) are first sorted out by
+    ``reap_lost`` and claimed as pending rows.
 
-    Each claim counts as an attempt. A delivery whose claim expired at its last
-    attempt (``MAX_ATTEMPTS``) is not claimed again but ends dead, with a
-    "lost" attempt on record: a message that kills every worker that takes it
-    must stop somewhere, and redeliveries by the broker do not count attempts.
+    Each claim counts as an attempt; a delivery put back untried gives it back.
     """
     now = now or timezone.now()
-    token = now + timedelta(seconds=ttl)
+    token = claim_token(now, ttl)
+    claimed, lost = _claim(limit, token, now, ids)
+    if lost:
+        reap_lost(lost, now)
+        if not claimed:
+            claimed, _lost = _claim(limit, token, now, ids)
+    return claimed, token
+
+
+def _claim(
+    limit: int, token: datetime, now: datetime, ids: Iterable[int] | None
+) -> tuple[list[int], set[datetime]]:
+    """Claim pending due rows; return them and the tokens of expired claims seen."""
     due = Q(status=Status.PENDING, next_attempt_at__lte=now) | Q(
         status=Status.SENDING, claimed_until__lt=now
     )
     queryset = Delivery.objects.filter(due)
     if ids is not None:
         queryset = queryset.filter(pk__in=list(ids))
-    max_attempts = conf.get("MAX_ATTEMPTS")
     with transaction.atomic():
         rows = list(
             _skip_locked(queryset.order_by("next_attempt_at")).values_list(
-                "pk", "status", "attempts", "claimed_until"
+                "pk", "status", "hold_reason", "claimed_until"
             )[:limit]
         )
-        lost = [row for row in rows if row[1] == Status.SENDING and row[2] >= max_attempts]
-        if lost:
-            _end_lost(lost, ttl, now)
-        claimed = [row[0] for row in rows if row not in lost]
+        lost = {row[3] for row in rows if row[1] == Status.SENDING}
+        pending = [row for row in rows if row[1] == Status.PENDING]
+        suspects = [row[0] for row in pending if row[2] == SUSPECT]
+        claimed = suspects[:1] or [row[0] for row in pending]
         if claimed:
             Delivery.objects.filter(pk__in=claimed).update(
                 status=Status.SENDING, claimed_until=token, attempts=F("attempts") + 1
             )
-    return claimed, token
+    return claimed, lost
 
 
-def _end_lost(rows: list[tuple[int, str, int, datetime]], ttl: float, now: datetime) -> None:
-    """Deliveries whose last claim expired without an outcome: dead, and why."""
-    message = (
-        "the worker holding the last claim stopped before recording an outcome "
-        "(killed, or crashed on this message) at every attempt; not retried"
+@dataclass(slots=True)
+class Reaped:
+    """What ``reap_lost`` made of lost batches: ids put back pending."""
+
+    suspects: list[int] = field(default_factory=list)  # in flight at the loss: alone from now
+    mates: list[int] = field(default_factory=list)  # never started: as if never claimed
+    dead: list[int] = field(default_factory=list)  # lost too often: dead, "worker lost"
+
+
+LOST_MESSAGE = (
+    "the worker sending it stopped before recording an outcome (killed, or crashed "
+    "on this message); "
+)
+
+
+def mark_in_flight(delivery_id: int, token: datetime) -> None:
+    """Say that this claimed row's send starts now (``Delivery.sending_since``)."""
+    Delivery.objects.filter(pk=delivery_id, status=Status.SENDING, claimed_until=token).update(
+        sending_since=timezone.now()
     )
-    Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
-        status=Status.DEAD,
-        claimed_until=None,
-        error_code="worker_lost",
-        error_message=message,
-        updated_at=now,
-    )
-    DeliveryAttempt.objects.bulk_create(
-        [
-            DeliveryAttempt(
-                delivery_id=pk,
-                number=attempts,
-                # When the claim was taken, as far as we know (its expiry less a TTL).
-                started_at=min(now, expired - timedelta(seconds=ttl)),
-                finished_at=now,
+
+
+def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped:
+    """Sort out the expired claims ``tokens`` (batches whose worker died).
+
+    A batch marks each row in flight (``mark_in_flight``) while its send runs
+    and records it as soon as it returns, so of a lost batch's unrecorded rows
+    the one marked was in flight when its worker died (it may have reached the
+    provider, or killed the worker): it gets a "lost" attempt on record and is
+    sent alone from now on (``SUSPECT``), or ends dead once lost
+    ``MAX_WORKER_LOSSES`` times (or at ``MAX_ATTEMPTS``). The others were never
+    started: they are pending again, with their claim's attempt given back.
+    Rows are locked (waiting, not skipping) so two reapers never split a batch."""
+    now = now or timezone.now()
+    tokens = [t for t in tokens if t is not None and t < now]
+    reaped = Reaped()
+    if not tokens:
+        return reaped
+    max_attempts = conf.get("MAX_ATTEMPTS")
+    max_losses = conf.get("MAX_WORKER_LOSSES")
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update()
+            .filter(status=Status.SENDING, claimed_until__in=tokens)
+            .order_by("claimed_until", *SEND_ORDER)
+            .values_list("pk", "attempts", "claimed_until", "sending_since")
+        )
+        in_flight: dict[int, tuple[int, datetime]] = {}
+        for pk, attempts, token, since in rows:
+            if since is None:
+                reaped.mates.append(pk)
+            else:
+                in_flight[pk] = (attempts, token)
+        earlier = dict(
+            DeliveryAttempt.objects.filter(
+                delivery_id__in=list(in_flight),
                 outcome=DeliveryAttempt.Outcome.LOST,
-                error_code="worker_lost",
-                error_message=message,
             )
-            for pk, _status, attempts, expired in rows
-        ]
+            .values("delivery_id")
+            .annotate(n=Count("id"))
+            .values_list("delivery_id", "n")
+        )
+        attempts_rows = []
+        for pk, (attempts, token) in in_flight.items():
+            losses = earlier.get(pk, 0) + 1
+            final = losses >= max_losses or attempts >= max_attempts
+            (reaped.dead if final else reaped.suspects).append(pk)
+            message = LOST_MESSAGE + (
+                f"lost {losses} times, not retried"
+                if final
+                else f"lost {losses} times, sent alone next"
+            )
+            attempts_rows.append(
+                DeliveryAttempt(
+                    delivery_id=pk,
+                    number=attempts,
+                    # When the claim was taken, as far as we know.
+                    started_at=min(now, token - timedelta(seconds=conf.get("CLAIM_TTL"))),
+                    finished_at=now,
+                    outcome=DeliveryAttempt.Outcome.LOST,
+                    error_code="worker_lost",
+                    error_message=message,
+                )
+            )
+        DeliveryAttempt.objects.bulk_create(attempts_rows)
+        if reaped.dead:
+            Delivery.objects.filter(pk__in=reaped.dead).update(
+                status=Status.DEAD,
+                claimed_until=None,
+                sending_since=None,
+                error_code="worker_lost",
+                error_message=LOST_MESSAGE + "lost too often, not retried",
+                updated_at=now,
+            )
+        if reaped.suspects:
+            Delivery.objects.filter(pk__in=reaped.suspects).update(
+                status=Status.PENDING,
+                hold_reason=SUSPECT,
+                claimed_until=None,
+                sending_since=None,
+                next_attempt_at=now,
+                error_code="worker_lost",
+                error_message=LOST_MESSAGE + "sent alone next",
+                updated_at=now,
+            )
+        if reaped.mates:
+            Delivery.objects.filter(pk__in=reaped.mates).update(
+                status=Status.PENDING,
+                claimed_until=None,
+                next_attempt_at=now,
+                attempts=F("attempts") - 1,
+                updated_at=now,
+            )
+    if reaped.suspects or reaped.dead:
+        log.warning(
+            "claims expired (worker lost): %d in flight sent alone next %s, %d dead %s, "
+            "%d never started put back",
+            len(reaped.suspects),
+            reaped.suspects[:20],
+            len(reaped.dead),
+            reaped.dead[:20],
+            len(reaped.mates),
+        )
+    return reaped
+
+
+def release(ids: Iterable[int], token: datetime, now: datetime | None = None) -> int:
+    """Put claimed rows that were not started back to pending, due now, their
+    claim's attempt given back (a batch past ``WORKER_BATCH_SECONDS``)."""
+    now = now or timezone.now()
+    return Delivery.objects.filter(
+        pk__in=list(ids), status=Status.SENDING, claimed_until=token
+    ).update(
+        status=Status.PENDING,
+        claimed_until=None,
+        next_attempt_at=now,
+        attempts=F("attempts") - 1,
+        updated_at=now,
     )
 
 
@@ -264,6 +443,16 @@ class Outcome:
     # allowance): the claim's count is handed back. With an empty
     # ``attempt_outcome`` nothing was tried and no attempt row is written.
     refund_attempt: bool = False
+    # A push to several devices of the user: one outcome per device, each its
+    # own attempt row (``notify.delivery.devices``); this outcome is their sum.
+    parts: tuple[Outcome, ...] = ()
+
+    def attempt_rows(self) -> list[DeliveryAttempt]:
+        """The attempts on the record for this outcome: one per device of a
+        push to several, else this outcome's own (none when nothing was tried)."""
+        if self.parts:
+            return [row for part in self.parts for row in part.attempt_rows()]
+        return [self.attempt_row()] if self.attempt_outcome else []
 
     def attempt_row(
         self, delivery_id: int | None = None, number: int | None = None, **sent: object
@@ -287,31 +476,33 @@ class Outcome:
 
 
 def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
-    """Write outcomes for deliveries still claimed with ``token``; return how many."""
+    """Write outcomes for deliveries still claimed with ``token``; return how many.
+
+    A worker calls it with each outcome as soon as it is known: one short
+    transaction, one guarded UPDATE per row (its claim must still be ``token``;
+    a row whose claim is no longer ours is left alone) and its attempt row."""
     outcomes = list(outcomes)
     if not outcomes:
         return 0
-    by_id = {o.delivery_id: o for o in outcomes}
-    with transaction.atomic():
-        ours = set(
-            _skip_locked(
-                Delivery.objects.filter(pk__in=by_id, status=Status.SENDING, claimed_until=token)
-            ).values_list("pk", flat=True)
-        )
-        # One prepared UPDATE per row, sent with executemany: Django's
-        # bulk_update builds a CASE per column and costs ~1 ms a row here.
-        ops = connection.ops
-        table = ops.quote_name(Delivery._meta.db_table)
-        update = (
-            f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
-            "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
-            "claimed_until = NULL, sent_at = %s, updated_at = %s WHERE id = %s"
-        )
-        rows = []
-        for delivery_id in ours:
-            o = by_id[delivery_id]
+    ops = connection.ops
+    table = ops.quote_name(Delivery._meta.db_table)
+    # A prepared UPDATE per row (Django's bulk_update builds a CASE per column
+    # and costs ~1 ms a row here), its row count saying whether the claim was ours.
+    update = (
+        f"UPDATE {table} SET status = %s, skip_reason = %s, provider = %s, "
+        "provider_message_id = %s, error_code = %s, error_message = %s, next_attempt_at = %s, "
+        "claimed_until = NULL, sending_since = NULL, sent_at = %s, updated_at = %s, "
+        "attempts = attempts - %s, "
+        "hold_reason = CASE WHEN hold_reason = %s THEN '' ELSE hold_reason END "
+        "WHERE id = %s AND status = %s AND claimed_until = %s"
+    )
+    claim = ops.adapt_datetimefield_value(token)
+    ours: list[Outcome] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for o in outcomes:
             finished = ops.adapt_datetimefield_value(o.finished_at)
-            rows.append(
+            cursor.execute(
+                update,
                 (
                     o.status,
                     o.skip_reason[:50],
@@ -324,20 +515,20 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
                     else finished,
                     finished if o.status == Status.SENT else None,
                     finished,
-                    delivery_id,
-                )
+                    1 if o.refund_attempt else 0,
+                    SUSPECT,
+                    o.delivery_id,
+                    Status.SENDING,
+                    claim,
+                ),
             )
-        if rows:
-            with connection.cursor() as cursor:
-                cursor.executemany(update, rows)
-        DeliveryAttempt.objects.bulk_create(
-            [by_id[i].attempt_row() for i in ours if by_id[i].attempt_outcome]
-        )
-        refunded = [i for i in ours if by_id[i].refund_attempt]
-        if refunded:
-            Delivery.objects.filter(pk__in=refunded).update(attempts=F("attempts") - 1)
+            if cursor.rowcount == 1:
+                ours.append(o)
+        attempts = [row for o in ours for row in o.attempt_rows()]
+        if attempts:
+            DeliveryAttempt.objects.bulk_create(attempts)
     # Status reports that came before this record was committed (DESIGN.md, 8).
-    apply_waiting_reports(by_id[i].message_id for i in ours if by_id[i].status == Status.SENT)
+    apply_waiting_reports(o.message_id for o in ours if o.status == Status.SENT)
     return len(ours)
 
 

@@ -29,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from notify.models import Delivery, ProviderEvent
 from notify.models.status import Status
+from notify.outbox import engagement
 from notify.preferences.suppressions import suppress
 
 log = logging.getLogger("notify.outbox.status_reports")
@@ -49,8 +51,14 @@ QUEUED, SENT, DELIVERED, DEFERRED, BOUNCED, FAILED, COMPLAINED, REJECTED = (
     "rejected",
 )
 
+# Engagement reports (ESP open and click tracking): recorded on the
+# notification, not a delivery status (``notify.outbox.engagement``).
+OPENED, CLICKED = "opened", "clicked"
+
 # What each report makes of the delivery (None: record only).
 STATUS_FOR = {
+    OPENED: None,
+    CLICKED: None,
     QUEUED: None,
     SENT: None,
     DEFERRED: None,
@@ -78,6 +86,13 @@ class StatusReport:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+def by_provider_id(*message_ids: str) -> Q:
+    """Deliveries with these provider ids, in the terms of the partial index
+    ``delivery_provider_id_idx`` (SQLite uses it only if its condition is
+    repeated; fan-out's rows, with no id yet, are left out of it)."""
+    return Q(provider_message_id__gt="", provider_message_id__in=message_ids)
+
+
 def apply_status(report: StatusReport) -> Delivery | None:
     """Record the report, move the delivery it names, suppress if it says so.
 
@@ -85,9 +100,7 @@ def apply_status(report: StatusReport) -> Delivery | None:
     that provider id is recorded yet (the report waits for it)."""
     with transaction.atomic():
         delivery = (
-            Delivery.objects.select_for_update()
-            .filter(provider_message_id=report.message_id)
-            .first()
+            Delivery.objects.select_for_update().filter(by_provider_id(report.message_id)).first()
             if report.message_id
             else None
         )
@@ -114,12 +127,15 @@ def apply_status(report: StatusReport) -> Delivery | None:
         # The send may have been recorded after our look-up and before we
         # committed: look again now that the report is stored.
         apply_waiting_reports([report.message_id])
-        delivery = Delivery.objects.filter(provider_message_id=report.message_id).first()
+        delivery = Delivery.objects.filter(by_provider_id(report.message_id)).first()
     return delivery
 
 
 def move_delivery(delivery: Delivery, report: ProviderEvent) -> bool:
     """Apply one stored report to a delivery locked by the caller; True if it moved."""
+    if report.event_type in (OPENED, CLICKED):
+        engagement.record([delivery.notification_id], report.event_type, report.received_at)
+        return False
     new_status = STATUS_FOR.get(report.event_type)
     if not new_status or delivery.status not in OVERRIDABLE or delivery.status == new_status:
         return False
@@ -154,7 +170,7 @@ def apply_waiting_reports(message_ids: Iterable[str]) -> int:
         deliveries = {
             d.provider_message_id: d
             for d in Delivery.objects.select_for_update()
-            .filter(provider_message_id__in=ids)
+            .filter(by_provider_id(*ids))
             .order_by("pk")
         }
         if not deliveries:

@@ -37,7 +37,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from notify.inbox import live, store
+from notify.inbox.actions import safe_link
 from notify.models import Notification, UserSettings
+from notify.outbox.engagement import mark_seen
 
 PAGE_SIZE = 20
 
@@ -87,7 +89,7 @@ def show(item: Notification, title: str, now: datetime, zone: tzinfo) -> Shown:
     return Shown(
         item=item,
         title=title,
-        link=store.safe_link(item.url),
+        link=safe_link(item.url),
         ago=ago(item.inbox_at, now, zone),
         at=f"{local.day} {local:%B %Y, %H:%M} ({local.tzname()})",
     )
@@ -132,6 +134,7 @@ def inbox_page(request: HttpRequest) -> HttpResponse:
     paginator = Paginator(store.entries(user_id).select_related("category"), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
     views = entry_views(store.collapse(user_id, list(page.object_list)), user_zone(user_id))
+    mark_seen(item.pk for item in page.object_list)  # shown: a workflow's "seen"
     return render(
         request,
         "inbox.html",

@@ -47,6 +47,8 @@ class UserPrefs:
     modes: dict[int, str] = field(default_factory=dict)  # category id -> mode
     channels: dict[tuple[int, str], bool] = field(default_factory=dict)
     addresses: dict[str, Address] = field(default_factory=dict)  # address kind -> best address
+    # Device kinds (push) -> every verified device of the user, best first: a push goes to all.
+    devices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     suppressed: frozenset[tuple[str, str]] = frozenset()  # (kind, address)
     paused_until: datetime | None = None
     timezone: str = "UTC"

@@ -3,7 +3,8 @@
 A device registers itself (``POST /api/v1/devices``, or the settings page's
 "turn on browser notifications" for Web Push) and is a verified contact point
 at once: only the device can know its token. A user may have several of each
-kind; the newest is the one a push goes to. A provider's "this token is gone"
+kind; a push goes to every one (``notify.delivery.devices``), the newest
+(primary) first. A provider's "this token is gone"
 (``InvalidRecipient(gone=True)``) deletes it (:func:`forget_gone`).
 
 Kinds: ``fcm`` (an FCM registration token), ``apns`` (an APNs device token,

@@ -127,13 +127,18 @@ TEMPLATES = [
 
 # SQLite (WAL) in var/ unless DATABASE_URL says otherwise.
 SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
-# CONN_MAX_AGE (NOTIFY_DB_CONN_MAX_AGE, seconds) is 0 by default: under ASGI
-# (uvicorn, `notify run`) Django runs each request in a thread of its own, so a
-# persistent connection per thread piles up until PostgreSQL refuses clients
-# ("too many clients already", measured at 200 requests/s). Worker processes
-# (`celery -A notify worker`, `notify worker`) keep their threads and may set
-# 600. CONN_HEALTH_CHECKS pings a reused connection before use, so a worker
-# outlives a database restart.
+# Connections. Web requests run on a fixed pool of threads (notify.project.asgi,
+# NOTIFY_WEB_THREADS), worker pool threads live as long as their process.
+# * PostgreSQL: Django's connection pool (psycopg_pool) by default
+#   (NOTIFY_DB_POOL=0 turns it off): a request borrows a connection and gives it
+#   back, instead of connecting per request (CONN_MAX_AGE=0 cost ~2 ms a
+#   request). NOTIFY_DB_POOL_MIN_SIZE / _MAX_SIZE / _TIMEOUT size it per process:
+#   max at least web threads + worker threads + 2 (the scheduler). A pool needs
+#   CONN_MAX_AGE = 0, so NOTIFY_DB_CONN_MAX_AGE applies only without one.
+# * SQLite: each thread keeps its connection (opening one, its PRAGMAs and
+#   reading the schema again cost several ms a request).
+# CONN_HEALTH_CHECKS pings a reused connection before use (with the pool: before
+# lending it), so a process outlives a database restart.
 # An empty DATABASE_URL (``DATABASE_URL=`` in an env file) means "not set": the
 # embedded SQLite default, rather than dj-database-url's KeyError: 'ENGINE'.
 DATABASES = {
@@ -143,8 +148,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+DB_POOL = env_bool("NOTIFY_DB_POOL", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("NOTIFY_DB_POOL_MIN_SIZE", "2")),
+        "max_size": int(os.environ.get("NOTIFY_DB_POOL_MAX_SIZE", "20")),
+        "timeout": float(os.environ.get("NOTIFY_DB_POOL_TIMEOUT", "10")),
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = None
     DATABASES["default"]["OPTIONS"] = {
         # IMMEDIATE takes the write lock at BEGIN, so a transaction never fails
         # half-way when it upgrades from read to write under concurrency.
@@ -347,6 +360,10 @@ OPTIONAL_URL_CHANNELS = {
     "NOTIFY_TEAMS_WEBHOOKS": ("teams", "channels.chat.TeamsWebhookChannel"),
     "NOTIFY_DISCORD_WEBHOOKS": ("discord", "channels.chat.DiscordWebhookChannel"),
     "NOTIFY_APPRISE": ("apprise", "channels.apprise.AppriseChannel"),
+    # Group robots per user (README, "Group robots"): robot URLs as contact points.
+    "NOTIFY_WECOM_ROBOTS": ("wecom", "channels.robots.WeComRobotChannel"),
+    "NOTIFY_DINGTALK_ROBOTS": ("dingtalk", "channels.robots.DingTalkRobotChannel"),
+    "NOTIFY_FEISHU_ROBOTS": ("feishu", "channels.robots.FeishuRobotChannel"),
 }
 
 # NOTIFY: what this project sets differently from notify.conf's defaults (five
@@ -377,6 +394,33 @@ if TWILIO_CONFIGURED and os.environ.get("TWILIO_WHATSAPP_FROM"):
 for variable, (alias, backend) in OPTIONAL_URL_CHANNELS.items():
     if env_bool(variable, False):
         NOTIFY["CHANNELS"][alias] = {"BACKEND": backend, "OPTIONS": dict(URL_CHANNEL_OPTIONS)}
+# Push (README, "Push"): each channel when its credentials are set; devices
+# register themselves as contact points. Secrets come as files (/run/secrets).
+if os.environ.get("NOTIFY_WEBPUSH_VAPID_PRIVATE_KEY_FILE"):
+    NOTIFY["CHANNELS"]["browser"] = {
+        "BACKEND": "channels.webpush.WebPushChannel",
+        "OPTIONS": {
+            "VAPID_PRIVATE_KEY_FILE": os.environ["NOTIFY_WEBPUSH_VAPID_PRIVATE_KEY_FILE"],
+            "VAPID_SUBJECT": os.environ.get("NOTIFY_WEBPUSH_VAPID_SUBJECT", ""),
+        },
+    }
+if os.environ.get("FCM_CREDENTIALS_FILE"):
+    NOTIFY["CHANNELS"]["fcm"] = {
+        "BACKEND": "channels.fcm.FcmChannel",
+        "OPTIONS": {"CREDENTIALS_FILE": os.environ["FCM_CREDENTIALS_FILE"]},
+    }
+if os.environ.get("APNS_KEY_FILE"):
+    NOTIFY["CHANNELS"]["apns"] = {
+        "BACKEND": "channels.apns.ApnsChannel",
+        "OPTIONS": {
+            "KEY_FILE": os.environ["APNS_KEY_FILE"],
+            "KEY_ID": os.environ.get("APNS_KEY_ID", ""),
+            "TEAM_ID": os.environ.get("APNS_TEAM_ID", ""),
+            "TOPIC": os.environ.get("APNS_TOPIC", ""),
+        },
+    }
+    if os.environ.get("APNS_BASE_URL"):  # https://api.sandbox.push.apple.com for dev builds
+        NOTIFY["CHANNELS"]["apns"]["OPTIONS"]["BASE_URL"] = os.environ["APNS_BASE_URL"]
 if env_bool("NOTIFY_APPRISE", False):
     NOTIFY["CHANNELS"]["apprise"]["OPTIONS"].update(ANY_HOST_OPTIONS)
     if os.environ.get("NOTIFY_APPRISE_SCHEMES"):
@@ -393,8 +437,14 @@ if env_bool("NOTIFY_APPRISE", False):
 NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_SITE_URL": ("SITE_URL", str),
     "NOTIFY_UNSUBSCRIBE_MAILTO": ("UNSUBSCRIBE_MAILTO", parse_optional),
+    "NOTIFY_EMAIL_LAYOUT": ("EMAIL_LAYOUT", str),
+    "NOTIFY_EMAIL_BRAND_NAME": ("EMAIL_BRAND_NAME", str),
+    "NOTIFY_EMAIL_BRAND_LOGO_URL": ("EMAIL_BRAND_LOGO_URL", str),
+    "NOTIFY_EMAIL_BRAND_COLOR": ("EMAIL_BRAND_COLOR", str),
     "NOTIFY_WORKER_THREADS": ("WORKER_THREADS", int),
+    "NOTIFY_WEB_THREADS": ("WEB_THREADS", int),
     "NOTIFY_WORKER_BATCH_SIZE": ("WORKER_BATCH_SIZE", int),
+    "NOTIFY_WORKER_BATCH_SECONDS": ("WORKER_BATCH_SECONDS", float),
     "NOTIFY_CLAIM_TTL": ("CLAIM_TTL", float),
     "NOTIFY_POLL_INTERVAL": ("POLL_INTERVAL", float),
     "NOTIFY_FANOUT_CHUNK_SIZE": ("FANOUT_CHUNK_SIZE", int),
@@ -411,6 +461,9 @@ NOTIFY_FROM_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NOTIFY_METRICS_TOKEN": ("METRICS_TOKEN", parse_optional),
     "NOTIFY_METRICS_ALLOWED_IPS": ("METRICS_ALLOWED_IPS", parse_list),
     "NOTIFY_READINESS_MAX_OUTBOX_LAG": ("READINESS_MAX_OUTBOX_LAG", float),
+    # The embeddable bell (README, "Embedding the inbox bell").
+    "NOTIFY_BELL_ALLOWED_ORIGINS": ("BELL_ALLOWED_ORIGINS", parse_list),
+    "NOTIFY_BELL_TOKEN_MAX_AGE": ("BELL_TOKEN_MAX_AGE", float),
 }
 for variable, (key, read) in NOTIFY_FROM_ENV.items():
     if variable in os.environ:

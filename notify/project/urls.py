@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from notify.api import docs as api_docs
 from notify.dev import sandbox_outbox
 from notify.observability import views
+from notify.pages import click as click_pages
 from notify.pages import home as home_page
 from notify.pages import inbox as inbox_pages
 from notify.pages import unsubscribe as unsubscribe_pages
@@ -20,6 +21,7 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
     path("dev/outbox/", sandbox_outbox.sandbox_outbox, name="sandbox-outbox"),
+    path("r/<str:token>", click_pages.click, name="click"),
     path("inbox/", inbox_pages.inbox_page, name="inbox"),
     path("inbox/events", inbox_pages.inbox_events, name="inbox-events"),
     path("inbox/read-all", inbox_pages.mark_all_read, name="inbox-read-all"),

@@ -16,17 +16,17 @@ outbox and hands such work off again:
    reminders, quiet-hours holds, retries later than ``BROKER_MAX_COUNTDOWN``,
    an admin's "retry": any row whose ``next_attempt_at`` lies further than
    that from its last write);
-3. deliveries whose claim expired (their worker died), batch by lost batch,
-   each batch split in half once more at every loss: a message that kills its
-   worker is alone after a few tries and takes no innocent batch with it; at
-   its last attempt the claim ends it dead.
+3. deliveries whose claim expired (their worker died), sorted out by
+   ``notify.outbox.rows.reap_lost``: the one in flight at the loss is handed
+   off alone (a message that kills its worker takes no batch mate with it, and
+   ends dead after ``MAX_WORKER_LOSSES``), the never-started ones in batches.
 
 The grace period is ``RELAY_GRACE`` seconds when the queue is empty, and
 ``RELAY_GRACE_QUEUED`` while it holds messages: then the work may just be
 waiting its turn in a backlog, and relaying it would only double the queue.
 Relaying twice is harmless all the same (a task claims what is still due, or
 does nothing); to keep the queue lean, an id is relayed at most once per
-grace period (lost claims: per ``CLAIM_TTL``) by this process. Without a broker the relay does nothing: the
+grace period by this process. Without a broker the relay does nothing: the
 in-process pool polls the outbox itself.
 """
 
@@ -37,8 +37,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import groupby
-from operator import itemgetter
 
 from django.db.models import F, Q
 from django.utils import timezone
@@ -46,6 +44,7 @@ from django.utils import timezone
 from notify import conf
 from notify.models import Delivery, Event
 from notify.models.status import Status
+from notify.outbox.rows import reap_lost
 from notify.runtime.handoff import BrokerUnavailable, get_dispatcher, uses_broker
 
 log = logging.getLogger("notify.runtime.relay")
@@ -142,26 +141,16 @@ def relay(now: datetime | None = None) -> RelayStats:
         stats.pending = dispatcher.hand_off_deliveries(ids)
         recently_relayed.mark("delivery", ids)
 
-        rows = list(
-            lost_deliveries(now)
-            .order_by("claimed_until", "pk")
-            .values_list("pk", "attempts", "claimed_until")[:limit]
+        # Claims that expired (their worker died): sorted out (reap_lost), the
+        # one in flight at the loss handed off alone, the never-started in batches.
+        tokens = list(
+            lost_deliveries(now).values_list("claimed_until", flat=True).distinct()[:limit]
         )
-        # A lost delivery is eligible only while its claim is expired: once a
-        # worker claims it again it drops out. Relay it again after a claim TTL
-        # (its message may be waiting in a backlog), never sooner.
-        lost_window = conf.get("CLAIM_TTL")
-        fresh = set(recently_relayed.fresh("delivery", [row[0] for row in rows], lost_window))
-        size = conf.get("WORKER_BATCH_SIZE")
-        # Rows of one lost batch share its claim token (claimed_until).
-        for _token, group in groupby(rows, key=itemgetter(2)):
-            group = [(pk, attempts) for pk, attempts, _ in group if pk in fresh]
-            if group:
-                losses = max(attempts for _, attempts in group)
-                stats.lost += dispatcher.hand_off_deliveries(
-                    [pk for pk, _ in group], size=max(1, size >> (losses - 1))
-                )
-        recently_relayed.mark("delivery", list(fresh))
+        reaped = reap_lost(tokens, now)
+        for pk in reaped.suspects:
+            stats.lost += dispatcher.hand_off_deliveries([pk], size=1)
+        stats.lost += dispatcher.hand_off_deliveries(reaped.mates)
+        recently_relayed.mark("delivery", reaped.suspects + reaped.mates)
     except BrokerUnavailable:
         stats.broker_down = True
     if stats:

@@ -10,9 +10,12 @@ to claim and does nothing.
     claim the events (``claim_events(ids=...)``), fan each out
     (``process_event``), hand off the deliveries it wrote that are due now or
     within ``BROKER_MAX_COUNTDOWN`` seconds.
+``notify.advance_runs()``
+    claim a batch of due workflow runs, advance them, hand off the deliveries
+    their channel steps wrote (published by the scheduler per batch of due runs).
 ``notify.deliver(delivery_ids)``
-    claim those still due with a fresh token (``claim_due_deliveries(ids=...)``),
-    ``deliver`` them, hand off the retries due within ``BROKER_MAX_COUNTDOWN``;
+    claim those still due with a fresh token (``claim_due_deliveries(ids=...)``;
+    a suspect alone, then the others), ``deliver`` them, hand off the retries due within ``BROKER_MAX_COUNTDOWN``;
     later ones are the relay's (``notify.runtime.relay``), never a long ETA in the broker.
 
 A database error (a restart) retries the task with backoff; whatever it had
@@ -27,16 +30,18 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import InterfaceError, OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
 from notify import conf
 from notify.celery import app
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
-from notify.models import Delivery
+from notify.models import Delivery, WorkflowRun
 from notify.models.status import Status
 from notify.outbox.rows import claim_due_deliveries, claim_events
 from notify.runtime.handoff import BrokerUnavailable, get_dispatcher
+from notify.workflows.runner import advance_due_runs
 
 log = logging.getLogger("notify.runtime.tasks")
 
@@ -65,16 +70,48 @@ def fan_out_events(event_ids: list[int]) -> int:
 
 @app.task(name="notify.deliver", **RETRY)
 def deliver_deliveries(delivery_ids: list[int]) -> int:
-    """Claim and send the named deliveries that are still due; return how many were sent."""
-    ids, token = claim_due_deliveries(
-        limit=len(delivery_ids), ttl=conf.get("CLAIM_TTL"), ids=delivery_ids
-    )
-    if not ids:
-        return 0
-    stats = deliver(ids, token)
-    if stats.retried or stats.held:
-        hand_off_rows(Delivery.objects.filter(pk__in=ids, status=Status.PENDING))
-    return stats.sent
+    """Claim and send the named deliveries that are still due; return how many were sent.
+
+    A suspect among them is claimed (and sent) alone, then the others."""
+    remaining = list(delivery_ids)
+    sent = 0
+    while remaining:
+        ids, token = claim_due_deliveries(
+            limit=len(remaining), ttl=conf.get("CLAIM_TTL"), ids=remaining
+        )
+        if not ids:
+            break
+        stats = deliver(ids, token)
+        sent += stats.sent
+        if stats.retried or stats.held or stats.released:
+            hand_off_rows(Delivery.objects.filter(pk__in=ids, status=Status.PENDING))
+        taken = set(ids)
+        remaining = [pk for pk in remaining if pk not in taken]
+    return sent
+
+
+@app.task(name="notify.advance_runs", **RETRY)
+def advance_runs() -> int:
+    """Claim and advance a batch of due workflow runs (``notify.workflows.runner``)
+    and hand off the deliveries their channel steps wrote; return the runs advanced."""
+    stats = advance_due_runs()
+    if stats.deliveries:
+        hand_off_rows(Delivery.objects.filter(pk__in=stats.deliveries, status=Status.PENDING))
+    return stats.runs
+
+
+def publish_run_advances(now: datetime | None = None) -> int:
+    """With a broker: one ``notify.advance_runs`` message per batch of due runs
+    (the scheduler's tick wakes them; the runs table says what is due)."""
+    now = now or timezone.now()
+    due = WorkflowRun.objects.filter(
+        Q(state=WorkflowRun.State.WAITING, due_at__lte=now)
+        | Q(state=WorkflowRun.State.RUNNING, claimed_until__lt=now)
+    ).count()
+    messages = math.ceil(due / conf.get("WORKFLOW_BATCH_SIZE"))
+    for _ in range(messages):
+        advance_runs.delay()
+    return messages
 
 
 def hand_off_rows(pending, now: datetime | None = None) -> int:

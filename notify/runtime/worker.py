@@ -3,14 +3,16 @@
 Each thread loops: claim due events and fan them out; claim a batch of due
 deliveries and ``deliver`` it; sleep until woken (a commit in this process) or
 until the poll interval passes (work committed by another process). Stopping
-lets every thread finish its batch; a thread killed mid-batch leaves claims
-that expire and are claimed again.
+lets every thread finish the send it is in and puts the rest of its batch back;
+a thread killed mid-batch leaves claims that expire (no heartbeat extends
+them) and are sorted out by the next claim (``notify.outbox.rows.reap_lost``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from django.db import connection, connections
 
@@ -18,11 +20,17 @@ from notify import conf
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.outbox.rows import claim_due_deliveries, claim_events
+from notify.workflows.runner import advance_due_runs
 
 log = logging.getLogger("notify.runtime.worker")
 
 _wakeup = threading.Condition()
 _generation = 0
+# After a wake-up from idle, a thread waits this long before it claims, so that a
+# burst of commits (an API under load: one per request) is claimed and marked in
+# one round instead of one round per event; each round is a few write
+# transactions, which on SQLite queue behind the requests' own writes.
+WAKE_GATHER = 0.02
 
 
 def wake(everyone: bool = False) -> None:
@@ -57,16 +65,20 @@ def drop_broken_connections() -> None:
                 conn.close()
 
 
-def run_once(batch_size: int | None = None) -> int:
-    """Fan out due events and send one batch of due deliveries; return work done."""
+def run_once(batch_size: int | None = None, stopping: Callable[[], bool] | None = None) -> int:
+    """Fan out due events, advance one batch of due workflow runs and send one
+    batch of due deliveries; return work done. ``stopping``: the batch starts
+    no send once it is true (the pool stops)."""
     done = 0
     ttl = conf.get("CLAIM_TTL")
     for event_id in claim_events(limit=10, ttl=ttl):
         process_event(event_id)
         done += 1
+    # Workflow runs due (their channel steps write deliveries due now: sent below).
+    done += advance_due_runs(ttl=ttl).runs
     ids, token = claim_due_deliveries(limit=batch_size or conf.get("WORKER_BATCH_SIZE"), ttl=ttl)
     if ids:
-        deliver(ids, token)
+        deliver(ids, token, stopping=stopping)
         done += len(ids)
     return done
 
@@ -113,14 +125,17 @@ class WorkerPool:
                 drop_broken_connections()
                 generation = _generation
                 try:
-                    done = run_once()
+                    done = run_once(stopping=self._stop.is_set)
                 except Exception:
                     log.exception("worker round failed; retrying after the poll interval")
                     done = 0
                 if done:
                     continue
+                woken = False
                 with _wakeup:
                     if generation == _generation and not self._stop.is_set():
-                        _wakeup.wait(self.poll_interval)
+                        woken = _wakeup.wait(self.poll_interval)
+                if woken:
+                    self._stop.wait(WAKE_GATHER)
         finally:
             connection.close()

@@ -17,6 +17,9 @@ The jobs:
 * ``dispatch_due`` (every tick): scheduled events, reminders, delayed sends,
   quiet-hours holds and retries that have come due, claimed and sent as a
   worker would (harmless beside a worker pool: claims are exclusive);
+* ``wake_workflow_runs`` (every tick, with a broker): workflow runs that came
+  due handed to Celery (``notify.advance_runs``); in-process, ``dispatch_due``
+  advances them;
 * ``purge_old_records`` (hourly): retention.
 """
 
@@ -77,6 +80,17 @@ def dispatch_due(max_rounds: int = 1000) -> int:
     return run_until_idle(max_rounds=max_rounds)
 
 
+def wake_workflow_runs() -> object:
+    """With a broker, publish ``notify.advance_runs`` for the workflow runs that
+    are due (without one, ``dispatch_due`` advances them in-process). The runs
+    table is the truth: a lost message is published again at the next tick."""
+    if not uses_broker():
+        return 0
+    from notify.runtime.tasks import publish_run_advances  # Celery only with a broker
+
+    return publish_run_advances()
+
+
 def relay_to_broker() -> object:
     """Re-publish work the broker lost or a dead worker left (see ``notify.runtime.relay``)."""
     return relay()
@@ -86,6 +100,7 @@ def relay_to_broker() -> object:
 JOBS: list[tuple[str, Callable[[], object], float | None]] = [
     ("send_due_digests", send_due_digests, None),
     ("dispatch_due", dispatch_due, None),
+    ("wake_workflow_runs", wake_workflow_runs, None),
     ("purge_old_records", purge_old_records, 3600.0),
     # With a broker: hand off again due work whose hand-off was lost (notify.runtime.relay).
     ("relay", relay_to_broker, float(conf.get("RELAY_INTERVAL"))),

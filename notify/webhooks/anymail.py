@@ -7,8 +7,9 @@ nothing runs; with no secret configured the view is closed (403,
 ``AnymailTrackingEvent`` and sends the ``tracking`` signal. This module
 receives it and turns it into a :class:`notify.outbox.status_reports.StatusReport`:
 
-* the event type maps to a report type in :data:`REPORT_FOR` (opens, clicks and
-  other engagement events are not delivery statuses and are ignored);
+* the event type maps to a report type in :data:`REPORT_FOR` (opens and clicks
+  are not delivery statuses: they are recorded on the notification as
+  engagement, which workflow steps read);
 * hard bounces and complaints suppress the address (:func:`suppression_for`);
 * :func:`notify.outbox.status_reports.apply_status` records the report, moves the delivery
   whose ``provider_message_id`` is the ESP's message id, and suppresses.
@@ -45,6 +46,9 @@ REPORT_FOR: dict[str, str] = {
     EventType.COMPLAINED: status.COMPLAINED,
     EventType.REJECTED: status.REJECTED,
     EventType.FAILED: status.FAILED,
+    # Engagement: a workflow's "opened" and "clicked" (a click also reads it).
+    EventType.OPENED: status.OPENED,
+    EventType.CLICKED: status.CLICKED,
     # The recipient unsubscribed at the ESP: recorded for ops; notify's own
     # preferences and one-click unsubscribe decide what is sent.
     EventType.UNSUBSCRIBED: "unsubscribed",

@@ -107,6 +107,7 @@ def test_delete_by_key_cancels_a_scheduled_event(client, token, alice_order, clo
         "status": "cancelled",
         "event_cancelled": True,
         "deliveries_cancelled": 0,
+        "runs_cancelled": 0,
     }
     assert delete_by_key(client, token, key).status_code == 200  # again: harmless
     clock.move_to(datetime(2026, 11, 21, 10, tzinfo=UTC))

@@ -57,6 +57,9 @@ def test_fanout_figures(report):
     assert fanout["baseline"]["rows"] == 900
     assert fanout["baseline"]["rows_per_s"] > 0
     assert fanout["ratio"] > 0
+    # The raw floor of the same rows with the indexes before issue 14, same run.
+    assert fanout["baseline"]["before"]["recipients_per_s"] > 0
+    assert median["ratio_to_floor_before"] > 0
 
 
 def test_delivery_figures(report):

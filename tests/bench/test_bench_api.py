@@ -24,6 +24,16 @@ def test_api_workload_reports_latency_beside_the_healthz_baseline():
     assert 0 < median["p50_ms"] <= median["p99_ms"] <= median["max_ms"]
     assert api["baseline"]["requests"] == 100 and api["baseline"]["p99_ms"] > 0
     assert api["ratio"] > 0
+    assert median["cpu_ms"] > 0
+    most = median["max"]
+    for name in ("keep_alive", "healthz", "single"):
+        assert most[name]["requests"] == 100 and most[name]["errors"] == 0
+        assert most[name]["achieved_rate"] > 0
+    assert most["keep_alive"]["statuses"] == {"202": 100}
+    assert most["single"]["keep_alive"] is False
+    assert most["batch"]["statuses"] == {"200": 2}  # 2 batches of 1,000 events
+    assert most["batch"]["events_per_second"] > 0
+    assert most["batch_vs_keep_alive"] > 0
 
 
 def test_percentile_is_the_nearest_rank():

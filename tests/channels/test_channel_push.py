@@ -338,6 +338,20 @@ def test_webpush_endpoints_outside_the_push_services_are_refused(webpush_peer):
     )
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://fcm.googleapis.com/wp/abc:APA91b",
+        "https://jmt17.google.com/fcm/send/abc:APA91b",  # what Chromium 156 hands the page
+        "https://updates.push.services.mozilla.com/wpush/v2/gAAAA",
+        "https://web.push.apple.com/QGuQ",
+    ],
+)
+def test_webpush_the_endpoints_browsers_give_pass_the_default_policy(webpush_peer, endpoint):
+    channel = WebPushChannel("push", VAPID_PRIVATE_KEY=webpush_peer.vapid_private_key)
+    assert channel.url_policy.check(endpoint, "webpush") == endpoint
+
+
 def test_vapid_public_key_is_the_application_server_key(webpush_peer):
     assert vapid_public_key(webpush_peer.vapid_private_key) == webpush_peer.vapid_public_key
 
@@ -387,7 +401,10 @@ def test_the_push_part_with_badge_and_deep_link_reaches_the_device_through_the_w
     assert delivery.provider_message_id == push.message_id
 
 
-def test_a_gone_token_is_pruned_and_the_delivery_fails(settings, apns_peer, make_user, make_rule):
+def test_a_gone_token_is_pruned_and_the_live_device_still_gets_the_push(
+    settings, apns_peer, make_user, make_rule
+):
+    """Every device of the user is sent to (tests/channels/test_push_devices.py)."""
     with_channel(settings, "ios", "channels.apns.ApnsChannel", apns_peer.channel_options())
     alice = make_user("alice")
     live = apns_peer.add_device()
@@ -398,14 +415,14 @@ def test_a_gone_token_is_pruned_and_the_delivery_fails(settings, apns_peer, make
     run_until_idle()
 
     delivery = Delivery.objects.get()
-    assert delivery.status == Status.FAILED
-    assert delivery.error_code == "Unregistered"
+    assert delivery.status == Status.SENT
     assert list(ContactPoint.objects.filter(user=alice).values_list("address", flat=True)) == [live]
     assert not Suppression.objects.exists()  # forgotten, not suppressed
+    assert [p.to for p in apns_peer.pushes] == [live]
 
     trigger("order.shipped", {"order_id": "A2"}, recipients=[alice])
-    run_until_idle()  # the next push goes to the device that is left
-    assert [p.to for p in apns_peer.pushes] == [live]
+    run_until_idle()  # the next push goes to the device that is left, once
+    assert [p.to for p in apns_peer.pushes] == [live, live]
 
 
 def test_webpush_end_to_end_the_peer_decrypts_the_push(

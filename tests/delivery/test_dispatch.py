@@ -25,7 +25,13 @@ from notify.models import (
     Event,
 )
 from notify.models.status import Status
-from notify.outbox.rows import Outcome, claim_due_deliveries, record_outcomes, retry_now
+from notify.outbox.rows import (
+    Outcome,
+    claim_due_deliveries,
+    mark_in_flight,
+    record_outcomes,
+    retry_now,
+)
 from notify.runtime.worker import run_until_idle
 
 GOOD = {
@@ -212,8 +218,9 @@ def fanned_out(smtp_mailer, make_rule, alice):
 
 
 def test_expired_claim_is_claimed_again_and_sent(smtp_mailer, fanned_out):
-    ids, _token = claim_due_deliveries(limit=10, ttl=60)
+    ids, token = claim_due_deliveries(limit=10, ttl=60)
     assert ids == [fanned_out.pk]
+    mark_in_flight(fanned_out.pk, token)  # its send started
     # The worker holding the claim is alive: nobody else takes it.
     assert run_until_idle() == 0
     # It died: once the claim expires, another worker takes over.
@@ -227,8 +234,12 @@ def test_expired_claim_is_claimed_again_and_sent(smtp_mailer, fanned_out):
     assert delivery.status == Status.SENT
     assert delivery.attempts == 2
     assert delivery.claimed_until is None
-    [attempt] = delivery.attempt_log.all()
-    assert (attempt.number, attempt.outcome) == (2, DeliveryAttempt.Outcome.SENT)
+    # The loss is on record (the first claim was in flight when its worker died).
+    assert [(a.number, a.outcome) for a in delivery.attempt_log.order_by("number")] == [
+        (1, DeliveryAttempt.Outcome.LOST),
+        (2, DeliveryAttempt.Outcome.SENT),
+    ]
+    assert delivery.hold_reason == ""  # sent alone once, then an ordinary delivery again
     assert len(smtp_mailer.messages) == 1
 
 
@@ -236,7 +247,9 @@ def test_outcome_is_not_written_when_the_claim_is_no_longer_ours(smtp_mailer, fa
     from notify.delivery.send import deliver
 
     ids, stale = claim_due_deliveries(limit=10, ttl=60)
-    Delivery.objects.filter(pk__in=ids).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    mark_in_flight(fanned_out.pk, stale)
+    stale = timezone.now() - timedelta(seconds=1)
+    Delivery.objects.filter(pk__in=ids).update(claimed_until=stale)
     ids_again, current = claim_due_deliveries(limit=10, ttl=60)
     assert ids_again == ids and current != stale
 
@@ -254,7 +267,9 @@ def test_outcome_is_not_written_when_the_claim_is_no_longer_ours(smtp_mailer, fa
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.claimed_until) == (Status.SENDING, current)
     assert delivery.provider_message_id == ""
-    assert not DeliveryAttempt.objects.exists()
+    assert list(DeliveryAttempt.objects.values_list("outcome", flat=True)) == [
+        DeliveryAttempt.Outcome.LOST
+    ]
 
     # The stale worker's batch sends nothing; the current claim's batch sends once.
     assert deliver(ids, stale).recorded == 0

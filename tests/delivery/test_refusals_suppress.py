@@ -22,7 +22,8 @@ PHONE = "+14155552671"
 
 
 @pytest.fixture
-def alice(make_user, make_rule):
+def alice(make_user, make_rule, twilio_sms):
+    """The email rule falls back to SMS, sent through Twilio (the local peer)."""
     make_rule(channels=["email", "sms"], fallback={"sms": "email"})
     user = make_user("alice")
     ContactPoint.objects.create(user=user, kind="phone", address=PHONE, verified_at=timezone.now())
@@ -35,13 +36,14 @@ def shipped(user, order_id: str) -> dict[str, Delivery]:
     return {d.channel: d for d in Delivery.objects.filter(notification__event=event)}
 
 
-def assert_refused_then_fallback(user, received_by_peer, reason: str) -> None:
+def assert_refused_then_fallback(user, received_by_peer, texts, reason: str) -> None:
     first = shipped(user, "A1")
     email = first["email"]
     assert (email.status, email.attempts) == (Status.FAILED, 1)
     assert email.attempt_log.count() == 1
     assert first["sms"].status == Status.SKIPPED  # the email was usable at fan-out
     assert received_by_peer() == 0
+    assert texts() == 0
     assert is_suppressed("email", user.email)
     assert Suppression.objects.get(address=user.email).reason == reason
 
@@ -49,12 +51,14 @@ def assert_refused_then_fallback(user, received_by_peer, reason: str) -> None:
     assert second["email"].status == Status.SKIPPED
     assert second["email"].skip_reason == "suppressed"
     assert second["sms"].status == Status.SENT  # the fallback channel took over
+    assert texts() == 1  # counted at the Twilio peer
     assert received_by_peer() == 0  # nothing more was tried on the refused address
 
 
-def test_smtp_550_5_1_1_suppresses_and_the_fallback_is_used_next(smtp_mailer, alice):
+def test_smtp_550_5_1_1_suppresses_and_the_fallback_is_used_next(smtp_mailer, twilio_sms, alice):
     smtp_mailer.reject(alice.email, 550, "5.1.1 <alice@example.com>: Recipient address rejected")
-    assert_refused_then_fallback(alice, lambda: len(smtp_mailer.messages), "hard_bounce")
+    texts = lambda: len(twilio_sms.messages_to(PHONE))  # noqa: E731
+    assert_refused_then_fallback(alice, lambda: len(smtp_mailer.messages), texts, "hard_bounce")
     assert smtp_mailer.refused == 1  # one RCPT TO for the first event only
 
 
@@ -74,7 +78,7 @@ def test_a_bare_550_without_an_address_status_does_not_suppress(smtp_mailer, ali
 
 @pytest.mark.parametrize(("kind", "reason"), [("inactive", "hard_bounce"), ("invalid", "invalid")])
 def test_postmark_inactive_or_invalid_recipient_suppresses(
-    settings, esp_mailer, alice, kind, reason
+    settings, esp_mailer, twilio_sms, alice, kind, reason
 ):
     settings.NOTIFY = {
         **settings.NOTIFY,
@@ -84,5 +88,6 @@ def test_postmark_inactive_or_invalid_recipient_suppresses(
         },
     }
     esp_mailer.reject(alice.email, kind)
-    assert_refused_then_fallback(alice, lambda: len(esp_mailer.messages), reason)
+    texts = lambda: len(twilio_sms.messages_to(PHONE))  # noqa: E731
+    assert_refused_then_fallback(alice, lambda: len(esp_mailer.messages), texts, reason)
     assert len(esp_mailer.requests) == 1

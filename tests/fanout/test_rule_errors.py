@@ -33,12 +33,12 @@ def rules(make_rule):
             dedup_key="payload.order_ref",
             dedup_window=timedelta(hours=1),
         ),
-        "fine": make_rule(name="fine", channels=["inapp"]),
+        "fine": make_rule(name="fine", channels=["email"]),
     }
 
 
 def test_a_failing_rule_fails_alone_and_is_on_the_record(
-    rules, make_user, caplog, admin_client, client
+    rules, make_user, caplog, admin_client, client, smtp_mailer
 ):
     alice = make_user("alice")
     with caplog.at_level(logging.WARNING, logger="notify.fanout.pipeline"):
@@ -52,6 +52,7 @@ def test_a_failing_rule_fails_alone_and_is_on_the_record(
     [delivery] = Delivery.objects.filter(notification__event=event)
     assert delivery.notification.rule == rules["fine"]
     assert delivery.status == Status.SENT
+    assert len(smtp_mailer.messages_to(alice.email)) == 1  # counted at the SMTP peer
     errors = {e.kind: e for e in RuleError.objects.filter(event=event)}
     assert set(errors) == {"condition", "dedup_key"}
     assert errors["condition"].rule == rules["condition"]

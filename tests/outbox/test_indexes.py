@@ -23,6 +23,7 @@ from notify.inbox.store import inbox, unread_count
 from notify.models import Category, Delivery, Event, Notification
 from notify.models.status import Status
 from notify.outbox.rows import claim_due_deliveries
+from notify.outbox.status_reports import by_provider_id
 from notify.runtime import relay
 from rules.models import Rule
 from tests.scaleout import seed_group
@@ -176,3 +177,22 @@ def test_the_relay_queries_use_indexes(table):
     ):
         sql, params = queryset.values_list("pk", flat=True).query.sql_with_params()
         assert_served(sql, expected, params)
+
+
+def test_reports_find_deliveries_by_provider_id_through_the_partial_index(table):
+    """Fan-out's rows have no provider id and are not in the index; sent ones are."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Delivery._meta.db_table} SET provider_message_id = 'msg-' || id "
+            "WHERE status = 'sent'"
+        )
+        cursor.execute("ANALYZE")
+    for ids in (("msg-7",), ("msg-7", "msg-8")):
+        queryset = Delivery.objects.filter(by_provider_id(*ids)).values_list("pk", flat=True)
+        sql, params = queryset.query.sql_with_params()
+        assert_served(sql, {"delivery_provider_id_idx"}, params)
+
+
+def test_a_digests_items_use_the_partial_digest_index(table):
+    sql, params = Delivery.objects.filter(digest_id=1).values_list("pk").query.sql_with_params()
+    assert_served(sql, {"delivery_digest_idx"}, params)

@@ -8,6 +8,8 @@ Chromium's own push service is Google's, out of reach of a test, so the page's
 peer made (its endpoint, its P-256 key and auth secret): everything after it
 — the page's script, the devices API, the worker, the channel's encryption and
 VAPID signature — is the real thing. Screenshot: ``settings-browser-push.png``.
+``test_browser_push_subscribe.py`` runs Chromium's own subscribe against a
+local stand-in for Google's GCM registration instead.
 """
 
 from __future__ import annotations

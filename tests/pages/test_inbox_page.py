@@ -18,7 +18,8 @@ from django.utils import timezone
 from notify import trigger
 from notify.fanout.pipeline import notification_group_key
 from notify.inbox import live
-from notify.inbox.store import collapse, collapsed_title, entries, safe_link
+from notify.inbox.actions import safe_link
+from notify.inbox.store import collapse, collapsed_title, entries
 from notify.models import Category, Event, Notification
 from notify.runtime.worker import run_until_idle
 from rules.models import Rule

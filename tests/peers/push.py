@@ -34,8 +34,10 @@ from urllib.parse import parse_qs
 
 import http_ece
 import jwt
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from requests.adapters import HTTPAdapter
 
 from tests.peers.h2 import H2Peer
 from tests.peers.http import HttpPeer, Reply, Request
@@ -292,6 +294,20 @@ class WebPushPeer(HttpPeer):
         self.subscriptions: dict[str, Subscription] = {}
         self.pushes: list[Push] = []
         self.refusals: list[str] = []
+        # The VAPID audience it expects: its own origin, or the origin of the
+        # real push service it stands in for (``adopt``).
+        self.audience = ""
+
+    def adopt(self, address: str, private_key: ec.EllipticCurvePrivateKey) -> str:
+        """Stand in for the push service of a subscription a real browser made
+        (``address``: its ``PushSubscription`` JSON; ``private_key``: the
+        browser's, from its profile). Returns the id its pushes are posted to
+        (``/push/<id>``): the last segment of the endpoint."""
+        data = json.loads(address)
+        sub_id = data["endpoint"].rstrip("/").rsplit("/", 1)[1]
+        auth = unb64url(data["keys"]["auth"])
+        self.subscriptions[sub_id] = Subscription(sub_id, private_key, auth, address)
+        return sub_id
 
     def subscribe(self) -> str:
         """A new subscription, as ``PushSubscription.toJSON()`` gives it."""
@@ -367,7 +383,7 @@ class WebPushPeer(HttpPeer):
                 fields.get("t", ""),
                 public,
                 algorithms=["ES256"],
-                audience=self.base_url,
+                audience=self.audience or self.base_url,
                 options={"require": ["exp", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
@@ -377,3 +393,20 @@ class WebPushPeer(HttpPeer):
         if not str(claims["sub"]).startswith(("mailto:", "https:")):
             return "vapid sub must be mailto: or https:"
         return ""
+
+
+class RouteToPeer(HTTPAdapter):
+    """Mounted on the channel's ``requests`` session for a real push service's
+    origin: posts that endpoint's pushes to the local peer instead (the
+    channel's headers, VAPID token and encrypted body unchanged). What
+    ``--host-resolver-rules`` does for Chromium, for the test's Python."""
+
+    def __init__(self, peer: WebPushPeer):
+        super().__init__()
+        self.peer = peer
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        assert request.url is not None
+        sub_id = request.url.rstrip("/").rsplit("/", 1)[1]
+        request.url = f"{self.peer.base_url}/push/{sub_id}"
+        return super().send(request, *args, **kwargs)

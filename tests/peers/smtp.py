@@ -6,7 +6,11 @@ mail servers do:
 
 * ``reject(address)``: answer ``550`` (or any code) to ``RCPT TO`` for one address;
 * ``defer_next(n)``: answer ``451`` to the next ``n`` messages' ``DATA``;
-* ``stop()`` / ``start()``: go down and come back up on the same port.
+* ``stall(address, seconds)``: hold the end of ``DATA`` of messages to one
+  address for ``seconds`` before answering (a server that stops answering;
+  ``stalled`` counts them);
+* ``stop()`` / ``start()``: go down and come back up on the same port;
+* ``latency``: seconds each message's ``DATA`` takes before its ``250``.
 
 ``sessions`` counts SMTP sessions (one per EHLO/HELO), so a test can check that
 a batch of sends shared one connection. The controller's own start-up probe
@@ -19,6 +23,7 @@ Django's SMTP backend; returns the peer).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import logging
@@ -107,9 +112,14 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        stall = self.peer._stall_for(envelope.rcpt_tos)
+        if stall:
+            await asyncio.sleep(stall)
         answer = self.peer._take_deferral()
         if answer is not None:
             return answer
+        if self.peer.latency:  # a real server takes its time before it answers 250
+            await asyncio.sleep(self.peer.latency)
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode()
@@ -133,8 +143,11 @@ class SmtpPeer:
         self._messages: list[ReceivedMessage] = []
         self._rejections: dict[str, str] = {}
         self._deferrals: list[str] = []
+        self._stalls: dict[str, float] = {}
+        self.stalled = 0
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
+        self.latency = 0.0  # seconds before each message's 250 (the message counts then)
         self._controller: Controller | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -180,6 +193,11 @@ class SmtpPeer:
         """Answer the next ``count`` messages' end of ``DATA`` with ``code``."""
         with self._lock:
             self._deferrals.extend([f"{code} {text}"] * count)
+
+    def stall(self, address: str, seconds: float) -> None:
+        """Hold messages to ``address`` for ``seconds`` at the end of ``DATA``."""
+        with self._lock:
+            self._stalls[address.lower()] = seconds
 
     # -- what the server saw ----------------------------------------------------
 
@@ -229,6 +247,13 @@ class SmtpPeer:
             if answer is not None:
                 self.refused += 1
             return answer
+
+    def _stall_for(self, rcpt_tos: list[str]) -> float:
+        with self._lock:
+            seconds = max((self._stalls.get(r.lower(), 0.0) for r in rcpt_tos), default=0.0)
+            if seconds:
+                self.stalled += 1
+            return seconds
 
     def _take_deferral(self) -> str | None:
         with self._lock:

@@ -111,6 +111,7 @@ class TwilioPeer(HttpPeer):
         # Called with each accepted message before the API answers: Twilio's
         # first status callbacks can reach us before the send is recorded.
         self.on_accept: Callable[[TwilioMessage], None] | None = None
+        self._accept_before_revoking: int | None = None
 
     # -- set-up -------------------------------------------------------------------
 
@@ -119,6 +120,12 @@ class TwilioPeer(HttpPeer):
         message = message or f"The 'To' number {number} is not a valid phone number."
         with self._data_lock:
             self._refusals[number] = (status, code, message)
+
+    def revoke_after(self, count: int) -> None:
+        """Accept ``count`` more messages, then answer every request ``401``
+        (20003), as when the auth token is rotated mid-batch."""
+        with self._data_lock:
+            self._accept_before_revoking = len(self._messages) + count
 
     def unsubscribe(self, number: str) -> None:
         """``number`` replied STOP: Twilio refuses it with 21610."""
@@ -187,7 +194,12 @@ class TwilioPeer(HttpPeer):
         match = MESSAGES_PATH.match(request.path)
         if match is None or request.method != "POST":
             return Reply(404, twilio_error(20404, "The requested resource was not found", 404))
-        if match["account"] != self.account_sid or not self._authorised(request):
+        with self._data_lock:
+            revoked = (
+                self._accept_before_revoking is not None
+                and len(self._messages) >= self._accept_before_revoking
+            )
+        if revoked or match["account"] != self.account_sid or not self._authorised(request):
             return Reply(401, twilio_error(20003, "Authenticate", 401))
         form = request.form()
         to = form.get("To", "")

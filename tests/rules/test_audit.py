@@ -31,6 +31,9 @@ def rule_post(category, **overrides) -> dict:
         "fallback": "{}",
         "active_timezone": "UTC",
         "_save": "Save",
+        # The workflow steps' inline formset, empty (what the browser posts).
+        "steps-TOTAL_FORMS": "0",
+        "steps-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data

@@ -140,7 +140,9 @@ def test_reliability_settings_for_rabbitmq(settings):
     assert config["task_reject_on_worker_lost"] is True
     assert config["worker_prefetch_multiplier"] == 1
     assert config["broker_transport_options"] == {"confirm_publish": True}
-    assert config["task_time_limit"] == 120.0
+    # A batch's longest run (WORKER_BATCH_SECONDS, 60) and room for its last send
+    # and a suspect's batch of one before it.
+    assert config["task_time_limit"] == 60.0 + 2 * 120.0
     assert config["task_serializer"] == "json" and config["accept_content"] == ["json"]
 
 
@@ -271,8 +273,10 @@ def test_a_retry_goes_back_with_a_countdown_and_a_later_one_to_the_relay(
 
 
 def expire_claims() -> None:
+    """The worker died while sending what it held."""
     Delivery.objects.filter(status=Status.SENDING).update(
-        claimed_until=timezone.now() - timedelta(seconds=1)
+        sending_since=timezone.now() - timedelta(seconds=2),
+        claimed_until=timezone.now() - timedelta(seconds=1),
     )
 
 
@@ -295,8 +299,11 @@ def test_a_delivery_whose_worker_dies_at_every_attempt_ends_dead(settings, group
         "worker_lost",
         None,
     )
-    [attempt] = poison.attempt_log.all()
-    assert (attempt.number, attempt.outcome) == (3, DeliveryAttempt.Outcome.LOST)
+    # Every loss is on record; the last one ended it (MAX_ATTEMPTS and
+    # MAX_WORKER_LOSSES are both 3 here).
+    assert [(a.number, a.outcome) for a in poison.attempt_log.order_by("number")] == [
+        (n, DeliveryAttempt.Outcome.LOST) for n in (1, 2, 3)
+    ]
     # The in-process pool takes the same path.
     assert run_until_idle() > 0
     assert Delivery.objects.filter(status=Status.SENT).count() == 4
@@ -329,13 +336,16 @@ def test_the_relay_hands_off_what_the_broker_lost(memory_broker, group_rule, set
     Delivery.objects.filter(pk=d[2].pk).update(
         updated_at=now - timedelta(hours=1), next_attempt_at=now - timedelta(seconds=1)
     )
-    # 3: claimed by a worker that died (first loss); 4: lost six times before,
-    # in batches halved at each loss: it travels alone now.
+    # 3: claimed by a worker that died before sending it: handed off as
+    # untried; 4: in flight when its worker died: it travels alone now.
     Delivery.objects.filter(pk=d[3].pk).update(
         status=Status.SENDING, attempts=1, claimed_until=now - timedelta(seconds=1)
     )
     Delivery.objects.filter(pk=d[4].pk).update(
-        status=Status.SENDING, attempts=7, claimed_until=now - timedelta(seconds=2)
+        status=Status.SENDING,
+        attempts=2,
+        claimed_until=now - timedelta(seconds=2),
+        sending_since=now - timedelta(seconds=3),
     )
 
     stats = relay.relay(now)

@@ -7,7 +7,9 @@
   notify worker`` processes (the in-process pool). Afterwards our books must
   be exact (every delivery sent, exactly one successful attempt each) and the
   provider may have seen a delivery twice only when a worker died between
-  sending it and recording it: at most kills x the batches in flight.
+  sending it and recording it: at most kills x the sends in flight (each
+  delivery is recorded as soon as it is sent; the assertion keeps the older,
+  looser bound of kills x batches).
 * the broker (a Redis of the test's own) stopped for 10 s mid-run, losing its
   queues: everything is delivered once it is back, through the relay;
 * PostgreSQL going away mid-run: the workers recover by themselves. A real

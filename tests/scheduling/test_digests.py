@@ -5,6 +5,7 @@ DST changes in four zones neither skip nor double a digest."""
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, time, timedelta
@@ -104,7 +105,9 @@ def test_daily_digest_goes_out_once_at_the_users_local_hour(
     assert "Order A1 shipped" in message.text and "Order A2 shipped" in message.text
     assert "https://shop.test/orders/A1" in message.text
     assert "Someone commented on the roadmap" in message.text
-    assert '<a href="https://shop.test/orders/A1">Order A1 shipped</a>' in message.html
+    assert re.search(
+        r'<a href="https://shop.test/orders/A1"[^>]*>Order A1 shipped</a>', message.html
+    )
     assert message.headers["X-Notify-Digest"]
     assert "(No more Orders emails: http://127.0.0.1:8000/unsubscribe/" in message.text
     assert "No more Comments emails</a>" in message.html

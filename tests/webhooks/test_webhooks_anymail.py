@@ -164,13 +164,17 @@ def test_deferred_and_soft_bounces_do_not_suppress(sent, webhook, fixture, statu
     assert not Suppression.objects.exists()
 
 
-def test_opens_are_not_delivery_reports(sent, webhook):
+def test_opens_are_engagement_not_delivery_reports(sent, webhook):
+    """Issue 16: an open is kept and recorded on the notification (a workflow's
+    ``opened``); the delivery's status does not move."""
     alice, delivery = sent
     body = payload("open", MessageID=delivery.provider_message_id, Recipient=alice.email)
     assert webhook(body).status_code == 200
-    assert not ProviderEvent.objects.exists()
+    assert ProviderEvent.objects.get().event_type == "opened"
     delivery.refresh_from_db()
     assert delivery.status == Status.SENT
+    assert delivery.notification.opened_at is not None
+    assert delivery.notification.read_at is None
 
 
 def test_an_esp_unsubscribe_is_recorded_not_suppressed(sent, webhook):
@@ -291,8 +295,8 @@ def test_postmark_events_map_to_reports(fixture, fields, event_type, suppress):
     assert report.payload == body
 
 
-def test_engagement_events_are_ignored():
-    assert report_for(payload("open")) is None
+def test_engagement_events_are_reported_as_engagement():
+    assert report_for(payload("open")).event_type == "opened"
     assert report_for(payload("subscription_change", SuppressSending=False)) is None
 
 

@@ -92,4 +92,11 @@ def build_digest_message(
         html=parts.html,
         headers={"X-Notify-Digest": str(digest.pk)} if message_format == "email" else {},
         extra={"digest_id": digest.pk, "user_id": digest.user_id, "url": inbox_url},
+        # Receivers drop duplicates by X-Notify-Delivery: every digest its own.
+        reference=digest_reference(digest.pk),
     )
+
+
+def digest_reference(digest_id: int) -> str:
+    """A digest's ``X-Notify-Delivery`` value, never a delivery id's."""
+    return f"digest-{digest_id}"

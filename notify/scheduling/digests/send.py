@@ -21,7 +21,14 @@ was down catches up when it returns.
    the same channel call, error mapping and retry policy; items are decided
    again by ``notify.delivery.send.decide_again``). During the user's quiet
    hours the row waits until they end.
-3. **Record.** The outcome goes on the row (status, provider, message id,
+   The claim is a lease the sender keeps (``notify.scheduling.digests.lease``):
+   extended while the batch is in flight, so a live leader's digests are never
+   claimed again, and left to expire when the leader dies. Each digest carries
+   its own ``X-Notify-Delivery: digest-<id>``.
+3. **Record**, digest by digest as each is sent (a killed leader leaves at most
+   the one in flight to be sent again). A channel that cannot send (a
+   configuration error) fails the rest of its batch with the reason; what was
+   sent before stays recorded. The outcome goes on the row (status, provider, message id,
    attempts, error) and on its items (sent, failed or dead), each item with
    the attempt a single send would have recorded (``Outcome.attempt_row``,
    plus ``sent["digest"]``); a transient error leaves the items claimed, with
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +65,7 @@ from notify.preferences.directory import load_preferences
 from notify.preferences.quiet_hours import applies_to, quiet_until
 from notify.registry import build_channel, describe
 from notify.scheduling.digests.build import build_due_digests
+from notify.scheduling.digests.lease import DigestLease
 from notify.scheduling.digests.message import build_digest_message
 
 log = logging.getLogger("notify.scheduling.digests.periods")
@@ -169,19 +177,25 @@ def send_digests(
     by_channel: dict[str, list[Digest]] = defaultdict(list)
     for digest in digests:
         by_channel[digest.channel].append(digest)
-    done: list[tuple[Digest, DigestOutcome]] = []
-    try:
-        for alias, batch in by_channel.items():
-            if kinds[alias] is None:
-                reason = f"channel '{alias}' is not configured"
-                for d in batch:
-                    failure = config_failure(_target(d, None), timezone.now(), reason)
-                    done.append((d, DigestOutcome(Status.FAILED, result=failure)))
-                continue
-            address_kind, message_format = kinds[alias]
-            channel = build_channel(alias)
-            try:
-                for digest in batch:
+    lease = DigestLease([d.pk for d in digests], token, conf.get("CLAIM_TTL"))
+
+    def record(digest: Digest, outcome: DigestOutcome) -> None:
+        # Each digest on the books as soon as it is sent, under the claim's
+        # current token: a crash re-sends at most the one in flight.
+        record_digest(digest, items[digest.pk], outcome, lease.token, claimed[digest.pk], stats)
+        lease.release(digest.pk)
+
+    for alias, batch in by_channel.items():
+        if kinds[alias] is None:
+            fail_for_config(batch, items, f"channel '{alias}' is not configured", record)
+            continue
+        address_kind, message_format = kinds[alias]
+        channel = build_channel(alias)
+        try:
+            for index, digest in enumerate(batch):
+                if not lease.holds(digest.pk):  # the claim expired: another leader has it
+                    continue
+                try:
                     outcome = send_one(
                         digest,
                         items[digest.pk],
@@ -192,15 +206,29 @@ def send_digests(
                         policy,
                         cancels,
                     )
-                    done.append((digest, outcome))
-            finally:
-                channel.close()
-    finally:
-        # Whatever was sent is recorded, the batch in one transaction (as
-        # dispatch does): a crash before this point sends the batch again.
-        with transaction.atomic():
-            for digest, outcome in done:
-                record_digest(digest, items[digest.pk], outcome, token, claimed[digest.pk], stats)
+                except ChannelConfigurationError as exc:
+                    # Nothing more can go through this channel: the rest of its
+                    # batch fails with the reason, what was sent stays recorded.
+                    log.error("digests on channel '%s' cannot be sent: %s", alias, exc)
+                    fail_for_config(batch[index:], items, f"channel '{alias}': {exc}", record)
+                    break
+                record(digest, outcome)
+        finally:
+            channel.close()
+
+
+def fail_for_config(
+    digests: list[Digest],
+    items: dict[int, list[Delivery]],
+    reason: str,
+    record: Callable[[Digest, DigestOutcome], None],
+) -> None:
+    """Fail ``digests`` and their items for a channel that cannot send (not
+    configured, refused by its provider as misconfigured): retrying cannot help
+    until ops fix it, and each item says why, as a single delivery would."""
+    for digest in digests:
+        failure = config_failure(_target(digest, None), timezone.now(), reason)
+        record(digest, DigestOutcome(Status.FAILED, items[digest.pk], result=failure))
 
 
 def _target(digest: Digest, address_kind: str | None) -> Target:

@@ -1,0 +1,55 @@
+"""One gate per process for sends: shared by ordinary sends, exclusive for a suspect.
+
+A suspect (``notify.outbox.rows.SUSPECT``) was in flight when its worker died:
+it may be a message that kills the process sending it. It is sent alone in its
+batch and, through this gate, with nothing else in flight in its process
+(threads of the worker pool, of a Celery ``threads`` pool), so that if it kills
+the process again it is the only one lost and its cause is not in doubt. An
+ordinary send waits only while a suspect is in flight or waiting; a suspect
+waits for the sends in flight (each bounded by its channel's time-out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+
+class SendGate:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # suspects waiting: ordinary sends let them go first
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._changed:
+            while self._exclusive or self._waiting:
+                self._changed.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._shared -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._changed:
+            self._waiting += 1
+            while self._exclusive or self._shared:
+                self._changed.wait()
+            self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._exclusive = False
+                self._changed.notify_all()
+
+
+gate = SendGate()
