@@ -1,7 +1,8 @@
 """System checks: bad configuration fails at start-up and says what to set.
 
 Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
-options, E009 no secret key. Production (``production_reasons``): E020 a user
+options, E009 no secret key, E090 a channel's ``CONCURRENCY``, E091
+``SENDS_IN_FLIGHT`` (``notify.delivery.inflight``). Production (``production_reasons``): E020 a user
 with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.) W010 links in messages to a host this service refuses.
@@ -20,7 +21,7 @@ from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
 from notify import conf
-from notify.registry import build_channel
+from notify.registry import build_channel, concurrency_problem
 
 
 @checks.register()
@@ -137,6 +138,9 @@ def check_channels(app_configs=None, **kwargs):
             )
             continue
         errors += check_unknown_options(alias, cls, config.get("OPTIONS") or {})
+        problem = concurrency_problem(alias, config)
+        if problem:
+            errors.append(checks.Error(problem, id="notify.E090"))
     if not errors:
         errors += check_channel_options(channels)
     for alias in conf.get("DEFAULT_CHANNELS"):
@@ -147,6 +151,14 @@ def check_channels(app_configs=None, **kwargs):
                     id="notify.E004",
                 )
             )
+    in_flight = conf.get("SENDS_IN_FLIGHT")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        errors.append(
+            checks.Error(
+                f"NOTIFY['SENDS_IN_FLIGHT'] must be a whole number, at least 1 (got {in_flight!r}).",
+                id="notify.E091",
+            )
+        )
     if conf.get("MAX_ATTEMPTS") < 1:
         errors.append(checks.Error("NOTIFY['MAX_ATTEMPTS'] must be at least 1.", id="notify.E005"))
     return errors
