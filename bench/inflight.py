@@ -15,6 +15,7 @@ send at a time allows), and the ceiling ``CONCURRENCY / LATENCY``.
 
 from __future__ import annotations
 
+import sys
 import time
 from email.utils import make_msgid
 from typing import Any
@@ -27,7 +28,7 @@ from django.db import connections
 
 from bench.fanout import seed_users
 from bench.http_peer import HttpPeer
-from bench.measure import Stopwatch, count_queries
+from bench.measure import Stopwatch, count_queries, profile_call
 from bench.registry import Context, Figure, Workload, register
 from bench.smtp_peer import SmtpPeer
 from notify.fanout.pipeline import process_event
@@ -151,7 +152,19 @@ def smtp_baseline() -> dict[str, Any]:
     return {"emails_per_s": BASELINE_SENDS / watch.seconds}
 
 
+def profile_http(ctx: Context, state: dict[str, Any]) -> None:
+    """``--profile``: one untimed HTTP round, the batch thread under cProfile."""
+    path = f"{ctx.profile}.{ctx.database}.inflight.prof"
+    ctx.say(f"inflight: profiling one HTTP round into {path}")
+    event = Event.objects.create(type="bench.slow-http", payload={"order_id": "P-1", "total": 1})
+    process_event(event.pk)
+    print(profile_call(run_until_idle, path)[1], file=sys.stderr)
+    Event.objects.filter(pk=event.pk).delete()
+
+
 def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
+    if ctx.profile and ctx.run_number == 1:
+        profile_http(ctx, state)
     ctx.say(f"inflight run {ctx.run_number}: {ctx.emails:,} HTTP deliveries, then emails")
     http = send_all("slow-http", state["http"])
     time.sleep(0.2)
