@@ -41,6 +41,11 @@ def concurrency_of(alias: str, channel: Channel) -> int:
     return max(1, min(int(wanted), int(cap)))
 
 
+# Seconds a batch waits for a send to return before it opens another channel
+# instance (SMTP session, HTTP connection): only a slow provider grows the pool.
+GROW_AFTER = 0.002
+
+
 class Done(NamedTuple):
     """A send that returned: its key, and its result or the exception it raised."""
 
@@ -71,6 +76,11 @@ class SendPool:
     def full(self) -> bool:
         return self.in_flight >= self.limit
 
+    @property
+    def idle(self) -> int:
+        """Instances built and free: a send on one needs no new connection."""
+        return len(self._idle)
+
     def submit(self, key: Any, send: Callable[[Channel], Any]) -> None:
         """Start ``send(channel)`` on a free instance, with the caller's log context."""
         if self.full:
@@ -97,9 +107,9 @@ class SendPool:
                 conn.close()
         self._done.put((done, channel))
 
-    def _take(self, block: bool) -> Done | None:
+    def _take(self, block: bool, timeout: float | None = None) -> Done | None:
         try:
-            done, channel = self._done.get(block=block)
+            done, channel = self._done.get(block=block, timeout=timeout)
         except queue.Empty:
             return None
         self.in_flight -= 1
@@ -117,12 +127,14 @@ class SendPool:
             out.append(done)
         return out
 
-    def wait(self) -> list[Done]:
-        """At least one returned send (waits for one if none has returned yet)."""
+    def wait(self, timeout: float | None = None) -> list[Done]:
+        """At least one returned send (waits for one if none has returned yet;
+        at most ``timeout`` seconds, then none)."""
         if not self.in_flight:
             return []
-        first = self._take(block=True)
-        assert first is not None
+        first = self._take(block=True, timeout=timeout)
+        if first is None:
+            return []
         return [first, *self.finished()]
 
     def close(self) -> None:
@@ -205,6 +217,10 @@ def send_all(
                     continue
                 while pool.full:
                     settle(pool.wait())
+                if not pool.idle and pool.in_flight:
+                    # A fast provider (a local SMTP server) answers within this:
+                    # reuse its session rather than open another per send.
+                    settle(pool.wait(timeout=GROW_AFTER))
                 if refused:
                     break
                 if not gate.enter_shared(wait=False):  # a suspect waits: let it go
