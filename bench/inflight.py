@@ -79,6 +79,7 @@ def setup(ctx: Context) -> dict[str, Any]:
         **settings.NOTIFY,
         "CHANNELS": {**settings.NOTIFY["CHANNELS"], **channels},
         "WORKER_BATCH_SIZE": BATCH,
+        "SENDS_IN_FLIGHT": max(HTTP_CONCURRENCY, SMTP_CONCURRENCY),
     }
     for alias in channels:
         Rule.objects.create(

@@ -13,7 +13,9 @@ sees its send return.
 ``concurrency`` is the ``CONCURRENCY`` key of the channel's entry in
 ``NOTIFY["CHANNELS"]``, else the channel's own default
 (``Channel.default_concurrency``: 8 for email over SMTP or an ESP, 32 for
-HTTP webhooks, 1 otherwise), capped by ``NOTIFY["SENDS_IN_FLIGHT"]``.
+HTTP webhooks, 1 otherwise), capped by ``NOTIFY["SENDS_IN_FLIGHT"]`` (1 by
+default: opt in; a pool lives as long as its batch, so against a fast local
+server its session set-ups cost more than the overlap saves).
 """
 
 from __future__ import annotations

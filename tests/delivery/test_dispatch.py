@@ -184,7 +184,7 @@ def test_a_batch_of_emails_shares_one_smtp_session(settings, smtp_mailer, make_r
 
 def test_sends_in_flight_reuse_their_smtp_sessions(settings, smtp_mailer, make_rule, make_user):
     """At the defaults a batch keeps up to 8 sessions open and reuses them."""
-    settings.NOTIFY = {**settings.NOTIFY, "WORKER_BATCH_SIZE": 40}
+    settings.NOTIFY = {**settings.NOTIFY, "WORKER_BATCH_SIZE": 40, "SENDS_IN_FLIGHT": 64}
     users = [make_user(f"reader{i}") for i in range(40)]
     make_rule(channels=["email"])
     shipped(*users)

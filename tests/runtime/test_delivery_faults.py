@@ -351,14 +351,14 @@ def assert_mates_once_and_poison_dead(provider, poison_event) -> None:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("in_flight", [1, None], ids=["one-in-flight", "default-in-flight"])
+@pytest.mark.parametrize("in_flight", [1, None], ids=["one-in-flight", "several-in-flight"])
 def test_a_poison_message_in_the_embedded_pool(tmp_path, counting, in_flight):
     """``notify worker`` (2 threads) dies with the poison at every try; a
     supervisor starts it again, as systemd would. With one send in flight the
     mates are each sent once; at the defaults (several in flight,
     ``notify.delivery.inflight``) a kill costs at most the sends in flight:
     only a mate in flight at a kill (a "lost" attempt on record) may arrive twice."""
-    overrides = {**SHORT_CLAIMS, **({"SENDS_IN_FLIGHT": in_flight} if in_flight else {})}
+    overrides = {**SHORT_CLAIMS, "SENDS_IN_FLIGHT": in_flight or 64}
     with machine_to_ourselves():
         _, poison_event, _ = poison_and_mates()
         run_fan_out_only()  # one batch of ten
