@@ -1,11 +1,11 @@
 """System checks: bad configuration fails at start-up and says what to set.
 
 Ids: E001-E006 the channels, E007 unknown ``NOTIFY`` keys, E008 unknown channel
-options, E009 no secret key, E090 a channel's ``CONCURRENCY``, E091
-``SENDS_IN_FLIGHT`` (``notify.delivery.inflight``). Production (``production_reasons``): E020 a user
+options, E009 no secret key. Production (``production_reasons``): E020 a user
 with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.) W010 links in messages to a host this service refuses.
+E090 a channel's ``CONCURRENCY``, E091 ``SENDS_IN_FLIGHT`` (``notify.delivery.inflight``).
 """
 
 import difflib
