@@ -20,8 +20,8 @@ from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
-from notify import conf
-from notify.registry import build_channel, concurrency_problem
+from notify import conf, registry
+from notify.registry import build_channel
 
 
 @checks.register()
@@ -138,7 +138,7 @@ def check_channels(app_configs=None, **kwargs):
             )
             continue
         errors += check_unknown_options(alias, cls, config.get("OPTIONS") or {})
-        problem = concurrency_problem(alias, config)
+        problem = registry.concurrency_problem(alias, config)
         if problem:
             errors.append(checks.Error(problem, id="notify.E090"))
     if not errors:
