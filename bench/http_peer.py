@@ -13,6 +13,7 @@ receive it.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from bench.forked_peer import ForkedPeer
@@ -24,7 +25,9 @@ ANSWER = (
 )
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Any) -> None:
+async def _handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: Any, latency: float = 0.0
+) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -34,6 +37,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, co
                     length = int(line[15:])
             if length:
                 await reader.readexactly(length)
+            if latency:  # a provider taking its time (the inflight workload)
+                await asyncio.sleep(latency)
             with count.get_lock():
                 count.value += 1
             writer.write(ANSWER)
@@ -44,10 +49,10 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, co
         writer.close()
 
 
-def _serve(port: int, count: Any, ready: Any, stop: Any) -> None:
+def _serve(port: int, count: Any, ready: Any, stop: Any, latency: float = 0.0) -> None:
     async def main() -> None:
         server = await asyncio.start_server(
-            lambda r, w: _handle(r, w, count), "127.0.0.1", port, backlog=512
+            lambda r, w: _handle(r, w, count, latency), "127.0.0.1", port, backlog=512
         )
         ready.set()
         loop = asyncio.get_running_loop()
@@ -62,8 +67,8 @@ class HttpPeer(ForkedPeer):
 
     kind = "HTTP"
 
-    def __init__(self) -> None:
-        super().__init__(_serve, "requests")
+    def __init__(self, latency: float = 0.0) -> None:
+        super().__init__(functools.partial(_serve, latency=latency), "requests")
 
     @property
     def url(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 WORKLOAD_MODULES: dict[str, str] = {
     "fanout": "bench.fanout",
     "delivery": "bench.delivery",
+    "inflight": "bench.inflight",
     "digest": "bench.digest",
     "rules": "bench.rules",
     "api": "bench.api",

@@ -9,6 +9,8 @@ emails). The peer should not be part of what is measured.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 from bench.forked_peer import ForkedPeer
@@ -17,11 +19,14 @@ from bench.forked_peer import ForkedPeer
 class CountingHandler:
     """An aiosmtpd handler: accept, count messages and bytes, keep nothing."""
 
-    def __init__(self, messages: Any, size: Any) -> None:
+    def __init__(self, messages: Any, size: Any, latency: float = 0.0) -> None:
         self.messages = messages  # multiprocessing.Value("q"), shared with the parent
         self.size = size
+        self.latency = latency  # seconds before each 250 (the inflight workload)
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         with self.messages.get_lock():
             self.messages.value += 1
         with self.size.get_lock():
@@ -29,13 +34,17 @@ class CountingHandler:
         return "250 OK"
 
 
-def _serve(port: int, messages: Any, size: Any, ready: Any, stop: Any) -> None:
+def _serve(
+    port: int, messages: Any, size: Any, ready: Any, stop: Any, latency: float = 0.0
+) -> None:
     import logging
 
     from aiosmtpd.controller import Controller
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every line
-    controller = Controller(CountingHandler(messages, size), hostname="127.0.0.1", port=port)
+    controller = Controller(
+        CountingHandler(messages, size, latency), hostname="127.0.0.1", port=port
+    )
     controller.start()
     ready.set()
     stop.wait()
@@ -47,8 +56,8 @@ class SmtpPeer(ForkedPeer):
 
     kind = "SMTP"
 
-    def __init__(self) -> None:
-        super().__init__(_serve, "messages", "bytes")
+    def __init__(self, latency: float = 0.0) -> None:
+        super().__init__(functools.partial(_serve, latency=latency), "messages", "bytes")
 
     @property
     def messages(self) -> int:

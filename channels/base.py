@@ -186,6 +186,12 @@ class Channel:
         cannot work. Run by a system check at start-up, so a missing token fails
         the deploy instead of the first send."""
 
+    def default_concurrency(self) -> int:
+        """Sends of this channel a batch may have in flight at once, each on an
+        instance of its own (``notify.delivery.inflight``), unless the channel's
+        entry in ``NOTIFY["CHANNELS"]`` sets ``CONCURRENCY``. 1: one at a time."""
+        return 1
+
     def open(self) -> None:
         """Acquire what a batch of sends can share (a connection, a session)."""
 

@@ -63,6 +63,10 @@ except ImportError:  # pragma: no cover
     AnymailAPIError = AnymailRecipientsRefused = None
 
 
+# Sends in flight per batch by default over SMTP or an ESP (notify.delivery.inflight).
+EMAIL_CONCURRENCY = 8
+
+
 class EmailChannel(Channel):
     """Sends text + HTML alternatives; records the Message-ID or the ESP's id."""
 
@@ -101,6 +105,18 @@ class EmailChannel(Channel):
         except Exception as exc:
             self.connection = None
             raise classify_email_error(exc, self.provider_name) from exc
+
+    def default_concurrency(self) -> int:
+        """8 sends in flight (8 SMTP sessions, or 8 ESP API calls) when the mailer
+        is Django's SMTP backend or a django-anymail ESP; 1 for any other (the
+        sandbox, locmem, a custom backend: not known to be safe side by side)."""
+        try:
+            mailer = mailers[self.mailer]
+        except (MailerDoesNotExist, InvalidMailer):
+            return 1
+        if isinstance(mailer, SmtpBackend) or type(mailer).__module__.startswith("anymail."):
+            return EMAIL_CONCURRENCY
+        return 1
 
     def send_timeout(self) -> float | None:
         """Seconds one send may wait on the mailer (its own time-out, else ``TIMEOUT``)."""

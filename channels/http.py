@@ -141,6 +141,10 @@ def refused(url: str, reason: str, provider: str) -> InvalidRecipient:
     )
 
 
+# Requests in flight per batch by default (notify.delivery.inflight).
+HTTP_CONCURRENCY = 32
+
+
 class HttpWebhookChannel(Channel):
     """POST a JSON payload to ``message.to``; subclasses shape it and read the answer."""
 
@@ -175,6 +179,10 @@ class HttpWebhookChannel(Channel):
         return breaker
 
     # -- the batch ---------------------------------------------------------------------
+
+    def default_concurrency(self) -> int:
+        """Requests in flight per batch (each instance its own pooled session)."""
+        return HTTP_CONCURRENCY
 
     def open(self) -> None:
         if self.session is None:

@@ -5,6 +5,7 @@ options, E009 no secret key, E070-E071 workflow settings. Production (``producti
 with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine), E022 a provider whose
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.) W010 links in messages to a host this service refuses.
+E090 a channel's ``CONCURRENCY``, E091 ``SENDS_IN_FLIGHT`` (``notify.delivery.inflight``).
 """
 
 import difflib
@@ -20,7 +21,7 @@ from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from channels.base import Channel, ChannelConfigurationError, describe_unknown_options
-from notify import conf
+from notify import conf, registry
 from notify.registry import build_channel
 from rules.windows import WindowError, make_window
 
@@ -139,6 +140,9 @@ def check_channels(app_configs=None, **kwargs):
             )
             continue
         errors += check_unknown_options(alias, cls, config.get("OPTIONS") or {})
+        problem = registry.concurrency_problem(alias, config)
+        if problem:
+            errors.append(checks.Error(problem, id="notify.E090"))
     if not errors:
         errors += check_channel_options(channels)
     for alias in conf.get("DEFAULT_CHANNELS"):
@@ -149,6 +153,14 @@ def check_channels(app_configs=None, **kwargs):
                     id="notify.E004",
                 )
             )
+    in_flight = conf.get("SENDS_IN_FLIGHT")
+    if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
+        errors.append(
+            checks.Error(
+                f"NOTIFY['SENDS_IN_FLIGHT'] must be a whole number, at least 1 (got {in_flight!r}).",
+                id="notify.E091",
+            )
+        )
     if conf.get("MAX_ATTEMPTS") < 1:
         errors.append(checks.Error("NOTIFY['MAX_ATTEMPTS'] must be at least 1.", id="notify.E005"))
     return errors

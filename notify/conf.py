@@ -34,7 +34,8 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
                 "email": {"BACKEND": "channels.email.EmailChannel", "OPTIONS": {}},
                 "inapp": {"BACKEND": "channels.inapp.InAppChannel", "OPTIONS": {}},
             },
-            "alias -> {'BACKEND': dotted path of a channels.base.Channel, 'OPTIONS': {...}}.",
+            "alias -> {'BACKEND': dotted path of a channels.base.Channel, 'OPTIONS': {...}, "
+            "optional 'CONCURRENCY': sends of it a batch has in flight at once}.",
         ),
         "DEFAULT_CHANNELS": Setting(
             ["email", "inapp"], "Channel aliases a rule gets when it names none."
@@ -98,6 +99,13 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "and wall-clock times in each user's time zone.",
         ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
+        "SENDS_IN_FLIGHT": Setting(
+            1,
+            "Most sends one batch has in flight at once (notify.delivery.inflight): caps "
+            "each channel's CONCURRENCY (its entry in CHANNELS; default 8 for email over "
+            "SMTP or an ESP, 32 for HTTP webhooks, 1 otherwise). 1 (one send at a time) "
+            "until the send pool outlives its batch: raise it (e.g. 64) for slow providers.",
+        ),
         "WEB_THREADS": Setting(
             8, "Threads serving requests in each web process (notify.project.asgi)."
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from django.utils.module_loading import import_string
 
@@ -46,3 +47,16 @@ def describe(alias: str) -> tuple[str | None, str]:
     if config is None:
         raise ChannelConfigurationError(f"No channel '{alias}' in NOTIFY['CHANNELS'].")
     return _describe(alias, repr(config))
+
+
+def concurrency_problem(alias: str, config: Any) -> str:
+    """Why a channel entry's ``CONCURRENCY`` cannot work; ``""`` when it can."""
+    if not isinstance(config, dict) or "CONCURRENCY" not in config:
+        return ""
+    value = config["CONCURRENCY"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return (
+            f"NOTIFY['CHANNELS']['{alias}']['CONCURRENCY'] must be a whole number of "
+            f"sends in flight, at least 1 (got {value!r})."
+        )
+    return ""

@@ -51,5 +51,25 @@ class SendGate:
                 self._exclusive = False
                 self._changed.notify_all()
 
+    def enter_shared(self, wait: bool = True) -> bool:
+        """Take a shared place, as ``shared`` does but without a block: for a
+        batch with several sends in flight, each holding a place until it is
+        recorded. ``wait=False``: ``False`` at once when a suspect is in flight
+        or waiting (the batch records what it has in flight, giving their
+        places back, before it waits: else it would hold up the suspect)."""
+        with self._changed:
+            while self._exclusive or self._waiting:
+                if not wait:
+                    return False
+                self._changed.wait()
+            self._shared += 1
+            return True
+
+    def leave_shared(self) -> None:
+        """Give back a place taken by ``enter_shared``."""
+        with self._changed:
+            self._shared -= 1
+            self._changed.notify_all()
+
 
 gate = SendGate()

@@ -27,6 +27,7 @@ from channels.base import (
     InvalidRecipient,
     OutgoingMessage,
     ProviderRateLimited,
+    SendResult,
     Suppressed,
     TransientError,
 )
@@ -105,26 +106,46 @@ def send_one(
     error, retried and logged; a configuration error is raised, never recorded,
     because nothing sent through that channel can succeed."""
     started = started or timezone.now()
+    return outcome_of(target, message, attempt(channel, message), policy, started)
+
+
+def attempt(channel: Channel, message: OutgoingMessage) -> SendResult | Exception:
+    """``channel.send(message)``: its result, or the exception it raised returned
+    (a configuration error is raised). Nothing but the send: a batch runs it in
+    a thread of its send pool (``notify.delivery.inflight``) and maps the answer
+    (``outcome_of``) in its own thread, which alone writes to the database."""
     try:
-        result = channel.send(message)
+        return channel.send(message)
     except ChannelConfigurationError:
         raise
-    except ChannelError as exc:
-        suppress_refused(exc, target.address_kind, message.to)
-        return error_outcome(target, started, exc, policy, message)
     except Exception as exc:
-        log.exception("unexpected error sending %s %s", target.label, target.id)
-        error = TransientError(f"{type(exc).__name__}: {exc}")
+        return exc
+
+
+def outcome_of(
+    target: Target,
+    message: OutgoingMessage,
+    answer: SendResult | Exception,
+    policy: RetryPolicy,
+    started: datetime,
+) -> Outcome:
+    """The outcome of ``attempt``'s answer (see ``send_one``)."""
+    if isinstance(answer, ChannelError):
+        suppress_refused(answer, target.address_kind, message.to)
+        return error_outcome(target, started, answer, policy, message)
+    if isinstance(answer, Exception):
+        log.error("unexpected error sending %s %s", target.label, target.id, exc_info=answer)
+        error = TransientError(f"{type(answer).__name__}: {answer}")
         return error_outcome(target, started, error, policy, message)
     return done(
         target,
         started,
         Status.SENT,
         Attempt.SENT,
-        provider=result.provider,
-        message_id=result.message_id,
+        provider=answer.provider,
+        message_id=answer.message_id,
         sent=message.as_record(),
-        response=result.response,
+        response=answer.response,
     )
 
 

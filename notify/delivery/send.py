@@ -32,7 +32,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
 
@@ -40,19 +40,21 @@ from django.db.models import F
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
-from channels.base import Channel, ChannelConfigurationError
+from channels.base import Channel, ChannelConfigurationError, OutgoingMessage, SendResult
 from notify import conf
 from notify.delivery.cancel import CancelCheck
-from notify.delivery.devices import device_addresses, send_to_devices
+from notify.delivery.devices import device_addresses, devices_already_sent, sum_outcomes
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.gate import gate
+from notify.delivery.inflight import SendPool, concurrency_of, send_all
 from notify.delivery.message import build_message
 from notify.delivery.outcomes import (
     Target,
+    attempt,
     config_failure,
     done,
     flush_queued,
-    send_one,
+    outcome_of,
     template_failure,
 )
 from notify.delivery.retry import RetryPolicy
@@ -191,6 +193,41 @@ def _deliver(
         queued: list[Outcome] = []
         if channel.queues_sends:
             channel.open()
+        limit = 1 if channel.queues_sends else concurrency_of(alias, channel)
+        if limit > 1 and not any(d.hold_reason == SUSPECT for d in batch):
+            # Several sends in flight, each on its own instance (notify.delivery.inflight).
+            stopped_at = send_all(
+                batch,
+                SendPool(alias, channel, limit),
+                prepare=lambda d, kind=address_kind, fmt=message_format: _prepare(
+                    d, kind, fmt, prefs, policy, cancels
+                ),
+                finish=lambda send, answers: send.outcome(answers, policy),
+                mark=lambda d: _mark(lease, d),
+                record=record,
+                refuse=lambda rest, exc, a=alias, c=channel: refused_configuration(a, rest, exc, c),
+                should_stop=lambda: time.monotonic() - started >= budget or stopping(),
+                context=lambda d, a=alias: log_context(
+                    event_id=d.notification.event_id,
+                    delivery_id=d.pk,
+                    attempt=d.attempts,
+                    channel=a,
+                ),
+            )
+            if stopped_at is not None:
+                rest = [d.pk for b in by_channel.values() for d in b]
+                rest = rest[rest.index(batch[stopped_at].pk) :]
+                with lease.held() as token:
+                    stats.released = release(rest, token)
+                log.info(
+                    "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
+                    "worker stopping): %d deliveries put back",
+                    time.monotonic() - started,
+                    budget,
+                    stats.released,
+                )
+                return stats
+            continue
         try:
             for position, delivery in enumerate(batch):
                 if time.monotonic() - started >= budget or stopping():
@@ -219,8 +256,7 @@ def _deliver(
                     # waits until no other send of this process is unrecorded).
                     with gate.exclusive() if suspect else gate.shared():
                         if not channel.queues_sends:  # a queued send happens at flush
-                            with lease.held() as token:
-                                mark_in_flight(delivery.pk, token)
+                            _mark(lease, delivery)
                         try:
                             result = _deliver_one(
                                 delivery,
@@ -299,6 +335,11 @@ def refused_configuration(
     return outcomes
 
 
+def _mark(lease: Lease, delivery: Delivery) -> None:
+    with lease.held() as token:
+        mark_in_flight(delivery.pk, token)
+
+
 def _deliver_one(
     delivery: Delivery,
     channel: Channel,
@@ -309,6 +350,22 @@ def _deliver_one(
     cancels: CancelCheck | None = None,
 ) -> Outcome | Hold:
     """Decide again, render and send one claimed delivery (steps 2 to 4)."""
+    prepared = _prepare(delivery, address_kind, message_format, prefs, policy, cancels)
+    if isinstance(prepared, Send):
+        return prepared.outcome(prepared(channel), policy)
+    return prepared
+
+
+def _prepare(
+    delivery: Delivery,
+    address_kind: str | None,
+    message_format: str,
+    prefs: dict,
+    policy: RetryPolicy,
+    cancels: CancelCheck | None = None,
+) -> Outcome | Hold | Send:
+    """Decide again and render one claimed delivery (steps 2 and 3): its outcome
+    or hold when it is not to be sent now, else its ``Send``."""
     started = timezone.now()
     target = Target(delivery.pk, delivery.attempts, address_kind)
     user_prefs = prefs.get(delivery.notification.user_id)
@@ -333,9 +390,37 @@ def _deliver_one(
     except TemplateError as exc:
         return template_failure(target, started, exc)
     devices = device_addresses(user_prefs, address_kind, decision.address)
-    if devices is not None:  # a push: every device of the user
-        return send_to_devices(channel, target, message, devices, policy, started)
-    return send_one(channel, target, message, policy, started)
+    if devices is not None:  # a push: every device of the user not reached yet
+        reached = devices_already_sent(target)
+        messages = tuple(replace(message, to=d) for d in devices if d not in reached)
+        return Send(target, messages, started, devices=True, reached_before=bool(reached))
+    return Send(target, (message,), started)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A delivery decided and rendered: its messages (one, or one per device of
+    a push), to send through a channel (``send(channel)``: nothing but the
+    sends, safe in a send pool's thread) and map to its outcome (``outcome``,
+    in the batch's thread: it may read and write the database)."""
+
+    target: Target
+    messages: tuple[OutgoingMessage, ...]
+    started: datetime
+    devices: bool = False
+    reached_before: bool = False
+
+    def __call__(self, channel: Channel) -> list[SendResult | Exception]:
+        return [attempt(channel, message) for message in self.messages]
+
+    def outcome(self, answers: list[SendResult | Exception], policy: RetryPolicy) -> Outcome:
+        parts = [
+            outcome_of(self.target, message, answer, policy, self.started)
+            for message, answer in zip(self.messages, answers, strict=True)
+        ]
+        if not self.devices:
+            return parts[0]
+        return sum_outcomes(self.target, self.started, parts, self.reached_before)
 
 
 # -- reminders and quiet hours ---------------------------------------------------------

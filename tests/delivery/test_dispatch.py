@@ -160,7 +160,17 @@ def test_transient_errors_until_max_attempts_end_dead(settings, smtp_mailer, mak
 # -- one provider session per batch ------------------------------------------------------
 
 
-def test_a_batch_of_emails_shares_one_smtp_session(smtp_mailer, make_rule, make_user):
+def one_in_flight(settings, alias: str) -> None:
+    channels = settings.NOTIFY["CHANNELS"]
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {**channels, alias: {**channels[alias], "CONCURRENCY": 1}},
+    }
+
+
+def test_a_batch_of_emails_shares_one_smtp_session(settings, smtp_mailer, make_rule, make_user):
+    """With one send in flight (``CONCURRENCY`` 1) a batch uses one session."""
+    one_in_flight(settings, "email")
     users = [make_user(f"reader{i}") for i in range(6)]
     make_rule(channels=["email"])
     shipped(*users)
@@ -170,6 +180,20 @@ def test_a_batch_of_emails_shares_one_smtp_session(smtp_mailer, make_rule, make_
     assert Delivery.objects.filter(status=Status.SENT).count() == 6
     assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
     assert smtp_mailer.sessions == 1
+
+
+def test_sends_in_flight_reuse_their_smtp_sessions(settings, smtp_mailer, make_rule, make_user):
+    """At the defaults a batch keeps up to 8 sessions open and reuses them."""
+    settings.NOTIFY = {**settings.NOTIFY, "WORKER_BATCH_SIZE": 40, "SENDS_IN_FLIGHT": 64}
+    users = [make_user(f"reader{i}") for i in range(40)]
+    make_rule(channels=["email"])
+    shipped(*users)
+
+    run_until_idle()
+
+    assert Delivery.objects.filter(status=Status.SENT).count() == 40
+    assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
+    assert 1 <= smtp_mailer.sessions <= 8
 
 
 def test_a_rejected_recipient_does_not_spoil_the_batch(smtp_mailer, make_rule, make_user):
@@ -193,7 +217,8 @@ def test_a_rejected_recipient_does_not_spoil_the_batch(smtp_mailer, make_rule, m
     }
 
 
-def test_refusals_in_a_batch_keep_the_smtp_session(smtp_mailer, make_rule, make_user):
+def test_refusals_in_a_batch_keep_the_smtp_session(settings, smtp_mailer, make_rule, make_user):
+    one_in_flight(settings, "email")
     users = [make_user(f"reader{i}") for i in range(4)]
     smtp_mailer.reject(users[1].email, 550)
     smtp_mailer.defer_next(1, 451)

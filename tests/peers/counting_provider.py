@@ -74,6 +74,9 @@ class CountingProvider(HttpPeer):
         self.faults = faults or Faults()
         self._arrivals: dict[str, list[Arrival]] = defaultdict(list)
         self._count_lock = threading.Lock()
+        self.latency = 0.0  # seconds before each answer (a provider taking its time)
+        self.in_flight = 0  # requests waiting for their answer, now and at most
+        self.peak_in_flight = 0
 
     @property
     def url(self) -> str:
@@ -94,6 +97,13 @@ class CountingProvider(HttpPeer):
             attempt = len(self._arrivals[delivery]) + 1
             outcome = self.faults.draw(delivery, attempt)
             self._arrivals[delivery].append(Arrival(time.time(), outcome))
+        if self.latency:
+            with self._count_lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            time.sleep(self.latency)
+            with self._count_lock:
+                self.in_flight -= 1
         if outcome == "unavailable":
             return Reply(503, {"error": "try again"})
         if outcome == "refuse":

@@ -119,7 +119,11 @@ class _Handler:
         if answer is not None:
             return answer
         if self.peer.latency:  # a real server takes its time before it answers 250
-            await asyncio.sleep(self.peer.latency)
+            self.peer._in_data(+1)
+            try:
+                await asyncio.sleep(self.peer.latency)
+            finally:
+                self.peer._in_data(-1)
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
             raw = raw.encode()
@@ -148,6 +152,9 @@ class SmtpPeer:
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
         self.latency = 0.0  # seconds before each message's 250 (the message counts then)
+        # Messages waiting for their 250 at once, now and at most (with ``latency``).
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._controller: Controller | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -223,6 +230,7 @@ class SmtpPeer:
             self._deferrals.clear()
             self._sessions = 0
             self.refused = 0
+            self.peak_in_flight = 0
 
     def mailer_options(self, timeout: float = 5.0) -> dict[str, Any]:
         """``OPTIONS`` for ``django.core.mail.backends.smtp.EmailBackend``."""
@@ -261,6 +269,11 @@ class SmtpPeer:
                 return None
             self.refused += 1
             return self._deferrals.pop(0)
+
+    def _in_data(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def _record(self, message: ReceivedMessage) -> None:
         with self._lock:
