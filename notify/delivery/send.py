@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -449,7 +450,7 @@ def hold_deliveries(holds: Iterable[Hold], token: datetime) -> int:
             next_attempt_at=until,
             hold_reason=reason,
             claimed_until=None,
-            attempts=F("attempts") - 1,
+            attempts=Greatest(F("attempts") - 1, 0),
             sending_since=None,
             updated_at=timezone.now(),
         )

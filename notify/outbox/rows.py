@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Count, F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from notify import conf
@@ -362,7 +363,7 @@ def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped
                 status=Status.PENDING,
                 claimed_until=None,
                 next_attempt_at=now,
-                attempts=F("attempts") - 1,
+                attempts=Greatest(F("attempts") - 1, 0),
                 updated_at=now,
             )
     if reaped.suspects or reaped.dead:
@@ -388,7 +389,7 @@ def release(ids: Iterable[int], token: datetime, now: datetime | None = None) ->
         status=Status.PENDING,
         claimed_until=None,
         next_attempt_at=now,
-        attempts=F("attempts") - 1,
+        attempts=Greatest(F("attempts") - 1, 0),
         updated_at=now,
     )
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -301,7 +302,9 @@ def record_digest(
     fields: dict[str, Any] = {"error_message": error[:2000]}
     provider = result.provider[:50] if result is not None else ""
     if outcome.status == HELD:
-        fields.update(status=Status.PENDING, due_at=outcome.next_at, attempts=F("attempts") - 1)
+        fields.update(
+            status=Status.PENDING, due_at=outcome.next_at, attempts=Greatest(F("attempts") - 1, 0)
+        )
     elif outcome.status == Status.PENDING:
         assert result is not None
         fields.update(status=Status.PENDING, due_at=result.next_attempt_at, provider=provider)
