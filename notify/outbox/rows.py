@@ -269,10 +269,21 @@ LOST_MESSAGE = (
 
 
 def mark_in_flight(delivery_id: int, token: datetime) -> None:
-    """Say that this claimed row's send starts now (``Delivery.sending_since``)."""
-    Delivery.objects.filter(pk=delivery_id, status=Status.SENDING, claimed_until=token).update(
-        sending_since=timezone.now()
-    )
+    """Say that this claimed row's send starts now (``Delivery.sending_since``).
+
+    On PostgreSQL the mark's commit does not wait for the WAL flush
+    (``synchronous_commit = off`` for this transaction only): it is visible to
+    every other session at once, which is all a reaper needs after a worker's
+    kill -9, and it halves the flushes per delivery. Only a crash of the
+    database server itself can lose a mark, and then the row is put back as
+    never started."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Delivery.objects.filter(pk=delivery_id, status=Status.SENDING, claimed_until=token).update(
+            sending_since=timezone.now()
+        )
 
 
 def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped:

@@ -62,7 +62,9 @@ DELIVERIES = int(os.environ.get("NOTIFY_CRASH_DELIVERIES", "10000"))
 KILL_EVERY = 2.0
 BATCH = 50
 CONCURRENCY = 2  # pool processes (Celery) or threads (in-process) per worker
-TIME_LIMIT = 55.0
+# Each delivery is recorded as its send returns (issue 12): two short
+# transactions a delivery, so 10,000 take longer than one write per batch did.
+TIME_LIMIT = 150.0
 # Short claims, so work a killed worker held is taken again within seconds.
 OVERRIDES = {
     "CLAIM_TTL": 6.0,
@@ -130,7 +132,8 @@ def assert_exact_books_and_bounded_duplicates(provider, total: int, kills: int) 
     ids = set(Delivery.objects.values_list("pk", flat=True))
     assert set(accepted) == ids  # nothing lost: the provider got every one
     duplicates = sum(n - 1 for n in accepted.values())
-    assert duplicates <= kills * CONCURRENCY * BATCH, (duplicates, kills)
+    # At most the sends in flight at each kill: one per thread (or pool process).
+    assert duplicates <= kills * CONCURRENCY, (duplicates, kills)
     print(f"{total} deliveries, {kills} kills, {duplicates} duplicates at the provider")
 
 
