@@ -38,7 +38,7 @@ PG = "postgres://nobody@127.0.0.1:1/none"
 
 def test_postgresql_uses_djangos_pool_by_default(tmp_path):
     found = database_settings(tmp_path, DATABASE_URL=PG)
-    assert found == {"pool": {"min_size": 2, "max_size": 20, "timeout": 10.0}, "age": 0}
+    assert found == {"pool": {"min_size": 2, "max_size": 50, "timeout": 10.0}, "age": 0}
 
 
 def test_the_pool_is_sized_from_the_environment(tmp_path):
@@ -72,4 +72,30 @@ def test_on_postgresql_connections_come_from_the_pool():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     assert connection.pool is not None
-    assert connection.pool.max_size == 20
+    assert connection.pool.max_size == 50
+
+
+def test_a_worker_pool_too_big_for_the_connection_pool_is_named(caplog):
+    """20 worker threads and their lease heartbeats need more than a pool of 20:
+    heartbeats starved of a connection let live claims expire (issue 12)."""
+
+    from notify.runtime.worker import warn_if_pool_too_small
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the pool is PostgreSQL's")
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    saved = options.get("pool")
+    options["pool"] = {"min_size": 1, "max_size": 20, "timeout": 10.0}
+    try:
+        with caplog.at_level("ERROR", logger="notify.runtime.worker"):
+            warn_if_pool_too_small(20)
+        assert "NOTIFY_DB_POOL_MAX_SIZE to 50 or more" in caplog.text
+        caplog.clear()
+        options["pool"]["max_size"] = 50
+        warn_if_pool_too_small(20)
+        assert caplog.text == ""
+    finally:
+        if saved is None:
+            options.pop("pool")
+        else:
+            options["pool"] = saved

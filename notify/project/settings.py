@@ -133,7 +133,8 @@ SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
 #   (NOTIFY_DB_POOL=0 turns it off): a request borrows a connection and gives it
 #   back, instead of connecting per request (CONN_MAX_AGE=0 cost ~2 ms a
 #   request). NOTIFY_DB_POOL_MIN_SIZE / _MAX_SIZE / _TIMEOUT size it per process:
-#   max at least web threads + worker threads + 2 (the scheduler). A pool needs
+#   max at least web threads + 2 x worker threads (a busy worker thread's lease
+#   heartbeat borrows one too) + 2 (the scheduler); the worker pool warns if not. A pool needs
 #   CONN_MAX_AGE = 0, so NOTIFY_DB_CONN_MAX_AGE applies only without one.
 # * SQLite: each thread keeps its connection (opening one, its PRAGMAs and
 #   reading the schema again cost several ms a request).
@@ -153,7 +154,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": int(os.environ.get("NOTIFY_DB_POOL_MIN_SIZE", "2")),
-        "max_size": int(os.environ.get("NOTIFY_DB_POOL_MAX_SIZE", "20")),
+        "max_size": int(os.environ.get("NOTIFY_DB_POOL_MAX_SIZE", "50")),
         "timeout": float(os.environ.get("NOTIFY_DB_POOL_TIMEOUT", "10")),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

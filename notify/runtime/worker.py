@@ -94,6 +94,30 @@ def run_until_idle(max_rounds: int = 10_000) -> int:
     return total
 
 
+def warn_if_pool_too_small(threads: int) -> None:
+    """A PostgreSQL connection pool smaller than this process's threads need
+    starves the lease heartbeats (each busy worker thread's heartbeat borrows a
+    connection): claims would expire under a live worker. Say so at start."""
+    from django.db import connection
+
+    pool = (connection.settings_dict.get("OPTIONS") or {}).get("pool")
+    if connection.vendor != "postgresql" or not isinstance(pool, dict):
+        return
+    web = conf.get("WEB_THREADS")
+    needed = 2 * threads + web + 2
+    if pool.get("max_size", 0) < needed:
+        log.error(
+            "the database pool holds at most %s connections, but %d worker threads "
+            "(and their lease heartbeats), %d web threads and the scheduler need %d: "
+            "set NOTIFY_DB_POOL_MAX_SIZE to %d or more",
+            pool.get("max_size"),
+            threads,
+            web,
+            needed,
+            needed,
+        )
+
+
 class WorkerPool:
     def __init__(self, threads: int | None = None, poll_interval: float | None = None):
         self.size = threads or conf.get("WORKER_THREADS")
@@ -104,6 +128,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        warn_if_pool_too_small(self.size)
         for number in range(self.size):
             thread = threading.Thread(
                 target=self._loop, name=f"notify-worker-{number}", daemon=True

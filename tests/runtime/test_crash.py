@@ -1,6 +1,6 @@
 """Crash safety on PostgreSQL, with real worker processes.
 
-* kill -9: 10,000 deliveries to a local provider that counts what it receives
+* kill -9: 5,000 deliveries to a local provider that counts what it receives
   per delivery id, while one of two workers is killed with SIGKILL every 2
   seconds (and started again at once): real ``celery -A notify worker``
   processes over RabbitMQ with the scheduler's relay, then real ``manage.py
@@ -19,7 +19,7 @@
 
 Each test holds ``machine_to_ourselves``: worker fleets of two tests never
 compete for the cores. ``NOTIFY_CRASH_DELIVERIES`` changes the size of the
-kill -9 tests (default 10,000).
+kill -9 tests (default 5,000).
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ from tests.scaleout import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
-DELIVERIES = int(os.environ.get("NOTIFY_CRASH_DELIVERIES", "10000"))
+DELIVERIES = int(os.environ.get("NOTIFY_CRASH_DELIVERIES", "5000"))
 KILL_EVERY = 2.0
 BATCH = 50
 CONCURRENCY = 2  # pool processes (Celery) or threads (in-process) per worker
 # Each delivery is recorded as its send returns (issue 12): two short
-# transactions a delivery, so 10,000 take longer than one write per batch did.
+# transactions a delivery, so they take longer than one write per batch did.
 TIME_LIMIT = 150.0
 # Short claims, so work a killed worker held is taken again within seconds.
 OVERRIDES = {
