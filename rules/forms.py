@@ -29,7 +29,7 @@ from .fallback import FallbackError, parse_fallback
 from .models import Rule, SignalBinding, WorkflowStep
 from .recipients import RecipientSpecError, parse_recipient_spec
 from .windows import DAY_NAMES, WindowError, make_window
-from .workflow import STEP_FIELDS, compile_step, compile_steps
+from .workflow import EDITABLE_STEP_FIELDS, STEP_FIELDS, compile_step, compile_steps
 
 # Like an event type (``order.shipped``), with ``*`` allowed as any part.
 EVENT_TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9][a-z0-9_\-]*)(\.(\*|[a-z0-9_\-]+))*$")
@@ -313,19 +313,7 @@ class WorkflowStepForm(forms.ModelForm):
 
     class Meta:
         model = WorkflowStep
-        fields = (
-            "position",
-            "kind",
-            "condition",
-            "channels",
-            "message",
-            "delay_mode",
-            "delay",
-            "delay_until_path",
-            "batch_window",
-            "batch_key",
-            "batch_max",
-        )
+        fields = EDITABLE_STEP_FIELDS
         widgets = {
             "condition": forms.Textarea(attrs={"rows": 2, "cols": 40}),
             "batch_key": forms.TextInput(attrs={"size": 24}),

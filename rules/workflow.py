@@ -64,6 +64,8 @@ STEP_FIELDS = (
     "batch_key",
     "batch_max",
 )
+# What ops edit in admin (``rules.forms``): all but the keys.
+EDITABLE_STEP_FIELDS = STEP_FIELDS[2:]
 
 
 @dataclass(frozen=True, slots=True)
