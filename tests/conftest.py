@@ -55,6 +55,31 @@ def _notify_settings(settings, tmp_path):
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _pooled_connections_released(request):
+    """After a test that grew this process's PostgreSQL pool (a live server's
+    50 request threads, an in-process worker pool at its defaults), close the
+    pool: idle, its connections would be held for the pool's ``max_idle`` per
+    connection, and the other xdist worker's next big test (with its Celery
+    workers) then found PostgreSQL's ``max_connections`` used up and failed
+    with "couldn't get a connection after 10 sec" (CI, issue 14's pool)."""
+    yield
+    if "django_db_setup" not in request.fixturenames:
+        return  # no test database yet: the pool would be built for the wrong name
+    from django.db import connection
+
+    pool = connection.pool if connection.vendor == "postgresql" else None
+    if pool is None or connection.in_atomic_block:
+        return
+    if pool.get_stats().get("pool_size", 0) > RELEASE_POOL_ABOVE:
+        connection.close()
+        connection.close_pool()
+
+
+# Connections a test process's pool may keep between tests (its min size is 2).
+RELEASE_POOL_ABOVE = 4
+
+
 @pytest.fixture
 def make_user(db):
     User = get_user_model()

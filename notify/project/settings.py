@@ -132,7 +132,7 @@ SQLITE_PATH = VAR_DIR / os.environ.get("NOTIFY_SQLITE_NAME", "notify.sqlite3")
 # * PostgreSQL: Django's connection pool (psycopg_pool) by default
 #   (NOTIFY_DB_POOL=0 turns it off): a request borrows a connection and gives it
 #   back, instead of connecting per request (CONN_MAX_AGE=0 cost ~2 ms a
-#   request). NOTIFY_DB_POOL_MIN_SIZE / _MAX_SIZE / _TIMEOUT size it per process:
+#   request). NOTIFY_DB_POOL_MIN_SIZE / _MAX_SIZE / _TIMEOUT / _MAX_IDLE size it per process:
 #   max at least web threads + 2 x worker threads (a busy worker thread's lease
 #   heartbeat borrows one too) + 2 (the scheduler); the worker pool warns if not. A pool needs
 #   CONN_MAX_AGE = 0, so NOTIFY_DB_CONN_MAX_AGE applies only without one.
@@ -151,11 +151,19 @@ DATABASES = {
 }
 DB_POOL = env_bool("NOTIFY_DB_POOL", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL:
+    from notify.project import dbpool
+
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": int(os.environ.get("NOTIFY_DB_POOL_MIN_SIZE", "2")),
         "max_size": int(os.environ.get("NOTIFY_DB_POOL_MAX_SIZE", "50")),
         "timeout": float(os.environ.get("NOTIFY_DB_POOL_TIMEOUT", "10")),
+        # psycopg_pool closes one unused connection per max_idle (its default,
+        # 10 min, kept a burst's 50 connections for hours: a few processes
+        # then hold PostgreSQL's 100 max_connections while idle).
+        "max_idle": float(os.environ.get("NOTIFY_DB_POOL_MAX_IDLE", "60")),
+        # After a database restart, discard every dead idle connection at once.
+        "check": dbpool.check_connection,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = None
