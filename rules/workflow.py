@@ -17,7 +17,7 @@ The rules a workflow keeps, checked here so admin refuses them at save time:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -81,6 +81,7 @@ class CompiledStep:
     batch_window: timedelta | None = None
     batch_key: CompiledExpression | None = None
     batch_max: int | None = None
+    id: int | None = None  # the step row's id (a run follows its step by id)
 
     def describe(self) -> str:
         """One line for ops (admin, preview, run history)."""
@@ -112,6 +113,11 @@ def _where(row: dict[str, Any]) -> str:
 
 def compile_step(row: dict[str, Any], position: int) -> CompiledStep:
     """One step row, checked; raises ``ValueError`` naming the step."""
+    step = _compile_step(row, position)
+    return replace(step, id=row["id"]) if row.get("id") is not None else step
+
+
+def _compile_step(row: dict[str, Any], position: int) -> CompiledStep:
     kind = row.get("kind") or CHANNEL
     where = f"step {position + 1} ({kind})"
     try:

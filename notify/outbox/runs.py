@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
@@ -29,7 +30,7 @@ from notify.models import (
     WorkflowStepLog,
 )
 from notify.models.status import Status
-from notify.outbox.rows import PlannedDelivery, _skip_locked
+from notify.outbox.rows import _skip_locked, claim_token
 
 State = WorkflowRun.State
 
@@ -123,15 +124,49 @@ def join_batch(
     raise RuntimeError(f"could not join a batch of rule {rule_id} for user {user_id}")
 
 
+class ClaimedRun(NamedTuple):
+    """What the runner reads of a claimed run (a tuple, not a model: a chunk is
+    hundreds of runs)."""
+
+    pk: int
+    event_id: int
+    rule_id: int
+    user_id: int
+    step: int
+    step_id: int | None
+    created_at: datetime
+    notification_id: int | None
+    batch_key: str
+
+
+RUN_COLUMNS = (
+    "id",
+    "event_id",
+    "rule_id",
+    "user_id",
+    "step",
+    "step_id",
+    "created_at",
+    "notification_id",
+    "batch_key",
+)
+
+
 def claim_due_runs(
     limit: int, ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None
-) -> tuple[list[int], datetime]:
-    """Claim up to ``limit`` due runs; their ids and the claim token (its expiry).
+) -> tuple[list[ClaimedRun], datetime]:
+    """Claim up to ``limit`` due runs; return them (by id) and the claim token
+    (its expiry, as deliveries' claims: ``notify.outbox.rows.claim_token``).
 
     Due: waiting with ``due_at`` come, or running with an expired claim. A
-    claimed batch stops collecting: its window has ended (or it is full)."""
+    claimed batch stops collecting: its window has ended (or it is full).
+    PostgreSQL: one statement claims and reads the chunk (``UPDATE ... FROM
+    (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``), so two runner processes
+    never claim the same run and a claim costs one round trip."""
     now = now or timezone.now()
-    token = now + timedelta(seconds=ttl)
+    token = claim_token(now, ttl)
+    if connection.vendor == "postgresql":
+        return _claim_postgres(limit, token, now, ids), token
     due = Q(state=State.WAITING, due_at__lte=now) | Q(state=State.RUNNING, claimed_until__lt=now)
     queryset = WorkflowRun.objects.filter(due)
     if ids is not None:
@@ -140,103 +175,65 @@ def claim_due_runs(
         claimed = list(
             _skip_locked(queryset.order_by("due_at")).values_list("pk", flat=True)[:limit]
         )
-        if claimed:
-            WorkflowRun.objects.filter(pk__in=claimed).update(
-                state=State.RUNNING,
-                claimed_until=token,
-                collecting=False,
-                attempts=F("attempts") + 1,
-            )
-    return claimed, token
+        if not claimed:
+            return [], token
+        WorkflowRun.objects.filter(pk__in=claimed).update(
+            state=State.RUNNING,
+            claimed_until=token,
+            collecting=False,
+            attempts=F("attempts") + 1,
+        )
+        rows = WorkflowRun.objects.filter(pk__in=claimed).order_by("pk").values_list(*RUN_COLUMNS)
+        return [ClaimedRun(*row) for row in rows], token
 
 
-@dataclass(slots=True)
-class StepWrite:
-    """A channel step's rows for one run: the notification and its deliveries."""
-
-    run_id: int
-    event_id: int
-    rule_id: int
-    user_id: int
-    category_id: int
-    group_key: str
-    template: str
-    deliveries: tuple[PlannedDelivery, ...]
-
-
-def write_step_deliveries(
-    writes: Sequence[StepWrite], now: datetime
-) -> tuple[dict[int, int], list[tuple[int, int, str, str]]]:
-    """Insert the notifications and deliveries of many runs' channel steps, one
-    statement per table. Returns the notification id per run and, per delivery
-    written now, (run id, delivery id, channel, status); rows already there
-    (a step taken again) are left as they are."""
-    if not writes:
-        return {}, []
-    ops = connection.ops
-    stamp = ops.adapt_datetimefield_value(now)
-    notifications = ops.quote_name(Notification._meta.db_table)
-    deliveries = ops.quote_name(Delivery._meta.db_table)
-    keys = list({(w.event_id, w.rule_id, w.user_id): w for w in writes}.values())
-    by_key: dict[tuple[int, int, int], int] = {}
+def _claim_postgres(
+    limit: int, token: datetime, now: datetime, ids: Sequence[int] | None
+) -> list[ClaimedRun]:
+    table = connection.ops.quote_name(WorkflowRun._meta.db_table)
+    only = "AND id = ANY(%s) " if ids is not None else ""
+    params: list = [token, now, now, *([list(ids)] if ids is not None else []), limit]
+    columns = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
     with transaction.atomic(), connection.cursor() as cursor:
-        # Statements of at most ROWS_PER_STATEMENT rows: SQLite takes 32,766 parameters.
-        for chunk in chunks(keys, ROWS_PER_STATEMENT):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for w in chunk:
-                params += (w.event_id, w.rule_id, w.user_id, w.category_id, stamp, w.group_key)
-            cursor.execute(
-                f"INSERT INTO {notifications} (event_id, rule_id, user_id, category_id, "
-                f"created_at, group_key) VALUES {values} ON CONFLICT (event_id, rule_id, user_id) "
-                "DO UPDATE SET category_id = EXCLUDED.category_id "
-                "RETURNING id, event_id, rule_id, user_id",
-                params,
-            )
-            by_key.update(((e, r, u), pk) for pk, e, r, u in cursor.fetchall())
-        notification_of = {w.run_id: by_key[w.event_id, w.rule_id, w.user_id] for w in writes}
-        rows: list = []
-        for w in writes:
-            for d in w.deliveries:
-                due = stamp if d.due_at is None else ops.adapt_datetimefield_value(d.due_at)
-                rows.append(
-                    (
-                        notification_of[w.run_id],
-                        d.channel,
-                        d.status,
-                        d.skip_reason[:50],
-                        d.hold_reason[:50],
-                        due,
-                        stamp,
-                        stamp,
-                        w.template[:100],
-                    )
-                )
-        written: list[tuple[int, int, str, str]] = []
-        run_of: dict[int, int] = {}
-        for w in writes:
-            run_of.setdefault(notification_of[w.run_id], w.run_id)
-        for chunk in chunks(rows, ROWS_PER_STATEMENT):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            cursor.execute(
-                f"INSERT INTO {deliveries} (notification_id, channel, status, skip_reason, "
-                "hold_reason, next_attempt_at, created_at, updated_at, template) "
-                f"VALUES {values} ON CONFLICT (notification_id, channel) DO NOTHING "
-                "RETURNING id, notification_id, channel, status",
-                [value for row in chunk for value in row],
-            )
-            written += [
-                (run_of[nid], pk, channel, status) for pk, nid, channel, status in cursor.fetchall()
-            ]
-    return notification_of, written
+        cursor.execute(
+            f"UPDATE {table} AS r SET state = 'running', claimed_until = %s, "
+            "collecting = false, attempts = r.attempts + 1 "
+            f"FROM (SELECT id FROM {table} WHERE ((state = 'waiting' AND due_at <= %s) "
+            f"OR (state = 'running' AND claimed_until < %s)) {only}"
+            "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+            f"WHERE r.id = due.id RETURNING {columns}",
+            params,
+        )
+        rows = cursor.fetchall()
+    return sorted(ClaimedRun(*row) for row in rows)
 
 
-ROWS_PER_STATEMENT = 1000
+def lock_claimed_runs(ids: Sequence[int], token: datetime) -> set[int]:
+    """Inside the write-back transaction: lock the runs still claimed with
+    ``token`` and return their ids (a run cancelled, or claimed again after
+    its claim expired, meanwhile is no longer ours: nothing is written for it,
+    and a cancel waits for this transaction rather than racing it)."""
+    if not ids:
+        return set()
+    queryset = WorkflowRun.objects.filter(
+        pk__in=list(ids), state=State.RUNNING, claimed_until=token
+    )
+    if connection.features.has_select_for_update:
+        queryset = queryset.select_for_update()
+    return set(queryset.values_list("pk", flat=True))
 
 
-def chunks(items: Sequence, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def set_step_templates(
+    notification_ids: Sequence[int], channels: Sequence[str], template: str
+) -> None:
+    """A channel step with a template of its own, or of a batch run: its
+    deliveries render ``template`` (``notify.delivery.message``). The rows are
+    written by fan-out's writer, which leaves the template to the rule's; only
+    such steps pay this one statement."""
+    if notification_ids and template:
+        Delivery.objects.filter(
+            notification_id__in=list(notification_ids), channel__in=list(channels), template=""
+        ).update(template=template[:100])
 
 
 @dataclass(slots=True)
@@ -244,70 +241,127 @@ class RunUpdate:
     run_id: int
     state: str
     step: int
+    step_id: int | None
     due_at: datetime | None
     reason: str = ""
-    notification_id: int | None = None
+    sent: bool = False  # a channel step wrote rows: point the run at its notification
 
 
 def finish_claimed_runs(
     updates: Sequence[RunUpdate], logs: Sequence[tuple], token: datetime, now: datetime
-) -> int:
+) -> dict[int, int | None]:
     """Write each run's next state and its history, for runs still claimed with
-    ``token``; returns how many. A run cancelled meanwhile stays cancelled.
+    ``token`` (call inside the transaction that locked them); returns the
+    notification id per run written. A run cancelled meanwhile stays cancelled.
+
+    One statement per chunk for the runs (PostgreSQL: ``UPDATE ... FROM
+    unnest(...)``), one for the history. A run whose channel step wrote rows
+    points at its notification, found by its (event, rule, user) key in the
+    same statement.
 
     ``logs``: (run id, position, kind, decision, reason, until, deliveries) per
-    step taken, written with one multi-row insert (no model instances)."""
+    step taken."""
     if not updates:
-        return 0
+        return {}
     ops = connection.ops
     table = ops.quote_name(WorkflowRun._meta.db_table)
-    stamp = ops.adapt_datetimefield_value(now)
-    claim = ops.adapt_datetimefield_value(token)
+    notifications = ops.quote_name(Notification._meta.db_table)
     final = (State.DONE, State.CANCELLED, State.FAILED)
-    rows = [
-        (
-            u.state,
-            u.step,
-            ops.adapt_datetimefield_value(u.due_at or now),
-            u.reason[:200],
-            u.notification_id,
-            stamp if u.state in final else None,
-            stamp,
-            u.run_id,
-            claim,
-        )
-        for u in updates
-    ]
-    with transaction.atomic():
-        ours = set(
-            WorkflowRun.objects.filter(
-                pk__in=[u.run_id for u in updates], state=State.RUNNING, claimed_until=token
-            ).values_list("pk", flat=True)
-        )
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET state = %s, step = %s, due_at = %s, reason = %s, "
-                "notification_id = COALESCE(%s, notification_id), finished_at = %s, "
-                "updated_at = %s, claimed_until = NULL "
-                "WHERE id = %s AND state = 'running' AND claimed_until = %s",
-                [row for row in rows if row[7] in ours],
+    notification_of = (
+        f"COALESCE(r.notification_id, CASE WHEN {{sent}} THEN (SELECT n.id FROM {notifications} n "
+        "WHERE n.event_id = r.event_id AND n.rule_id = r.rule_id AND n.user_id = r.user_id) END)"
+    )
+    written: dict[int, int | None] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"UPDATE {table} AS r SET state = v.state, step = v.step, step_id = v.step_id, "
+                "due_at = v.due_at, reason = v.reason, "
+                f"notification_id = {notification_of.format(sent='v.sent')}, "
+                "finished_at = v.finished_at, updated_at = %s, claimed_until = NULL "
+                "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
+                "%s::timestamptz[], %s::text[], %s::bool[], %s::timestamptz[]) "
+                "AS v(id, state, step, step_id, due_at, reason, sent, finished_at) "
+                "WHERE r.id = v.id AND r.state = 'running' AND r.claimed_until = %s "
+                "RETURNING r.id, r.notification_id",
+                [
+                    now,
+                    [u.run_id for u in updates],
+                    [u.state for u in updates],
+                    [u.step for u in updates],
+                    [u.step_id for u in updates],
+                    [u.due_at or now for u in updates],
+                    [u.reason[:200] for u in updates],
+                    [u.sent for u in updates],
+                    [now if u.state in final else None for u in updates],
+                    token,
+                ],
             )
-        write_step_logs([log for log in logs if log[0] in ours], now)
-    return len(ours)
+            written = dict(cursor.fetchall())
+        else:
+            stamp = ops.adapt_datetimefield_value(now)
+            claim = ops.adapt_datetimefield_value(token)
+            for u in updates:
+                cursor.execute(
+                    f"UPDATE {table} AS r SET state = %s, step = %s, step_id = %s, due_at = %s, "
+                    f"reason = %s, notification_id = {notification_of.format(sent='%s')}, "
+                    "finished_at = %s, updated_at = %s, claimed_until = NULL "
+                    "WHERE id = %s AND state = 'running' AND claimed_until = %s "
+                    "RETURNING notification_id",
+                    [
+                        u.state,
+                        u.step,
+                        u.step_id,
+                        ops.adapt_datetimefield_value(u.due_at or now),
+                        u.reason[:200],
+                        u.sent,
+                        stamp if u.state in final else None,
+                        stamp,
+                        u.run_id,
+                        claim,
+                    ],
+                )
+                row = cursor.fetchone()
+                if row is not None:
+                    written[u.run_id] = row[0]
+        write_step_logs([log for log in logs if log[0] in written], now)
+    return written
 
 
 def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
-    """The history rows, one multi-row insert per 1,000."""
+    """The history rows: one statement (PostgreSQL: ``unnest``), or one
+    multi-row insert per 1,000."""
     if not logs:
         return
     ops = connection.ops
     table = ops.quote_name(WorkflowStepLog._meta.db_table)
-    stamp = ops.adapt_datetimefield_value(now)
+    columns = "(run_id, position, kind, decision, reason, at, until, deliveries)"
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            run_ids, positions, kinds, decisions, reasons, untils, deliveries = zip(
+                *logs, strict=True
+            )
+            cursor.execute(
+                f"INSERT INTO {table} {columns} SELECT r, p, k, d, re, %s, u, dl::jsonb "
+                "FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], "
+                "%s::timestamptz[], %s::text[]) AS t(r, p, k, d, re, u, dl)",
+                [
+                    now,
+                    list(run_ids),
+                    list(positions),
+                    list(kinds),
+                    list(decisions),
+                    [reason[:300] for reason in reasons],
+                    list(untils),
+                    [json.dumps(d) for d in deliveries],
+                ],
+            )
+            return
+        stamp = ops.adapt_datetimefield_value(now)
         for chunk in chunks(logs, ROWS_PER_STATEMENT):
             values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             params: list = []
-            for run_id, position, kind, decision, reason, until, deliveries in chunk:
+            for run_id, position, kind, decision, reason, until, delivered in chunk:
                 params += (
                     run_id,
                     position,
@@ -316,13 +370,17 @@ def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
                     reason[:300],
                     stamp,
                     ops.adapt_datetimefield_value(until) if until else None,
-                    json.dumps(deliveries),
+                    json.dumps(delivered),
                 )
-            cursor.execute(
-                f"INSERT INTO {table} (run_id, position, kind, decision, reason, at, until, "
-                f"deliveries) VALUES {values}",
-                params,
-            )
+            cursor.execute(f"INSERT INTO {table} {columns} VALUES {values}", params)
+
+
+ROWS_PER_STATEMENT = 1000
+
+
+def chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def cancel_runs(runs: Q, reason: str, now: datetime | None = None) -> int:
