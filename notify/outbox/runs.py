@@ -13,6 +13,7 @@ after a crash writes nothing twice.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -208,21 +209,6 @@ def _claim_postgres(
     return sorted(ClaimedRun(*row) for row in rows)
 
 
-def lock_claimed_runs(ids: Sequence[int], token: datetime) -> set[int]:
-    """Inside the write-back transaction: lock the runs still claimed with
-    ``token`` and return their ids (a run cancelled, or claimed again after
-    its claim expired, meanwhile is no longer ours: nothing is written for it,
-    and a cancel waits for this transaction rather than racing it)."""
-    if not ids:
-        return set()
-    queryset = WorkflowRun.objects.filter(
-        pk__in=list(ids), state=State.RUNNING, claimed_until=token
-    )
-    if connection.features.has_select_for_update:
-        queryset = queryset.select_for_update()
-    return set(queryset.values_list("pk", flat=True))
-
-
 def set_step_templates(
     notification_ids: Sequence[int], channels: Sequence[str], template: str
 ) -> None:
@@ -247,33 +233,41 @@ class RunUpdate:
     sent: bool = False  # a channel step wrote rows: point the run at its notification
 
 
+# Past this many distinct outcomes in a chunk, PostgreSQL writes the runs (and
+# the history) with one statement over whole columns instead of one per outcome.
+FEW_OUTCOMES = 16
+
+
 def finish_claimed_runs(
-    updates: Sequence[RunUpdate], logs: Sequence[tuple], token: datetime, now: datetime
+    updates: Sequence[RunUpdate], token: datetime, now: datetime
 ) -> dict[int, int | None]:
-    """Write each run's next state and its history, for runs still claimed with
-    ``token`` (call inside the transaction that locked them); returns the
-    notification id per run written. A run cancelled meanwhile stays cancelled.
+    """Write each run's next state, for runs still claimed with ``token``;
+    returns the notification id of each run written (a run cancelled or
+    claimed again meanwhile is not: it stays as it is).
 
-    One statement per chunk for the runs (PostgreSQL: ``UPDATE ... FROM
-    unnest(...)``), one for the history. A run whose channel step wrote rows
-    points at its notification, found by its (event, rule, user) key in the
-    same statement.
-
-    ``logs``: (run id, position, kind, decision, reason, until, deliveries) per
-    step taken."""
+    Runs of a chunk mostly end alike (the same step, state, due time), so the
+    runs are written with one statement per distinct outcome, over an array of
+    ids (``id = ANY(...)``; more than ``FEW_OUTCOMES``: one ``UPDATE ... FROM
+    unnest(...)`` on PostgreSQL). A run whose channel step wrote rows points at
+    its notification, found by its (event, rule, user) key in the same statement."""
     if not updates:
         return {}
+    final = (State.DONE, State.CANCELLED, State.FAILED)
+    outcomes: dict[tuple, list[int]] = defaultdict(list)
+    for u in updates:
+        key = (u.state, u.step, u.step_id, u.due_at or now, u.reason[:200], u.sent)
+        outcomes[key].append(u.run_id)
     ops = connection.ops
     table = ops.quote_name(WorkflowRun._meta.db_table)
     notifications = ops.quote_name(Notification._meta.db_table)
-    final = (State.DONE, State.CANCELLED, State.FAILED)
     notification_of = (
         f"COALESCE(r.notification_id, CASE WHEN {{sent}} THEN (SELECT n.id FROM {notifications} n "
         "WHERE n.event_id = r.event_id AND n.rule_id = r.rule_id AND n.user_id = r.user_id) END)"
     )
+    postgres = connection.vendor == "postgresql"
     written: dict[int, int | None] = {}
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        if postgres and len(outcomes) > FEW_OUTCOMES:
             cursor.execute(
                 f"UPDATE {table} AS r SET state = v.state, step = v.step, step_id = v.step_id, "
                 "due_at = v.due_at, reason = v.reason, "
@@ -297,82 +291,77 @@ def finish_claimed_runs(
                     token,
                 ],
             )
-            written = dict(cursor.fetchall())
-        else:
-            stamp = ops.adapt_datetimefield_value(now)
-            claim = ops.adapt_datetimefield_value(token)
-            for u in updates:
+            return dict(cursor.fetchall())
+        stamp = ops.adapt_datetimefield_value(now)
+        claim = ops.adapt_datetimefield_value(token)
+        for (state, step, step_id, due_at, reason, sent), ids in outcomes.items():
+            for part in chunks(ids, len(ids) if postgres else ROWS_PER_STATEMENT):
+                which = (
+                    "r.id = ANY(%s)" if postgres else f"r.id IN ({', '.join(['%s'] * len(part))})"
+                )
                 cursor.execute(
                     f"UPDATE {table} AS r SET state = %s, step = %s, step_id = %s, due_at = %s, "
                     f"reason = %s, notification_id = {notification_of.format(sent='%s')}, "
                     "finished_at = %s, updated_at = %s, claimed_until = NULL "
-                    "WHERE id = %s AND state = 'running' AND claimed_until = %s "
-                    "RETURNING notification_id",
+                    f"WHERE {which} AND r.state = 'running' AND r.claimed_until = %s "
+                    "RETURNING id, notification_id",
                     [
-                        u.state,
-                        u.step,
-                        u.step_id,
-                        ops.adapt_datetimefield_value(u.due_at or now),
-                        u.reason[:200],
-                        u.sent,
-                        stamp if u.state in final else None,
+                        state,
+                        step,
+                        step_id,
+                        ops.adapt_datetimefield_value(due_at),
+                        reason,
+                        sent,
+                        stamp if state in final else None,
                         stamp,
-                        u.run_id,
+                        *([list(part)] if postgres else part),
                         claim,
                     ],
                 )
-                row = cursor.fetchone()
-                if row is not None:
-                    written[u.run_id] = row[0]
-        write_step_logs([log for log in logs if log[0] in written], now)
+                written.update(cursor.fetchall())
     return written
 
 
 def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
-    """The history rows: one statement (PostgreSQL: ``unnest``), or one
-    multi-row insert per 1,000."""
+    """The history rows: (run id, position, kind, decision, reason, until,
+    deliveries) each. Rows alike but for their run are written together (one
+    statement over an array of run ids on PostgreSQL), else in multi-row
+    inserts of 1,000."""
     if not logs:
         return
     ops = connection.ops
     table = ops.quote_name(WorkflowStepLog._meta.db_table)
     columns = "(run_id, position, kind, decision, reason, at, until, deliveries)"
+    alike: dict[tuple, list[int]] = defaultdict(list)
+    for run_id, position, kind, decision, reason, until, delivered in logs:
+        alike[position, kind, decision, reason[:300], until, json.dumps(delivered)].append(run_id)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            run_ids, positions, kinds, decisions, reasons, untils, deliveries = zip(
-                *logs, strict=True
-            )
-            cursor.execute(
-                f"INSERT INTO {table} {columns} SELECT r, p, k, d, re, %s, u, dl::jsonb "
-                "FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], "
-                "%s::timestamptz[], %s::text[]) AS t(r, p, k, d, re, u, dl)",
-                [
-                    now,
-                    list(run_ids),
-                    list(positions),
-                    list(kinds),
-                    list(decisions),
-                    [reason[:300] for reason in reasons],
-                    list(untils),
-                    [json.dumps(d) for d in deliveries],
-                ],
-            )
+        if connection.vendor == "postgresql" and len(alike) <= FEW_OUTCOMES:
+            for (position, kind, decision, reason, until, delivered), run_ids in alike.items():
+                cursor.execute(
+                    f"INSERT INTO {table} {columns} "
+                    "SELECT r, %s, %s, %s, %s, %s, %s, %s::jsonb FROM unnest(%s::bigint[]) AS r",
+                    [position, kind, decision, reason, now, until, delivered, run_ids],
+                )
             return
         stamp = ops.adapt_datetimefield_value(now)
-        for chunk in chunks(logs, ROWS_PER_STATEMENT):
+        rows = [
+            (
+                run_id,
+                *key[:4],
+                stamp,
+                ops.adapt_datetimefield_value(key[4]) if key[4] else None,
+                key[5],
+            )
+            for key, run_ids in alike.items()
+            for run_id in run_ids
+        ]
+        for chunk in chunks(rows, ROWS_PER_STATEMENT):
             values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for run_id, position, kind, decision, reason, until, delivered in chunk:
-                params += (
-                    run_id,
-                    position,
-                    kind,
-                    decision,
-                    reason[:300],
-                    stamp,
-                    ops.adapt_datetimefield_value(until) if until else None,
-                    json.dumps(delivered),
-                )
-            cursor.execute(f"INSERT INTO {table} {columns} VALUES {values}", params)
+            cursor.execute(
+                f"INSERT INTO {table} {columns} VALUES {values}",
+                [value for row in chunk for value in row],
+            )
 
 
 ROWS_PER_STATEMENT = 1000

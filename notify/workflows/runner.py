@@ -51,8 +51,8 @@ from notify.outbox.runs import (
     RunUpdate,
     claim_due_runs,
     finish_claimed_runs,
-    lock_claimed_runs,
     set_step_templates,
+    write_step_logs,
 )
 from notify.preferences.decide import CategoryInfo, UserPrefs
 from notify.preferences.directory import category_info, load_preferences
@@ -235,7 +235,7 @@ def advance_claimed(runs: Sequence[ClaimedRun], token: datetime, now: datetime) 
         category = chunk.categories.get(rule.category_id) if rule else None
         event = chunk.events.get(run.event_id)
         user_prefs = chunk.prefs.get(run.user_id)
-        moved = ""
+        position, moved = run.step, ""
         if rule is None or not rule.steps or category is None or event is None:
             result = stopped(run, "the rule is inactive, deleted or has no steps any more", now)
         elif user_prefs is None:
@@ -290,7 +290,7 @@ def advance_claimed(runs: Sequence[ClaimedRun], token: datetime, now: datetime) 
             )
         )
         if moved:
-            logs.append((run.pk, result.position, "edit", MOVED, moved, None))
+            logs.append((run.pk, position, "edit", MOVED, moved, None))
             stats.by_decision[MOVED] += 1
         for d in result.decisions:
             logs.append((run.pk, d.position, d.kind, d.decision, d.reason[:300], d.until))
@@ -298,31 +298,59 @@ def advance_claimed(runs: Sequence[ClaimedRun], token: datetime, now: datetime) 
         stats.steps += len(result.decisions)
     plan_groups(groups.values(), chunk, now)
     delivered = planned_rows(groups.values())
-    # One transaction: a worker never sees a step's deliveries before the run
-    # that made them points at their notification (a batch renders from it).
-    with transaction.atomic():
-        ours = lock_claimed_runs([run.pk for run in runs], token)
-        write_groups(groups.values(), ours, now)
-        written = finish_claimed_runs(
-            [u for u in updates if u.run_id in ours],
-            [
-                (*entry[:6], delivered.get((entry[0], entry[1]), []) if entry[3] == SENT else [])
-                for entry in logs
-                if entry[0] in ours
-            ],
-            token,
-            now,
-        )
-        for group in groups.values():
-            if group.template:
-                set_step_templates(
-                    [n for r in group.runs if (n := written.get(r.pk))],
-                    group.rule.steps[group.position].channels,
-                    group.template,
-                )
+    logs = [
+        (*entry, delivered.get((entry[0], entry[1]), []) if entry[3] == SENT else [])
+        for entry in logs
+    ]
+    written = write_back(groups, updates, logs, {run.pk for run in runs}, token, now)
     stats.runs = len(written)
     stats.notifications = [n for n in written.values() if n]
     return stats
+
+
+class ClaimLost(Exception):
+    """Some runs of the chunk were cancelled, or claimed again, meanwhile."""
+
+    def __init__(self, ours: set[int]) -> None:
+        self.ours = ours
+
+
+def write_back(
+    groups: dict[tuple[int, int, int], SendGroup],
+    updates: list[RunUpdate],
+    logs: list[tuple],
+    ours: set[int],
+    token: datetime,
+    now: datetime,
+) -> dict[int, int | None]:
+    """Step 5, in one transaction: a worker never sees a step's deliveries
+    before the run that made them points at their notification (a batch
+    renders from it), and a run's step is written once or not at all.
+
+    The runs are written after their deliveries (to point at the notification
+    in the same statement) and only while still claimed with ``token``; if any
+    is not (cancelled, or its claim expired and another runner took it), the
+    transaction is rolled back and written again for the runs still ours."""
+    while ours:
+        try:
+            with transaction.atomic():
+                write_groups(groups.values(), ours, now)
+                written = finish_claimed_runs([u for u in updates if u.run_id in ours], token, now)
+                if written.keys() != ours:
+                    raise ClaimLost(set(written))
+                write_step_logs([entry for entry in logs if entry[0] in ours], now)
+                for group in groups.values():
+                    if group.template:
+                        set_step_templates(
+                            [n for r in group.runs if (n := written.get(r.pk))],
+                            group.rule.steps[group.position].channels,
+                            group.template,
+                        )
+                return written
+        except ClaimLost as lost:
+            log.info("%d run(s) of a chunk were no longer claimed", len(ours - lost.ours))
+            ours = lost.ours
+    return {}
 
 
 def plan_groups(groups: Any, chunk: Chunk, now: datetime) -> None:
