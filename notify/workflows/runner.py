@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notify import conf
@@ -51,6 +51,7 @@ from notify.outbox.runs import (
     RunUpdate,
     claim_due_runs,
     finish_claimed_runs,
+    lock_due_runs,
     set_step_templates,
     write_step_logs,
 )
@@ -85,9 +86,12 @@ def advance_due_runs(
 ) -> RunnerStats:
     """Claim a chunk of due runs and advance each as far as it goes now."""
     now = now or timezone.now()
-    runs, token = claim_due_runs(
-        limit or conf.get("WORKFLOW_BATCH_SIZE"), ttl or conf.get("CLAIM_TTL"), now
-    )
+    limit, ttl = limit or conf.get("WORKFLOW_BATCH_SIZE"), ttl or conf.get("CLAIM_TTL")
+    if connection.vendor == "postgresql":  # the transaction is the claim (``lock_due_runs``)
+        with transaction.atomic():
+            locked = lock_due_runs(limit, ttl, now)
+            return advance_claimed(locked, None, now) if locked else RunnerStats()
+    runs, token = claim_due_runs(limit, ttl, now)
     if not runs:
         return RunnerStats()
     return advance_claimed(runs, token, now)
@@ -220,7 +224,9 @@ class SendGroup:
     planned: list[PlannedNotification] = field(default_factory=list)
 
 
-def advance_claimed(runs: Sequence[ClaimedRun], token: datetime, now: datetime) -> RunnerStats:
+def advance_claimed(
+    runs: Sequence[ClaimedRun], token: datetime | None, now: datetime
+) -> RunnerStats:
     stats = RunnerStats()
     if not runs:
         return stats
@@ -320,7 +326,7 @@ def write_back(
     updates: list[RunUpdate],
     logs: list[tuple],
     ours: set[int],
-    token: datetime,
+    token: datetime | None,
     now: datetime,
 ) -> dict[int, int | None]:
     """Step 5, in one transaction: a worker never sees a step's deliveries
