@@ -131,7 +131,7 @@ def after_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
 # and after, and the note naming the step; a restore puts the steps back too.
 
 
-def _rule_of(step: models.Model) -> models.Model | None:
+def _rule_of(step: Any) -> models.Model | None:
     from .models import Rule
 
     return Rule._base_manager.filter(pk=step.rule_id).first()

@@ -162,11 +162,13 @@ def claim_due_runs(
     Due: waiting with ``due_at`` come, or running with an expired claim. A
     claimed batch stops collecting: its window has ended (or it is full).
     The claim is a short transaction (``SKIP LOCKED`` where the database has
-    it) so that two runners never claim the same run. PostgreSQL's runner
-    locks its chunk in the transaction that advances it instead
-    (``lock_due_runs``)."""
+    it) so that two runners never claim the same run; on PostgreSQL one
+    statement claims and reads the chunk (``UPDATE ... FROM (SELECT ... FOR
+    UPDATE SKIP LOCKED) RETURNING``)."""
     now = now or timezone.now()
     token = claim_token(now, ttl)
+    if connection.vendor == "postgresql":
+        return _claim_postgres(limit, token, now, ids), token
     due = Q(state=State.WAITING, due_at__lte=now) | Q(state=State.RUNNING, claimed_until__lt=now)
     queryset = WorkflowRun.objects.filter(due)
     if ids is not None:
@@ -187,28 +189,25 @@ def claim_due_runs(
         return [ClaimedRun(*row) for row in rows], token
 
 
-def lock_due_runs(limit: int, ttl: float, now: datetime | None = None) -> list[ClaimedRun]:
-    """PostgreSQL, inside the transaction that advances them: lock up to
-    ``limit`` due runs (``FOR UPDATE SKIP LOCKED``) and return them.
-
-    Every write a step makes is a row in this database, so the transaction is
-    the claim: another runner skips the locked rows, the step's rows and the
-    run's next state commit together or not at all, a cancel waits for the
-    commit, and a runner that dies (or stalls between statements longer than
-    ``ttl``: ``idle_in_transaction_session_timeout``) is rolled back, its runs
-    due again. One statement fewer per chunk than marking the runs ``running``
-    and writing them again, and one commit fewer."""
-    now = now or timezone.now()
+def _claim_postgres(
+    limit: int, token: datetime, now: datetime, ids: Sequence[int] | None
+) -> list[ClaimedRun]:
     table = connection.ops.quote_name(WorkflowRun._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL idle_in_transaction_session_timeout = {int(ttl * 1000)}")
+    only = "AND id = ANY(%s) " if ids is not None else ""
+    params: list = [token, now, now, *([list(ids)] if ids is not None else []), limit]
+    columns = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {', '.join(RUN_COLUMNS)} FROM {table} "
-            "WHERE (state = 'waiting' AND due_at <= %s) OR (state = 'running' AND claimed_until < %s) "
-            "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
-            [now, now, limit],
+            f"UPDATE {table} AS r SET state = 'running', claimed_until = %s, "
+            "collecting = false, attempts = r.attempts + 1 "
+            f"FROM (SELECT id FROM {table} WHERE ((state = 'waiting' AND due_at <= %s) "
+            f"OR (state = 'running' AND claimed_until < %s)) {only}"
+            "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+            f"WHERE r.id = due.id RETURNING {columns}",
+            params,
         )
-        return sorted(ClaimedRun(*row) for row in cursor.fetchall())
+        rows = cursor.fetchall()
+    return sorted(ClaimedRun(*row) for row in rows)
 
 
 def set_step_templates(
@@ -241,12 +240,11 @@ FEW_OUTCOMES = 16
 
 
 def finish_claimed_runs(
-    updates: Sequence[RunUpdate], token: datetime | None, now: datetime
+    updates: Sequence[RunUpdate], token: datetime, now: datetime
 ) -> dict[int, int | None]:
-    """Write each run's next state, for runs still claimed with ``token``
-    (``None``: runs this transaction locked, ``lock_due_runs``); returns the
-    notification id of each run written (a run cancelled or claimed again
-    meanwhile is not: it stays as it is). A claimed batch stops collecting.
+    """Write each run's next state, for runs still claimed with ``token``;
+    returns the notification id of each run written (a run cancelled or
+    claimed again meanwhile is not: it stays as it is).
 
     Runs of a chunk mostly end alike (the same step, state, due time), so the
     runs are written with one statement per distinct outcome, over an array of
@@ -268,13 +266,8 @@ def finish_claimed_runs(
         "WHERE n.event_id = r.event_id AND n.rule_id = r.rule_id AND n.user_id = r.user_id) END)"
     )
     postgres = connection.vendor == "postgresql"
-    if token is None:  # locked by this transaction: still waiting (or an expired claim)
-        ours, claimed = "r.state IN ('waiting', 'running')", []
-        held = "collecting = false, attempts = r.attempts + 1"
-    else:
-        ours = "r.state = 'running' AND r.claimed_until = %s"
-        claimed = [token if postgres else ops.adapt_datetimefield_value(token)]
-        held = "collecting = r.collecting"
+    ours = "r.state = 'running' AND r.claimed_until = %s"
+    claim = token if postgres else ops.adapt_datetimefield_value(token)
     written: dict[int, int | None] = {}
     with connection.cursor() as cursor:
         if postgres and len(outcomes) > FEW_OUTCOMES:
@@ -282,8 +275,7 @@ def finish_claimed_runs(
                 f"UPDATE {table} AS r SET state = v.state, step = v.step, step_id = v.step_id, "
                 "due_at = v.due_at, reason = v.reason, "
                 f"notification_id = {notification_of.format(sent='v.sent')}, "
-                "finished_at = v.finished_at, updated_at = %s, claimed_until = NULL, "
-                f"{held} "
+                "finished_at = v.finished_at, updated_at = %s, claimed_until = NULL "
                 "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
                 "%s::timestamptz[], %s::text[], %s::bool[], %s::timestamptz[]) "
                 "AS v(id, state, step, step_id, due_at, reason, sent, finished_at) "
@@ -299,7 +291,7 @@ def finish_claimed_runs(
                     [u.reason[:200] for u in updates],
                     [u.sent for u in updates],
                     [now if u.state in final else None for u in updates],
-                    *claimed,
+                    claim,
                 ],
             )
             return dict(cursor.fetchall())
@@ -312,7 +304,7 @@ def finish_claimed_runs(
                 cursor.execute(
                     f"UPDATE {table} AS r SET state = %s, step = %s, step_id = %s, due_at = %s, "
                     f"reason = %s, notification_id = {notification_of.format(sent='%s')}, "
-                    f"finished_at = %s, updated_at = %s, claimed_until = NULL, {held} "
+                    "finished_at = %s, updated_at = %s, claimed_until = NULL "
                     f"WHERE {which} AND {ours} "
                     "RETURNING id, notification_id",
                     [
@@ -325,7 +317,7 @@ def finish_claimed_runs(
                         stamp if state in final else None,
                         stamp,
                         *([list(part)] if postgres else part),
-                        *claimed,
+                        claim,
                     ],
                 )
                 written.update(cursor.fetchall())

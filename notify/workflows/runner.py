@@ -5,9 +5,9 @@ tests call. Per chunk of claimed runs (a fixed number of queries, however
 many runs):
 
 1. claim a chunk of due runs (``notify.outbox.runs.claim_due_runs``: one
-   statement on PostgreSQL, ``FOR UPDATE SKIP LOCKED``, a claim expiry, the
-   same discipline as deliveries, so two runner processes never take the
-   same run's step twice);
+   statement on PostgreSQL, ``FOR UPDATE SKIP LOCKED``, a claim token that
+   expires, the same discipline as deliveries, so two runner processes never
+   take the same run's step twice);
 2. load what the chunk needs: its events (each once), the engagement with
    the runs' notifications (seen, read, clicked, opened, delivered), batch
    items, the recipients' preferences and the categories;
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from notify import conf
@@ -51,7 +51,6 @@ from notify.outbox.runs import (
     RunUpdate,
     claim_due_runs,
     finish_claimed_runs,
-    lock_due_runs,
     set_step_templates,
     write_step_logs,
 )
@@ -86,12 +85,9 @@ def advance_due_runs(
 ) -> RunnerStats:
     """Claim a chunk of due runs and advance each as far as it goes now."""
     now = now or timezone.now()
-    limit, ttl = limit or conf.get("WORKFLOW_BATCH_SIZE"), ttl or conf.get("CLAIM_TTL")
-    if connection.vendor == "postgresql":  # the transaction is the claim (``lock_due_runs``)
-        with transaction.atomic():
-            locked = lock_due_runs(limit, ttl, now)
-            return advance_claimed(locked, None, now) if locked else RunnerStats()
-    runs, token = claim_due_runs(limit, ttl, now)
+    runs, token = claim_due_runs(
+        limit or conf.get("WORKFLOW_BATCH_SIZE"), ttl or conf.get("CLAIM_TTL"), now
+    )
     if not runs:
         return RunnerStats()
     return advance_claimed(runs, token, now)
@@ -224,9 +220,7 @@ class SendGroup:
     planned: list[PlannedNotification] = field(default_factory=list)
 
 
-def advance_claimed(
-    runs: Sequence[ClaimedRun], token: datetime | None, now: datetime
-) -> RunnerStats:
+def advance_claimed(runs: Sequence[ClaimedRun], token: datetime, now: datetime) -> RunnerStats:
     stats = RunnerStats()
     if not runs:
         return stats
@@ -326,7 +320,7 @@ def write_back(
     updates: list[RunUpdate],
     logs: list[tuple],
     ours: set[int],
-    token: datetime | None,
+    token: datetime,
     now: datetime,
 ) -> dict[int, int | None]:
     """Step 5, in one transaction: a worker never sees a step's deliveries
