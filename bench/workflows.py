@@ -4,10 +4,12 @@ Setup seeds N users (``--recipients``, 100,000 by default) and a workflow
 rule: wait 30 minutes, then in-app "if not read". Each run fans out one event
 to all of them (untimed: N runs), moves every run past its delay, due in the
 future, and starts two runner processes (``bench.workflow_runner``, each
-looping ``advance_due_runs``: claim a batch with ``SKIP LOCKED``, load
-engagement and preferences, evaluate the condition, plan and write the in-app
-delivery, write the run's state and history). Then every run is made due at
-once and the clock runs until none is open: steps per second.
+looping ``advance_due_runs``: lock a chunk of due runs with ``SKIP LOCKED``,
+load engagement and preferences, evaluate the condition, plan the chunk's
+in-app deliveries and write them with fan-out's writer, write the runs' next
+state and history, commit). Then every run is made due at once (the goal's
+"100,000 runs due in one minute", all in its first instant) and the clock
+runs until none is open: steps per second.
 
 The baseline, in the same run: the same N in-app deliveries written by a
 one-step rule's fan-out (``write_fanout_chunk``, today's path), so the figure

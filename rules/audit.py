@@ -65,12 +65,15 @@ def record(
     action: str,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
+    what: str = "",
 ) -> AuditEntry | None:
-    """Write one entry for ``obj`` (an audited model instance)."""
+    """Write one entry for ``obj`` (an audited model instance); ``what`` says
+    which part changed (a workflow step), in the entry's note."""
     kind = kind_of(obj)
     if kind is None:
         return None
     user, name, source, note = _who()
+    note = "; ".join(part for part in (what, note) if part)
     return AuditEntry.objects.create(
         actor=user,
         actor_name=name,
@@ -123,7 +126,66 @@ def after_delete(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     record(instance, AuditEntry.Action.DELETED, before, None)
 
 
+# A workflow step is part of its rule: a step added, changed or deleted is an
+# entry of the rule ("changed"), with the rule item (steps included) before
+# and after, and the note naming the step; a restore puts the steps back too.
+
+
+def _rule_of(step: Any) -> models.Model | None:
+    from .models import Rule
+
+    return Rule._base_manager.filter(pk=step.rule_id).first()
+
+
+def step_before(sender: Any, instance: models.Model, raw: bool = False, **kwargs: Any) -> None:
+    if raw:
+        return
+    rule = _rule_of(instance)
+    setattr(instance, _BEFORE, serialize(rule) if rule is not None else None)
+
+
+def _step_what(step: Any, verb: str) -> str:
+    return f"workflow step {step.position + 1} ({step.kind}) {verb}"
+
+
+def step_after_save(
+    sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
+    before = instance.__dict__.pop(_BEFORE, None)
+    rule = None if raw or before is None else _rule_of(instance)
+    if rule is None:
+        return
+    after = serialize(rule)
+    if after != before:
+        what = _step_what(instance, "added" if created else "changed")
+        record(rule, AuditEntry.Action.CHANGED, before, after, what)
+
+
+def step_after_delete(sender: Any, instance: Any, origin: Any = None, **kwargs: Any) -> None:
+    before = instance.__dict__.pop(_BEFORE, None)
+    origin_model = getattr(origin, "model", type(origin))
+    if before is None or getattr(origin_model, "_meta", None) is None:
+        return
+    if origin_model._meta.label_lower == "rules.rule":  # the rule's own deletion says it
+        return
+    rule = _rule_of(instance)
+    if rule is not None:
+        record(
+            rule,
+            AuditEntry.Action.CHANGED,
+            before,
+            serialize(rule),
+            _step_what(instance, "deleted"),
+        )
+
+
 def connect() -> None:
+    step = apps.get_model("rules.WorkflowStep")
+    uid = "rules.audit:rules.workflowstep"
+    pre_save.connect(step_before, sender=step, dispatch_uid=uid + ":pre_save")
+    post_save.connect(step_after_save, sender=step, dispatch_uid=uid + ":post_save")
+    pre_delete.connect(step_before, sender=step, dispatch_uid=uid + ":pre_delete")
+    post_delete.connect(step_after_delete, sender=step, dispatch_uid=uid + ":post_delete")
     for label in AUDITED_MODELS:
         model = apps.get_model(label)
         uid = f"rules.audit:{label}"

@@ -120,7 +120,7 @@ def compile_condition(
         raise ConditionError("the condition is nested too deeply") from exc
     body = tree.body
     single = len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
-    fast = compile_fast(body[0].nodes[0]) if single else None
+    fast = compile_fast(body[0].nodes[0], names) if single else None
     return CompiledCondition(source, expression, fast)
 
 

@@ -26,7 +26,7 @@ expressions and payloads.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Number
 from typing import Any
 
@@ -113,11 +113,13 @@ def _attribute(container: Any, name: str) -> Any:
     raise Fallback
 
 
-def compile_fast(node: nodes.Node) -> Evaluator | None:
+def compile_fast(node: nodes.Node, names: Iterable[str] = NAMES) -> Evaluator | None:
     """An evaluator for ``node`` (an expression), or ``None`` if it has parts
-    outside the subset."""
+    outside the subset. ``names``: the context names it may read (a workflow
+    step's condition also reads ``read``, ``prefs``, ... : plain data the
+    runner builds, ``rules.workflow.STEP_CONDITION_NAMES``)."""
     try:
-        return _compile(node)
+        return _compile(node, frozenset(names))
     except _Unsupported:
         return None
 
@@ -146,7 +148,7 @@ def _constant(node: nodes.Node) -> Any:
     return _NOT_CONSTANT
 
 
-def _path(node: nodes.Node) -> tuple[str, list[tuple[bool, Any]]] | None:
+def _path(node: nodes.Node, names: frozenset[str]) -> tuple[str, list[tuple[bool, Any]]] | None:
     """``payload.a.b[0]['c']`` as (name, [(is_attribute, key), ...]), or None."""
     steps: list[tuple[bool, Any]] = []
     while True:
@@ -162,7 +164,7 @@ def _path(node: nodes.Node) -> tuple[str, list[tuple[bool, Any]]] | None:
                 return None
             steps.append((False, key))
         elif isinstance(node, nodes.Name):
-            if node.name not in NAMES or node.ctx != "load":
+            if node.name not in names or node.ctx != "load":
                 raise _Unsupported
             return node.name, steps[::-1]
         else:
@@ -204,13 +206,13 @@ def _lookup(name: str, steps: list[tuple[bool, Any]]) -> Evaluator:
     return walk
 
 
-def _compile(node: nodes.Node) -> Evaluator:
+def _compile(node: nodes.Node, names: frozenset[str]) -> Evaluator:
     value = _constant(node)
     if value is not _NOT_CONSTANT:
         if isinstance(value, list):  # a fresh list each time, as Jinja makes
             return lambda ctx: list(value)
         return lambda ctx: value
-    path = _path(node) if isinstance(node, nodes.Getattr | nodes.Getitem) else None
+    path = _path(node, names) if isinstance(node, nodes.Getattr | nodes.Getitem) else None
     if path is not None:
         return _lookup(*path)
     if isinstance(node, nodes.Const):
@@ -219,14 +221,14 @@ def _compile(node: nodes.Node) -> Evaluator:
             raise _Unsupported
         return lambda ctx: value
     if isinstance(node, nodes.Name):
-        if node.name not in NAMES or node.ctx != "load":
+        if node.name not in names or node.ctx != "load":
             raise _Unsupported
         name = node.name
         return lambda ctx: ctx.get(name, UNDEFINED)
     if isinstance(node, nodes.Getattr):
         if node.attr in DICT_ATTRIBUTES or node.attr.startswith("_"):
             raise _Unsupported
-        inner, attr = _compile(node.node), node.attr
+        inner, attr = _compile(node.node, names), node.attr
         return lambda ctx: _attribute(_defined(inner(ctx)), attr)
     if isinstance(node, nodes.Getitem):
         if isinstance(node.arg, nodes.Slice):
@@ -234,16 +236,16 @@ def _compile(node: nodes.Node) -> Evaluator:
         if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             if node.arg.value in DICT_ATTRIBUTES or node.arg.value.startswith("_"):
                 raise _Unsupported
-        inner, key = _compile(node.node), _compile(node.arg)
+        inner, key = _compile(node.node, names), _compile(node.arg, names)
         return lambda ctx: _item(_defined(inner(ctx)), _defined(key(ctx)))
     if isinstance(node, nodes.Compare):
-        first = _compile(node.expr)
+        first = _compile(node.expr, names)
         if any(o.op not in COMPARE for o in node.ops):
             raise _Unsupported
         if len(node.ops) == 1:
             op = COMPARE[node.ops[0].op]
             constant = _constant(node.ops[0].expr)
-            path = _path(node.expr) if isinstance(node.expr, nodes.Getattr) else None
+            path = _path(node.expr, names) if isinstance(node.expr, nodes.Getattr) else None
             if constant is not _NOT_CONSTANT and path and len(path[1]) == 1 and path[1][0][0]:
                 # The commonest condition of all, in one closure: payload.total > 100.
                 name, key = path[0], path[1][0][1]
@@ -267,7 +269,7 @@ def _compile(node: nodes.Node) -> Evaluator:
                     return op(left, constant)
 
                 return against
-        ops = [(COMPARE[o.op], _compile(o.expr)) for o in node.ops]
+        ops = [(COMPARE[o.op], _compile(o.expr, names)) for o in node.ops]
 
         def compare(ctx: Mapping[str, Any]) -> bool:
             left = _defined(first(ctx))
@@ -280,7 +282,7 @@ def _compile(node: nodes.Node) -> Evaluator:
 
         return compare
     if isinstance(node, nodes.And):
-        left, right = _compile(node.left), _compile(node.right)
+        left, right = _compile(node.left, names), _compile(node.right, names)
 
         def both(ctx: Mapping[str, Any]) -> Any:
             value = _defined(left(ctx))
@@ -288,29 +290,33 @@ def _compile(node: nodes.Node) -> Evaluator:
 
         return both
     if isinstance(node, nodes.Or):
-        left, right = _compile(node.left), _compile(node.right)
+        left, right = _compile(node.left, names), _compile(node.right, names)
         return lambda ctx: _defined(left(ctx)) or _defined(right(ctx))
     if isinstance(node, nodes.Not):
-        inner = _compile(node.node)
+        inner = _compile(node.node, names)
         return lambda ctx: not _defined(inner(ctx))
     if isinstance(node, nodes.CondExpr):
         if node.expr2 is None:
             raise _Unsupported
-        test, yes, no = _compile(node.test), _compile(node.expr1), _compile(node.expr2)
+        test, yes, no = (
+            _compile(node.test, names),
+            _compile(node.expr1, names),
+            _compile(node.expr2, names),
+        )
         return lambda ctx: yes(ctx) if _defined(test(ctx)) else no(ctx)
     if isinstance(node, nodes.List | nodes.Tuple):
-        items = [_compile(item) for item in node.items]
+        items = [_compile(item, names) for item in node.items]
         make = list if isinstance(node, nodes.List) else tuple
         return lambda ctx: make(_defined(item(ctx)) for item in items)
     if isinstance(node, nodes.Test):
         if node.name not in TESTS or node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
             raise _Unsupported
-        test, inner = TESTS[node.name], _compile(node.node)
+        test, inner = TESTS[node.name], _compile(node.node, names)
         return lambda ctx: test(inner(ctx))
     if isinstance(node, nodes.Filter):
         if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs or node.node is None:
             raise _Unsupported
-        inner = _compile(node.node)
+        inner = _compile(node.node, names)
         if node.name == "length":
             return lambda ctx: _length(_defined(inner(ctx)))
         if node.name in ("lower", "upper"):
@@ -318,13 +324,17 @@ def _compile(node: nodes.Node) -> Evaluator:
             return lambda ctx: _case(_defined(inner(ctx)), name)
         raise _Unsupported
     if type(node) in ARITHMETIC:
-        op, left, right = ARITHMETIC[type(node)], _compile(node.left), _compile(node.right)
+        op, left, right = (
+            ARITHMETIC[type(node)],
+            _compile(node.left, names),
+            _compile(node.right, names),
+        )
         return lambda ctx: _arithmetic(op, _defined(left(ctx)), _defined(right(ctx)))
     if isinstance(node, nodes.Neg):
-        inner = _compile(node.node)
+        inner = _compile(node.node, names)
         return lambda ctx: -_number(_defined(inner(ctx)))
     if isinstance(node, nodes.Pos):
-        inner = _compile(node.node)
+        inner = _compile(node.node, names)
         return lambda ctx: +_number(_defined(inner(ctx)))
     raise _Unsupported
 

@@ -7,7 +7,7 @@ The document::
     version: 1
     categories: [{key, name, ...}]
     templates:  [{message, part, locale, body, sample_payload}]
-    rules:      [{name, event_type, ..., category: <category key>}]
+    rules:      [{name, event_type, ..., category: <category key>, steps: [{kind, ...}]}]
     bindings:   [{model: app_label.model, signal, event_type, ...}]
 
 Each item holds every field ops edit (ids and timestamps left out; a rule
@@ -51,6 +51,8 @@ from django.db import DatabaseError, models, transaction
 from django.forms.models import modelform_factory
 from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
+
+from .workflow_items import clean_step_items, save_steps, step_items
 
 FORMAT = "notify-config"
 VERSION = 1
@@ -135,11 +137,14 @@ def value_to_item(f: models.Field, obj: models.Model) -> Any:
 
 
 def serialize(obj: models.Model) -> dict[str, Any]:
-    """One item in the export format (JSON-safe)."""
+    """One item in the export format (JSON-safe); a rule's holds its workflow
+    steps (``rules.workflow_items``)."""
     item: dict[str, Any] = {}
     for f in exported_fields(type(obj)):
         name = "model" if f.name == "content_type" else f.name
         item[name] = value_to_item(f, obj)
+    if obj._meta.label_lower == "rules.rule":
+        item["steps"] = step_items(obj)
     return item
 
 
@@ -375,13 +380,18 @@ def import_item(
     label = kind.label(item)
     where = f"{where} '{label}'" if label else where
     problems: list[str] = []
+    steps: list[dict[str, Any]] | None = None
+    if kind.section == "rules" and "steps" in item:
+        steps, problems = clean_step_items(item["steps"], where)
+        item = {name: value for name, value in item.items() if name != "steps"}
     data = _form_data(kind, item, problems, where)
     if problems:
         return "invalid", None, problems
     if instance is None:
         instance = find_existing(kind, item)
     before = serialize(instance) if instance is not None else None
-    base = before if before is not None else serialize(kind.model())
+    base = dict(before if before is not None else serialize(kind.model()))
+    base.pop("steps", None)
     merged = {**_form_data(kind, base, [], where), **data}
     form = admin_form_class(kind.model)(data=merged, instance=instance)
     if not form.is_valid():
@@ -412,6 +422,8 @@ def import_item(
         with transaction.atomic():
             obj.save()
             form.save_m2m()
+            if steps is not None:
+                save_steps(obj, steps)
     except (DatabaseError, ValidationError) as exc:
         return "invalid", None, [f"{where}: {exc}"]
     after = serialize(obj)

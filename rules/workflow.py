@@ -17,7 +17,7 @@ The rules a workflow keeps, checked here so admin refuses them at save time:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -68,6 +68,14 @@ STEP_FIELDS = (
 EDITABLE_STEP_FIELDS = STEP_FIELDS[2:]
 
 
+class StepError(ValueError):
+    """A step that cannot run; ``field`` names the field at fault ("" if none)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledStep:
     position: int  # 0-based index in the workflow
@@ -81,6 +89,7 @@ class CompiledStep:
     batch_window: timedelta | None = None
     batch_key: CompiledExpression | None = None
     batch_max: int | None = None
+    id: int | None = None  # the step row's id (a run follows its step by id)
 
     def describe(self) -> str:
         """One line for ops (admin, preview, run history)."""
@@ -112,16 +121,21 @@ def _where(row: dict[str, Any]) -> str:
 
 def compile_step(row: dict[str, Any], position: int) -> CompiledStep:
     """One step row, checked; raises ``ValueError`` naming the step."""
+    step = _compile_step(row, position)
+    return replace(step, id=row["id"]) if row.get("id") is not None else step
+
+
+def _compile_step(row: dict[str, Any], position: int) -> CompiledStep:
     kind = row.get("kind") or CHANNEL
     where = f"step {position + 1} ({kind})"
     try:
         condition = compile_condition(row.get("condition") or "", STEP_CONDITION_NAMES)
     except ConditionError as exc:
-        raise ValueError(f"{where}: condition: {exc}") from exc
+        raise StepError(f"{where}: condition: {exc}", "condition") from exc
     if kind == CHANNEL:
         channels = tuple(row.get("channels") or ())
         if not channels:
-            raise ValueError(f"{where}: name at least one channel")
+            raise StepError(f"{where}: name at least one channel", "channels")
         return CompiledStep(
             position, kind, condition, channels=channels, message=row.get("message") or ""
         )
@@ -130,29 +144,31 @@ def compile_step(row: dict[str, Any], position: int) -> CompiledStep:
         delay = row.get("delay")
         path = (row.get("delay_until_path") or "").strip()
         if mode == FIXED and (delay is None or delay <= timedelta(0)):
-            raise ValueError(f"{where}: a fixed delay needs a positive duration")
+            raise StepError(f"{where}: a fixed delay needs a positive duration", "delay")
         if mode == PAYLOAD and not path:
-            raise ValueError(f"{where}: say which payload time to wait for (e.g. starts_at)")
+            raise StepError(
+                f"{where}: say which payload time to wait for (e.g. starts_at)", "delay_until_path"
+            )
         if mode not in (FIXED, PAYLOAD, WORKING_HOURS):
-            raise ValueError(f"{where}: unknown delay mode {mode!r}")
+            raise StepError(f"{where}: unknown delay mode {mode!r}", "delay_mode")
         return CompiledStep(
             position, kind, condition, delay_mode=mode, delay=delay, delay_until_path=path
         )
     if kind == BATCH:
         window = row.get("batch_window")
         if window is None or window <= timedelta(0):
-            raise ValueError(f"{where}: a batch needs a positive window")
+            raise StepError(f"{where}: a batch needs a positive window", "batch_window")
         try:
             key = compile_expression(row.get("batch_key") or "")
         except ConditionError as exc:
-            raise ValueError(f"{where}: batch key: {exc}") from exc
+            raise StepError(f"{where}: batch key: {exc}", "batch_key") from exc
         cap = row.get("batch_max")
         if cap is not None and cap < 1:
-            raise ValueError(f"{where}: the maximum batch size must be at least 1")
+            raise StepError(f"{where}: the maximum batch size must be at least 1", "batch_max")
         return CompiledStep(
             position, kind, condition, batch_window=window, batch_key=key, batch_max=cap or None
         )
-    raise ValueError(f"{where}: unknown kind {kind!r}")
+    raise StepError(f"{where}: unknown kind {kind!r}", "kind")
 
 
 def compile_steps(rows: Iterable[dict[str, Any]]) -> tuple[CompiledStep, ...]:

@@ -133,8 +133,10 @@ RESPONSE_SCHEMAS: dict[str, Schema] = {
     "WorkflowStep": obj(
         "One step a run took, and why.",
         step={**INTEGER, "description": "The step's number in the rule's workflow (1-based)."},
-        kind={"enum": ["channel", "delay", "batch", "cancel", "rule", "user"]},
-        decision={"enum": ["sent", "skipped", "waited", "collected", "cancelled", "failed"]},
+        kind={"enum": ["channel", "delay", "batch", "cancel", "run", "edit", "rule", "user"]},
+        decision={
+            "enum": ["sent", "skipped", "waited", "collected", "cancelled", "failed", "moved"]
+        },
         reason=STRING,
         at=DATETIME,
         until=nullable(DATETIME),

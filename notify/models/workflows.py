@@ -37,6 +37,11 @@ class WorkflowRun(models.Model):
         "Notification", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     step = models.PositiveIntegerField(default=0, help_text="The next step to run (0-based).")
+    # The next step by id: a run follows its step when ops reorder or edit the
+    # workflow (``notify.workflows.runner.resume_position``); empty until the
+    # run has been advanced once (a run not started begins at the first step).
+    # No foreign key: a deleted step leaves the id behind, which says so.
+    step_id = models.PositiveBigIntegerField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING)
     due_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
@@ -103,6 +108,7 @@ class WorkflowStepLog(models.Model):
         COLLECTED = "collected"  # a batch closed with its items
         CANCELLED = "cancelled"
         FAILED = "failed"
+        MOVED = "moved"  # ops deleted the run's step: it went on at another
 
     run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="log")
     position = models.PositiveIntegerField()

@@ -13,9 +13,11 @@ after a crash writes nothing twice.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
@@ -29,7 +31,7 @@ from notify.models import (
     WorkflowStepLog,
 )
 from notify.models.status import Status
-from notify.outbox.rows import PlannedDelivery, _skip_locked
+from notify.outbox.rows import _skip_locked, claim_token
 
 State = WorkflowRun.State
 
@@ -123,15 +125,50 @@ def join_batch(
     raise RuntimeError(f"could not join a batch of rule {rule_id} for user {user_id}")
 
 
+class ClaimedRun(NamedTuple):
+    """What the runner reads of a claimed run (a tuple, not a model: a chunk is
+    hundreds of runs)."""
+
+    pk: int
+    event_id: int
+    rule_id: int
+    user_id: int
+    step: int
+    step_id: int | None
+    created_at: datetime
+    notification_id: int | None
+    batch_key: str
+
+
+RUN_COLUMNS = (
+    "id",
+    "event_id",
+    "rule_id",
+    "user_id",
+    "step",
+    "step_id",
+    "created_at",
+    "notification_id",
+    "batch_key",
+)
+
+
 def claim_due_runs(
     limit: int, ttl: float, now: datetime | None = None, ids: Sequence[int] | None = None
-) -> tuple[list[int], datetime]:
-    """Claim up to ``limit`` due runs; their ids and the claim token (its expiry).
+) -> tuple[list[ClaimedRun], datetime]:
+    """Claim up to ``limit`` due runs; return them (by id) and the claim token
+    (its expiry, as deliveries' claims: ``notify.outbox.rows.claim_token``).
 
     Due: waiting with ``due_at`` come, or running with an expired claim. A
-    claimed batch stops collecting: its window has ended (or it is full)."""
+    claimed batch stops collecting: its window has ended (or it is full).
+    The claim is a short transaction (``SKIP LOCKED`` where the database has
+    it) so that two runners never claim the same run; on PostgreSQL one
+    statement claims and reads the chunk (``UPDATE ... FROM (SELECT ... FOR
+    UPDATE SKIP LOCKED) RETURNING``)."""
     now = now or timezone.now()
-    token = now + timedelta(seconds=ttl)
+    token = claim_token(now, ttl)
+    if connection.vendor == "postgresql":
+        return _claim_postgres(limit, token, now, ids), token
     due = Q(state=State.WAITING, due_at__lte=now) | Q(state=State.RUNNING, claimed_until__lt=now)
     queryset = WorkflowRun.objects.filter(due)
     if ids is not None:
@@ -140,95 +177,193 @@ def claim_due_runs(
         claimed = list(
             _skip_locked(queryset.order_by("due_at")).values_list("pk", flat=True)[:limit]
         )
-        if claimed:
-            WorkflowRun.objects.filter(pk__in=claimed).update(
-                state=State.RUNNING,
-                claimed_until=token,
-                collecting=False,
-                attempts=F("attempts") + 1,
-            )
-    return claimed, token
+        if not claimed:
+            return [], token
+        WorkflowRun.objects.filter(pk__in=claimed).update(
+            state=State.RUNNING,
+            claimed_until=token,
+            collecting=False,
+            attempts=F("attempts") + 1,
+        )
+        rows = WorkflowRun.objects.filter(pk__in=claimed).order_by("pk").values_list(*RUN_COLUMNS)
+        return [ClaimedRun(*row) for row in rows], token
+
+
+def _claim_postgres(
+    limit: int, token: datetime, now: datetime, ids: Sequence[int] | None
+) -> list[ClaimedRun]:
+    table = connection.ops.quote_name(WorkflowRun._meta.db_table)
+    only = "AND id = ANY(%s) " if ids is not None else ""
+    params: list = [token, now, now, *([list(ids)] if ids is not None else []), limit]
+    columns = ", ".join(f"r.{c}" for c in RUN_COLUMNS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS r SET state = 'running', claimed_until = %s, "
+            "collecting = false, attempts = r.attempts + 1 "
+            f"FROM (SELECT id FROM {table} WHERE ((state = 'waiting' AND due_at <= %s) "
+            f"OR (state = 'running' AND claimed_until < %s)) {only}"
+            "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+            f"WHERE r.id = due.id RETURNING {columns}",
+            params,
+        )
+        rows = cursor.fetchall()
+    return sorted(ClaimedRun(*row) for row in rows)
+
+
+def set_step_templates(
+    notification_ids: Sequence[int], channels: Sequence[str], template: str
+) -> None:
+    """A channel step with a template of its own, or of a batch run: its
+    deliveries render ``template`` (``notify.delivery.message``). The rows are
+    written by fan-out's writer, which leaves the template to the rule's; only
+    such steps pay this one statement."""
+    if notification_ids and template:
+        Delivery.objects.filter(
+            notification_id__in=list(notification_ids), channel__in=list(channels), template=""
+        ).update(template=template[:100])
 
 
 @dataclass(slots=True)
-class StepWrite:
-    """A channel step's rows for one run: the notification and its deliveries."""
-
+class RunUpdate:
     run_id: int
-    event_id: int
-    rule_id: int
-    user_id: int
-    category_id: int
-    group_key: str
-    template: str
-    deliveries: tuple[PlannedDelivery, ...]
+    state: str
+    step: int
+    step_id: int | None
+    due_at: datetime | None
+    reason: str = ""
+    sent: bool = False  # a channel step wrote rows: point the run at its notification
 
 
-def write_step_deliveries(
-    writes: Sequence[StepWrite], now: datetime
-) -> tuple[dict[int, int], list[tuple[int, int, str, str]]]:
-    """Insert the notifications and deliveries of many runs' channel steps, one
-    statement per table. Returns the notification id per run and, per delivery
-    written now, (run id, delivery id, channel, status); rows already there
-    (a step taken again) are left as they are."""
-    if not writes:
-        return {}, []
+# Past this many distinct outcomes in a chunk, PostgreSQL writes the runs (and
+# the history) with one statement over whole columns instead of one per outcome.
+FEW_OUTCOMES = 16
+
+
+def finish_claimed_runs(
+    updates: Sequence[RunUpdate], token: datetime, now: datetime
+) -> dict[int, int | None]:
+    """Write each run's next state, for runs still claimed with ``token``;
+    returns the notification id of each run written (a run cancelled or
+    claimed again meanwhile is not: it stays as it is).
+
+    Runs of a chunk mostly end alike (the same step, state, due time), so the
+    runs are written with one statement per distinct outcome, over an array of
+    ids (``id = ANY(...)``; more than ``FEW_OUTCOMES``: one ``UPDATE ... FROM
+    unnest(...)`` on PostgreSQL). A run whose channel step wrote rows points at
+    its notification, found by its (event, rule, user) key in the same statement."""
+    if not updates:
+        return {}
+    final = (State.DONE, State.CANCELLED, State.FAILED)
+    outcomes: dict[tuple, list[int]] = defaultdict(list)
+    for u in updates:
+        key = (u.state, u.step, u.step_id, u.due_at or now, u.reason[:200], u.sent)
+        outcomes[key].append(u.run_id)
     ops = connection.ops
-    stamp = ops.adapt_datetimefield_value(now)
+    table = ops.quote_name(WorkflowRun._meta.db_table)
     notifications = ops.quote_name(Notification._meta.db_table)
-    deliveries = ops.quote_name(Delivery._meta.db_table)
-    keys = list({(w.event_id, w.rule_id, w.user_id): w for w in writes}.values())
-    by_key: dict[tuple[int, int, int], int] = {}
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Statements of at most ROWS_PER_STATEMENT rows: SQLite takes 32,766 parameters.
-        for chunk in chunks(keys, ROWS_PER_STATEMENT):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for w in chunk:
-                params += (w.event_id, w.rule_id, w.user_id, w.category_id, stamp, w.group_key)
+    notification_of = (
+        f"COALESCE(r.notification_id, CASE WHEN {{sent}} THEN (SELECT n.id FROM {notifications} n "
+        "WHERE n.event_id = r.event_id AND n.rule_id = r.rule_id AND n.user_id = r.user_id) END)"
+    )
+    postgres = connection.vendor == "postgresql"
+    ours = "r.state = 'running' AND r.claimed_until = %s"
+    claim = token if postgres else ops.adapt_datetimefield_value(token)
+    written: dict[int, int | None] = {}
+    with connection.cursor() as cursor:
+        if postgres and len(outcomes) > FEW_OUTCOMES:
             cursor.execute(
-                f"INSERT INTO {notifications} (event_id, rule_id, user_id, category_id, "
-                f"created_at, group_key) VALUES {values} ON CONFLICT (event_id, rule_id, user_id) "
-                "DO UPDATE SET category_id = EXCLUDED.category_id "
-                "RETURNING id, event_id, rule_id, user_id",
-                params,
+                f"UPDATE {table} AS r SET state = v.state, step = v.step, step_id = v.step_id, "
+                "due_at = v.due_at, reason = v.reason, "
+                f"notification_id = {notification_of.format(sent='v.sent')}, "
+                "finished_at = v.finished_at, updated_at = %s, claimed_until = NULL "
+                "FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
+                "%s::timestamptz[], %s::text[], %s::bool[], %s::timestamptz[]) "
+                "AS v(id, state, step, step_id, due_at, reason, sent, finished_at) "
+                f"WHERE r.id = v.id AND {ours} "
+                "RETURNING r.id, r.notification_id",
+                [
+                    now,
+                    [u.run_id for u in updates],
+                    [u.state for u in updates],
+                    [u.step for u in updates],
+                    [u.step_id for u in updates],
+                    [u.due_at or now for u in updates],
+                    [u.reason[:200] for u in updates],
+                    [u.sent for u in updates],
+                    [now if u.state in final else None for u in updates],
+                    claim,
+                ],
             )
-            by_key.update(((e, r, u), pk) for pk, e, r, u in cursor.fetchall())
-        notification_of = {w.run_id: by_key[w.event_id, w.rule_id, w.user_id] for w in writes}
-        rows: list = []
-        for w in writes:
-            for d in w.deliveries:
-                due = stamp if d.due_at is None else ops.adapt_datetimefield_value(d.due_at)
-                rows.append(
-                    (
-                        notification_of[w.run_id],
-                        d.channel,
-                        d.status,
-                        d.skip_reason[:50],
-                        d.hold_reason[:50],
-                        due,
-                        stamp,
-                        stamp,
-                        w.template[:100],
-                    )
+            return dict(cursor.fetchall())
+        stamp = ops.adapt_datetimefield_value(now)
+        for (state, step, step_id, due_at, reason, sent), ids in outcomes.items():
+            for part in chunks(ids, len(ids) if postgres else ROWS_PER_STATEMENT):
+                which = (
+                    "r.id = ANY(%s)" if postgres else f"r.id IN ({', '.join(['%s'] * len(part))})"
                 )
-        written: list[tuple[int, int, str, str]] = []
-        run_of: dict[int, int] = {}
-        for w in writes:
-            run_of.setdefault(notification_of[w.run_id], w.run_id)
+                cursor.execute(
+                    f"UPDATE {table} AS r SET state = %s, step = %s, step_id = %s, due_at = %s, "
+                    f"reason = %s, notification_id = {notification_of.format(sent='%s')}, "
+                    "finished_at = %s, updated_at = %s, claimed_until = NULL "
+                    f"WHERE {which} AND {ours} "
+                    "RETURNING id, notification_id",
+                    [
+                        state,
+                        step,
+                        step_id,
+                        ops.adapt_datetimefield_value(due_at),
+                        reason,
+                        sent,
+                        stamp if state in final else None,
+                        stamp,
+                        *([list(part)] if postgres else part),
+                        claim,
+                    ],
+                )
+                written.update(cursor.fetchall())
+    return written
+
+
+def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
+    """The history rows: (run id, position, kind, decision, reason, until,
+    deliveries) each. Rows alike but for their run are written together (one
+    statement over an array of run ids on PostgreSQL), else in multi-row
+    inserts of 1,000."""
+    if not logs:
+        return
+    ops = connection.ops
+    table = ops.quote_name(WorkflowStepLog._meta.db_table)
+    columns = "(run_id, position, kind, decision, reason, at, until, deliveries)"
+    alike: dict[tuple, list[int]] = defaultdict(list)
+    for run_id, position, kind, decision, reason, until, delivered in logs:
+        alike[position, kind, decision, reason[:300], until, json.dumps(delivered)].append(run_id)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and len(alike) <= FEW_OUTCOMES:
+            for (position, kind, decision, reason, until, delivered), run_ids in alike.items():
+                cursor.execute(
+                    f"INSERT INTO {table} {columns} "
+                    "SELECT r, %s, %s, %s, %s, %s, %s, %s::jsonb FROM unnest(%s::bigint[]) AS r",
+                    [position, kind, decision, reason, now, until, delivered, run_ids],
+                )
+            return
+        stamp = ops.adapt_datetimefield_value(now)
+        rows = [
+            (
+                run_id,
+                *key[:4],
+                stamp,
+                ops.adapt_datetimefield_value(key[4]) if key[4] else None,
+                key[5],
+            )
+            for key, run_ids in alike.items()
+            for run_id in run_ids
+        ]
         for chunk in chunks(rows, ROWS_PER_STATEMENT):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             cursor.execute(
-                f"INSERT INTO {deliveries} (notification_id, channel, status, skip_reason, "
-                "hold_reason, next_attempt_at, created_at, updated_at, template) "
-                f"VALUES {values} ON CONFLICT (notification_id, channel) DO NOTHING "
-                "RETURNING id, notification_id, channel, status",
+                f"INSERT INTO {table} {columns} VALUES {values}",
                 [value for row in chunk for value in row],
             )
-            written += [
-                (run_of[nid], pk, channel, status) for pk, nid, channel, status in cursor.fetchall()
-            ]
-    return notification_of, written
 
 
 ROWS_PER_STATEMENT = 1000
@@ -237,92 +372,6 @@ ROWS_PER_STATEMENT = 1000
 def chunks(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass(slots=True)
-class RunUpdate:
-    run_id: int
-    state: str
-    step: int
-    due_at: datetime | None
-    reason: str = ""
-    notification_id: int | None = None
-
-
-def finish_claimed_runs(
-    updates: Sequence[RunUpdate], logs: Sequence[tuple], token: datetime, now: datetime
-) -> int:
-    """Write each run's next state and its history, for runs still claimed with
-    ``token``; returns how many. A run cancelled meanwhile stays cancelled.
-
-    ``logs``: (run id, position, kind, decision, reason, until, deliveries) per
-    step taken, written with one multi-row insert (no model instances)."""
-    if not updates:
-        return 0
-    ops = connection.ops
-    table = ops.quote_name(WorkflowRun._meta.db_table)
-    stamp = ops.adapt_datetimefield_value(now)
-    claim = ops.adapt_datetimefield_value(token)
-    final = (State.DONE, State.CANCELLED, State.FAILED)
-    rows = [
-        (
-            u.state,
-            u.step,
-            ops.adapt_datetimefield_value(u.due_at or now),
-            u.reason[:200],
-            u.notification_id,
-            stamp if u.state in final else None,
-            stamp,
-            u.run_id,
-            claim,
-        )
-        for u in updates
-    ]
-    with transaction.atomic():
-        ours = set(
-            WorkflowRun.objects.filter(
-                pk__in=[u.run_id for u in updates], state=State.RUNNING, claimed_until=token
-            ).values_list("pk", flat=True)
-        )
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET state = %s, step = %s, due_at = %s, reason = %s, "
-                "notification_id = COALESCE(%s, notification_id), finished_at = %s, "
-                "updated_at = %s, claimed_until = NULL "
-                "WHERE id = %s AND state = 'running' AND claimed_until = %s",
-                [row for row in rows if row[7] in ours],
-            )
-        write_step_logs([log for log in logs if log[0] in ours], now)
-    return len(ours)
-
-
-def write_step_logs(logs: Sequence[tuple], now: datetime) -> None:
-    """The history rows, one multi-row insert per 1,000."""
-    if not logs:
-        return
-    ops = connection.ops
-    table = ops.quote_name(WorkflowStepLog._meta.db_table)
-    stamp = ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
-        for chunk in chunks(logs, ROWS_PER_STATEMENT):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list = []
-            for run_id, position, kind, decision, reason, until, deliveries in chunk:
-                params += (
-                    run_id,
-                    position,
-                    kind,
-                    decision,
-                    reason[:300],
-                    stamp,
-                    ops.adapt_datetimefield_value(until) if until else None,
-                    json.dumps(deliveries),
-                )
-            cursor.execute(
-                f"INSERT INTO {table} (run_id, position, kind, decision, reason, at, until, "
-                f"deliveries) VALUES {values}",
-                params,
-            )
 
 
 def cancel_runs(runs: Q, reason: str, now: datetime | None = None) -> int:

@@ -95,8 +95,10 @@ def advance_runs() -> int:
     """Claim and advance a batch of due workflow runs (``notify.workflows.runner``)
     and hand off the deliveries their channel steps wrote; return the runs advanced."""
     stats = advance_due_runs()
-    if stats.deliveries:
-        hand_off_rows(Delivery.objects.filter(pk__in=stats.deliveries, status=Status.PENDING))
+    if stats.notifications:
+        hand_off_rows(
+            Delivery.objects.filter(notification_id__in=stats.notifications, status=Status.PENDING)
+        )
     return stats.runs
 
 

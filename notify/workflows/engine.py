@@ -31,13 +31,14 @@ from rules.conditions import ConditionError
 from rules.windows import WindowError, make_window, next_open
 from rules.workflow import BATCH, CHANNEL, DELAY, PAYLOAD, WORKING_HOURS, CompiledStep
 
-SENT, SKIPPED, WAITED, COLLECTED, CANCELLED, FAILED = (
+SENT, SKIPPED, WAITED, COLLECTED, CANCELLED, FAILED, MOVED = (
     "sent",
     "skipped",
     "waited",
     "collected",
     "cancelled",
     "failed",
+    "moved",  # the run's step was deleted by ops: it goes on at another (the runner)
 )
 WAITING, DONE = "waiting", "done"
 

@@ -83,3 +83,59 @@ def test_workflow_settings_are_checked(settings):
         "WORKFLOW_WORKING_HOURS": {"from": "nine"},
     }
     assert [e.id for e in check_workflow_settings()] == ["notify.E070", "notify.E071"]
+
+
+STEP_CONDITIONS = [
+    "not read",
+    "not read and category.critical",
+    "seen or clicked",
+    "not delivered and prefs.mode == 'now'",
+    "batch.count > 3",
+    "prefs.channels.email",
+    "category.missing",
+    "not read and payload.total > 10",
+]
+STEP_CONTEXTS = [
+    {
+        "read": False,
+        "seen": True,
+        "clicked": False,
+        "opened": False,
+        "delivered": False,
+        "category": {"key": "incidents", "critical": True},
+        "prefs": {"mode": "now", "channels": {"email": False}},
+        "batch": {"count": 5},
+        "payload": {"total": 12},
+    },
+    {
+        "read": True,
+        "seen": True,
+        "clicked": True,
+        "opened": True,
+        "delivered": True,
+        "category": {"key": "orders", "critical": False},
+        "prefs": {},
+        "batch": {"count": 1},
+        "payload": {},
+    },
+]
+
+
+@pytest.mark.parametrize("source", STEP_CONDITIONS)
+def test_step_conditions_take_the_fast_path_and_answer_like_the_sandbox(source):
+    """What the runner evaluates per run: plain closures, not the sandbox
+    (``rules.fastpath``), with the sandbox's answers and errors."""
+    from rules.conditions import ConditionError, _env, compile_condition
+    from rules.workflow import STEP_CONDITION_NAMES
+
+    condition = compile_condition(source, STEP_CONDITION_NAMES)
+    assert condition._fast is not None
+    slow = type(condition)(source, _env.compile_expression(source, undefined_to_none=False))
+    for context in STEP_CONTEXTS:
+        answers = []
+        for evaluated in (condition, slow):
+            try:
+                answers.append(("ok", evaluated.evaluate(context)))
+            except ConditionError as exc:
+                answers.append(("error", str(exc)))
+        assert answers[0] == answers[1], (source, context)
