@@ -8,13 +8,16 @@ time.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
+from channels.email import SESSION_CHECK_AFTER
 from notify import trigger
+from notify.delivery.inflight import close_pools
 from notify.delivery.rendering import template_store
 from notify.fanout.pipeline import process_event
 from notify.models import (
@@ -32,7 +35,7 @@ from notify.outbox.rows import (
     record_outcomes,
     retry_now,
 )
-from notify.runtime.worker import run_until_idle
+from notify.runtime.worker import run_once, run_until_idle
 
 GOOD = {
     "email.subject": "Notice for {{ recipient.first_name }}",
@@ -194,6 +197,46 @@ def test_sends_in_flight_reuse_their_smtp_sessions(settings, smtp_mailer, make_r
     assert Delivery.objects.filter(status=Status.SENT).count() == 40
     assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
     assert 1 <= smtp_mailer.sessions <= 8
+
+
+def test_a_worker_thread_keeps_its_smtp_session_across_batches(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """Batch after batch, one worker thread sends through the same session."""
+    one_in_flight(settings, "email")
+    make_rule(channels=["email"])
+    for i in range(3):
+        shipped(make_user(f"reader{i}"))
+        run_once()
+    close_pools()
+
+    assert Delivery.objects.filter(status=Status.SENT).count() == 3
+    assert smtp_mailer.sessions == 1
+
+
+def test_a_kept_session_the_server_dropped_is_opened_again(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """The server drops the session a worker thread keeps (a restart, an idle
+    time-out): the next message, checked with a NOOP after the session sat idle,
+    goes out on a new session at its first attempt, with no retry."""
+    one_in_flight(settings, "email")
+    make_rule(channels=["email"])
+    shipped(make_user("reader0"))
+    run_once()  # the session stays open in this thread
+    smtp_mailer.stop()  # closes every session
+    smtp_mailer.start()
+    time.sleep(SESSION_CHECK_AFTER + 0.2)
+    shipped(make_user("reader1"))
+    run_once()
+    close_pools()
+
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [Status.SENT, Status.SENT]
+    for d in deliveries:
+        assert [a.outcome for a in d.attempt_log.all()] == [DeliveryAttempt.Outcome.SENT]
+    assert len(smtp_mailer.messages) == 2
+    assert smtp_mailer.sessions == 2
 
 
 def test_a_rejected_recipient_does_not_spoil_the_batch(smtp_mailer, make_rule, make_user):
