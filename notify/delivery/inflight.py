@@ -72,6 +72,11 @@ def concurrency_of(alias: str, channel: Channel) -> int:
 GROW_AFTER = 0.002
 
 
+# Sends started per tick at most: the first of a batch's many sends in flight
+# go out after a few renders, not after all of them.
+STARTS_PER_TICK = 8
+
+
 class Done(NamedTuple):
     """A send that returned: its key, and its result or the exception it raised."""
 
@@ -348,7 +353,12 @@ def send_all(
             starting: list[tuple[Any, Any]] = []
             exclusive = bool(held) and held[-1]
             wants_instance = False
-            while not refused and not exclusive and len(held) + len(starting) < pool.limit:
+            while (
+                not refused
+                and not exclusive
+                and len(held) + len(starting) < pool.limit
+                and len(starting) < STARTS_PER_TICK
+            ):
                 if ready is None:
                     if position >= len(batch):
                         break
