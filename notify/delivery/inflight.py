@@ -22,9 +22,8 @@ concurrency of 1 a delivery costs one write transaction instead of two.
 channel alias and worker thread, with its threads and channel instances (open
 SMTP sessions, HTTP sessions) for the life of the thread: a new batch reuses
 them; a failed session reconnects on its next send (the channel's own rule);
-``close_pools`` closes this thread's (the worker pool at stop,
-``run_until_idle`` at its end), ``close_all_pools`` every thread's (process
-shutdown). A change of settings (``setting_changed``, or a different channel
+``close_pools`` closes this thread's (a worker thread as it stops,
+``run_until_idle`` at its end; a process that exits closes the rest). A change of settings (``setting_changed``, or a different channel
 entry, ``SENDS_IN_FLIGHT`` or ``MAILERS``) builds a new pool. A queuing channel
 (``queues_sends``: in-app) gets a fresh instance per batch, as its ``flush`` is
 per batch.
@@ -41,7 +40,6 @@ import contextvars
 import logging
 import queue
 import threading
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -103,7 +101,6 @@ class SendPool:
         self._all: list[Channel] = list(self._idle)
         self._done: queue.SimpleQueue[tuple[Done, Channel]] = queue.SimpleQueue()
         self._executor: ThreadPoolExecutor | None = None
-        _every_pool.add(self)
 
     @property
     def full(self) -> bool:
@@ -188,7 +185,6 @@ class SendPool:
                 log.exception("closing a channel instance of '%s' failed", self.alias)
         self._all.clear()
         self._idle.clear()
-        _every_pool.discard(self)
 
 
 def _run(key: Any, send: Callable[[Channel], Any], channel: Channel, in_pool: bool) -> Done:
@@ -207,7 +203,6 @@ def _run(key: Any, send: Callable[[Channel], Any], channel: Channel, in_pool: bo
 # -- pools kept per worker thread --------------------------------------------------------
 
 _local = threading.local()
-_every_pool: weakref.WeakSet[SendPool] = weakref.WeakSet()
 _generation = 0
 
 
@@ -253,12 +248,6 @@ def close_pools() -> None:
     for pool in pools.values():
         pool.close()
     pools.clear()
-
-
-def close_all_pools() -> None:
-    """Close every thread's send pools (process shutdown)."""
-    for pool in list(_every_pool):
-        pool.close()
 
 
 # -- the send loop ------------------------------------------------------------------------
