@@ -13,12 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from channels.email import SESSION_CHECK_AFTER
 from notify import trigger
 from notify.delivery.inflight import close_pools
 from notify.delivery.rendering import template_store
+from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.models import (
     Category,
@@ -197,6 +200,41 @@ def test_sends_in_flight_reuse_their_smtp_sessions(settings, smtp_mailer, make_r
     assert Delivery.objects.filter(status=Status.SENT).count() == 40
     assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
     assert 1 <= smtp_mailer.sessions <= 8
+
+
+def test_one_write_transaction_per_delivery_at_one_in_flight(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """Each tick of the send loop writes the outcome of the send that returned
+    and the mark of the next one in one transaction (notify.delivery.inflight):
+    five deliveries sent one at a time cost six write transactions (the first
+    mark alone, then outcome + next mark, then the last outcome), not ten."""
+    one_in_flight(settings, "email")
+    users = [make_user(f"reader{i}") for i in range(5)]
+    make_rule(channels=["email"])
+    fan_out_now(shipped(*users))
+    ids, token = claim_due_deliveries(limit=10, ttl=60)
+
+    with CaptureQueriesContext(connection) as queries:
+        stats = deliver(ids, token)
+
+    assert stats.sent == 5
+    blocks: list[list[str]] = []  # the statements of each transaction (a savepoint here)
+    depth = 0
+    for sql in (q["sql"] for q in queries.captured_queries):
+        if sql.startswith("SAVEPOINT"):
+            depth += 1
+            if depth == 1:
+                blocks.append([])
+        elif sql.startswith("RELEASE SAVEPOINT"):
+            depth -= 1
+        elif depth:
+            blocks[-1].append(sql)
+    writes = [b for b in blocks if any(s.startswith(("UPDATE", "INSERT")) for s in b)]
+    marks = [b for b in writes if any("SET sending_since" in s for s in b)]
+    outcomes = [b for b in writes if any("SET status" in s for s in b)]
+    assert (len(writes), len(marks), len(outcomes)) == (6, 5, 5)
+    assert marks[1:] == outcomes[:-1]  # each outcome written with the next mark
 
 
 def test_a_worker_thread_keeps_its_smtp_session_across_batches(
