@@ -4,7 +4,11 @@ The channel's ``MAILER`` option names an entry of Django's ``MAILERS`` setting
 (default ``"default"``), which decides the transport: Django's SMTP backend,
 any django-anymail ESP, or the sandbox. One mailer instance (one SMTP session)
 is opened per batch and reused for every message in it, through the backend
-contract ``open`` / ``send_messages`` / ``close``.
+contract ``open`` / ``send_messages`` / ``close``. A worker keeps the instance
+(and so its session) across batches (``notify.delivery.inflight``): a session
+idle for more than ``SESSION_CHECK_AFTER`` seconds is checked with a ``NOOP``
+before its next message and opened again if the server closed it meanwhile
+(an idle time-out, a restart), so a dropped session costs no retry.
 
 When the mailer is Django's own SMTP backend (not a subclass that changes how
 it sends), the common message (text + HTML, ASCII addresses) is written as
@@ -31,6 +35,7 @@ import email.policy
 import re
 import smtplib
 import socket
+import time
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.utils import make_msgid, parseaddr
 from typing import Any
@@ -87,6 +92,7 @@ class EmailChannel(Channel):
         # would hold the batch and its claim).
         self.timeout = float(options.get("TIMEOUT", DEFAULT_SMTP_TIMEOUT))
         self._envelope_from: tuple[str, str] | None = None  # (From header, prepared)
+        self._used_at = 0.0  # time.monotonic() of the session's last command
         self.breaker: CircuitBreaker | None = CircuitBreaker.from_options(
             f"{alias}:{self.mailer}", options, f"email channel '{alias}'"
         )
@@ -147,8 +153,11 @@ class EmailChannel(Channel):
 
     def post(self, message: OutgoingMessage) -> SendResult:
         """Connect if needed and hand the message to the mailer."""
+        if self.connection is not None and time.monotonic() - self._used_at > SESSION_CHECK_AFTER:
+            self._check_session()
         if self.connection is None:
             self.open()
+        self._used_at = time.monotonic()
         sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
         domain = sender.rpartition("@")[2] or None
         message_id = make_msgid(domain=domain)
@@ -188,6 +197,19 @@ class EmailChannel(Channel):
         esp_id = getattr(status, "message_id", None) if status is not None else None
         return SendResult(provider=self.provider_name, message_id=str(esp_id or message_id))
 
+    def _check_session(self) -> None:
+        """A ``NOOP`` on an SMTP session left idle: closed unless the server
+        answers 250 (it dropped the session: the next message opens another)."""
+        session = getattr(self.connection, "connection", None)
+        if not isinstance(self.connection, SmtpBackend) or session is None:
+            return
+        try:
+            alive = session.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            alive = False
+        if not alive:
+            self.close()
+
     def _fast_bytes(
         self, message: OutgoingMessage, subject: str, headers: dict[str, str]
     ) -> bytes | None:
@@ -225,6 +247,8 @@ class EmailChannel(Channel):
 
 
 DEFAULT_SMTP_TIMEOUT = 30.0
+# Seconds an SMTP session may sit idle before its next message checks it (NOOP).
+SESSION_CHECK_AFTER = 1.0
 
 
 def default_timeout(backend: Any, seconds: float) -> None:

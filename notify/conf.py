@@ -100,11 +100,12 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
         "SENDS_IN_FLIGHT": Setting(
-            1,
+            8,
             "Most sends one batch has in flight at once (notify.delivery.inflight): caps "
             "each channel's CONCURRENCY (its entry in CHANNELS; default 8 for email over "
-            "SMTP or an ESP, 32 for HTTP webhooks, 1 otherwise). 1 (one send at a time) "
-            "until the send pool outlives its batch: raise it (e.g. 64) for slow providers.",
+            "SMTP or an ESP, 32 for HTTP webhooks, 1 otherwise). A worker killed mid-batch "
+            "may have sent at most this many per thread without recording them; 1 sends "
+            "one at a time; raise it (e.g. 64, with WORKER_BATCH_SIZE) for slow providers.",
         ),
         "WEB_THREADS": Setting(
             8, "Threads serving requests in each web process (notify.project.asgi)."

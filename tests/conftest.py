@@ -9,6 +9,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from notify.delivery.inflight import close_pools
 from notify.models import Category
 from rules.bindings import binding_index
 from rules.index import rule_index
@@ -50,6 +51,7 @@ def _notify_settings(settings, tmp_path):
     # Rate limits and throttles count in the cache; every test client is 127.0.0.1.
     cache.clear()
     yield
+    close_pools()  # provider sessions this thread kept (notify.delivery.inflight)
     rule_index.clear()
     binding_index.clear()
     cache.clear()

@@ -65,6 +65,21 @@ class SendGate:
             self._shared += 1
             return True
 
+    def enter_exclusive(self) -> None:
+        """Take the exclusive place, as ``exclusive`` does but without a block."""
+        with self._changed:
+            self._waiting += 1
+            while self._exclusive or self._shared:
+                self._changed.wait()
+            self._waiting -= 1
+            self._exclusive = True
+
+    def leave_exclusive(self) -> None:
+        """Give back the place taken by ``enter_exclusive``."""
+        with self._changed:
+            self._exclusive = False
+            self._changed.notify_all()
+
     def leave_shared(self) -> None:
         """Give back a place taken by ``enter_shared``."""
         with self._changed:

@@ -10,19 +10,23 @@ in tests. For a batch of claimed delivery ids:
    a dry-run delivery is rendered and kept, not sent (``notify.delivery.dry_run``);
 3. render each message in the recipient's locale (``notify.delivery.message``,
    templates compiled once);
-4. send through one open channel instance per channel alias: the send step
-   digests use too (``notify.delivery.outcomes.send_one``); a push goes to
-   each of the user's devices (``notify.delivery.devices``);
-5. write each outcome and attempt as soon as it is known (its own short
-   transaction), while the claim is still ours.
+4. send through the channel: this worker thread's send pool for its alias,
+   sessions kept across batches, up to its ``concurrency`` sends in flight
+   (``notify.delivery.inflight``: the one send loop); the send step digests use
+   too (``notify.delivery.outcomes.send_one``); a push goes to each of the
+   user's devices (``notify.delivery.devices``);
+5. at each tick of the loop, one short transaction writes the outcomes (and
+   attempts) of the sends that returned and marks the next sends in flight,
+   while the claim is still ours.
 
 The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
-after ``WORKER_BATCH_SECONDS`` and puts the rest back. Rows are sent and
-recorded one at a time, each marked in flight while its send runs, so after a
-crash the marked row of a lost batch is the one that may have reached the
-provider (``notify.outbox.rows.reap_lost``); such a suspect is sent alone,
-with nothing else in flight in this process (``notify.delivery.gate``). A channel that refuses its configuration mid-batch
+after ``WORKER_BATCH_SECONDS`` and puts the rest back. A send starts only once
+its in-flight mark is committed and stays marked until its outcome is, so after
+a crash the marked rows of a lost batch are the ones that may have reached the
+provider (``notify.outbox.rows.reap_lost``: at most the sends in flight); such
+a suspect is sent alone, with nothing else in flight in this process
+(``notify.delivery.gate``). A channel that refuses its configuration mid-batch
 fails the rest of its batch with the reason (``refused_configuration``).
 """
 
@@ -46,8 +50,7 @@ from notify import conf
 from notify.delivery.cancel import CancelCheck
 from notify.delivery.devices import device_addresses, devices_already_sent, sum_outcomes
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
-from notify.delivery.gate import gate
-from notify.delivery.inflight import SendPool, concurrency_of, send_all
+from notify.delivery.inflight import SendPool, pool_for, send_all
 from notify.delivery.message import build_message
 from notify.delivery.outcomes import (
     Target,
@@ -68,14 +71,13 @@ from notify.outbox.rows import (
     SEND_ORDER,
     SUSPECT,
     Outcome,
-    mark_in_flight,
     record_outcomes,
     release,
 )
 from notify.preferences.decide import SEND, SKIP, Decision, UserPrefs, decide
 from notify.preferences.directory import category_info, load_preferences
 from notify.preferences.quiet_hours import QUIET_HOURS, applies_to, quiet_until
-from notify.registry import build_channel, describe
+from notify.registry import build_channel, channel_class, describe
 
 log = logging.getLogger("notify.delivery.send")
 Attempt = DeliveryAttempt.Outcome
@@ -160,53 +162,54 @@ def _deliver(
     for delivery in deliveries:
         by_channel[delivery.channel].append(delivery)
 
-    def record(result: Outcome | Hold) -> None:
-        # 5. record, each as soon as it is known, while the claim is ours
+    def tick(results: list[Outcome | Hold], starting: list[Delivery]) -> None:
+        # 5. record what is known and mark the next sends in flight: one short
+        # transaction, while the claim is ours (notify.delivery.inflight)
+        outcomes = [r for r in results if not isinstance(r, Hold)]
+        holds = [r for r in results if isinstance(r, Hold)]
         with lease.held() as token:
-            if isinstance(result, Hold):
-                stats.held += hold_deliveries([result], token)
-                return
-            stats.recorded += record_outcomes([result], token)
-        stats.count(result)
-
-    def flush(channel: Channel, queued: list[Outcome]) -> None:
-        if queued:
-            flush_queued(channel, queued, 0, policy)
-            for outcome in queued:
-                record(outcome)
-            queued.clear()
+            if holds:
+                stats.held += hold_deliveries(holds, token)
+            stats.recorded += record_outcomes(outcomes, token, [d.pk for d in starting])
+        for outcome in outcomes:
+            stats.count(outcome)
 
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             reason = f"channel '{alias}' is not configured"
+            unsent: list[Outcome | Hold] = []
             for delivery in batch:
                 if is_dry_run(delivery):
                     prefs_of = prefs.get(delivery.notification.user_id)
-                    record(dry_run_outcome(delivery, None, prefs_of, reason))
+                    unsent.append(dry_run_outcome(delivery, None, prefs_of, reason))
                 else:
                     target = Target(delivery.pk, delivery.attempts)
-                    record(config_failure(target, now or timezone.now(), reason))
+                    unsent.append(config_failure(target, now or timezone.now(), reason))
+            tick(unsent, [])
             continue
         address_kind, message_format = kinds[alias]
-        channel = build_channel(alias)
         # A queuing channel (in-app: the batch's items in one statement) makes
-        # its sends at flush; their outcomes are recorded after it, never before.
-        queued: list[Outcome] = []
-        if channel.queues_sends:
-            channel.open()
-        limit = 1 if channel.queues_sends else concurrency_of(alias, channel)
-        if limit > 1 and not any(d.hold_reason == SUSPECT for d in batch):
-            # Several sends in flight, each on its own instance (notify.delivery.inflight).
+        # its sends at flush: a fresh instance per batch, its outcomes written
+        # after the flush, never before. Any other keeps its sessions in this
+        # thread's pool across batches.
+        queuing = build_channel(alias) if channel_class(alias).queues_sends else None
+        if queuing is not None:
+            queuing.open()
+            pool = SendPool(alias, 1, first=queuing)
+        else:
+            pool = pool_for(alias)
+        try:
             stopped_at = send_all(
                 batch,
-                SendPool(alias, channel, limit),
+                pool,
                 prepare=lambda d, kind=address_kind, fmt=message_format: _prepare(
                     d, kind, fmt, prefs, policy, cancels
                 ),
                 finish=lambda send, answers: send.outcome(answers, policy),
-                mark=lambda d: _mark(lease, d),
-                record=record,
-                refuse=lambda rest, exc, a=alias, c=channel: refused_configuration(a, rest, exc, c),
+                tick=tick,
+                refuse=lambda rest, exc, a=alias, p=pool: refused_configuration(
+                    a, rest, exc, p.provider_name
+                ),
                 should_stop=lambda: time.monotonic() - started >= budget or stopping(),
                 context=lambda d, a=alias: log_context(
                     event_id=d.notification.event_id,
@@ -214,82 +217,42 @@ def _deliver(
                     attempt=d.attempts,
                     channel=a,
                 ),
+                alone=lambda d: d.hold_reason == SUSPECT,
+                flush=None
+                if queuing is None
+                else lambda results, c=queuing: _flush(c, results, policy),
             )
-            if stopped_at is not None:
-                rest = [d.pk for b in by_channel.values() for d in b]
-                rest = rest[rest.index(batch[stopped_at].pk) :]
-                with lease.held() as token:
-                    stats.released = release(rest, token)
-                log.info(
-                    "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
-                    "worker stopping): %d deliveries put back",
-                    time.monotonic() - started,
-                    budget,
-                    stats.released,
-                )
-                return stats
-            continue
-        try:
-            for position, delivery in enumerate(batch):
-                if time.monotonic() - started >= budget or stopping():
-                    flush(channel, queued)
-                    rest = [d.pk for b in by_channel.values() for d in b]
-                    rest = rest[rest.index(delivery.pk) :]
-                    with lease.held() as token:
-                        stats.released = release(rest, token)
-                    log.info(
-                        "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
-                        "worker stopping): %d deliveries put back",
-                        time.monotonic() - started,
-                        budget,
-                        stats.released,
-                    )
-                    return stats
-                # Every log line of this send carries its ids (notify.logs).
-                with log_context(
-                    event_id=delivery.notification.event_id,
-                    delivery_id=delivery.pk,
-                    attempt=delivery.attempts,
-                    channel=alias,
-                ):
-                    suspect = delivery.hold_reason == SUSPECT
-                    # In the gate: marked in flight, sent, recorded (a suspect
-                    # waits until no other send of this process is unrecorded).
-                    with gate.exclusive() if suspect else gate.shared():
-                        if not channel.queues_sends:  # a queued send happens at flush
-                            _mark(lease, delivery)
-                        try:
-                            result = _deliver_one(
-                                delivery,
-                                channel,
-                                address_kind,
-                                message_format,
-                                prefs,
-                                policy,
-                                cancels,
-                            )
-                        except ChannelConfigurationError as exc:
-                            flush(channel, queued)
-                            rest = batch[position:]
-                            for outcome in refused_configuration(alias, rest, exc, channel):
-                                record(outcome)
-                            break
-                        status = "held" if isinstance(result, Hold) else result.status
-                        log.debug(
-                            "delivery %s attempt %s: %s", delivery.pk, delivery.attempts, status
-                        )
-                        if channel.queues_sends and not isinstance(result, Hold):
-                            queued.append(result)
-                        else:
-                            record(result)
-            flush(channel, queued)
         finally:
-            channel.close()
+            if queuing is not None:
+                pool.close()
+        if stopped_at is not None:
+            rest = [d.pk for b in by_channel.values() for d in b]
+            rest = rest[rest.index(batch[stopped_at].pk) :]
+            with lease.held() as token:
+                stats.released = release(rest, token)
+            log.info(
+                "batch stopped after %.0f s (WORKER_BATCH_SECONDS %.0f, or the "
+                "worker stopping): %d deliveries put back",
+                time.monotonic() - started,
+                budget,
+                stats.released,
+            )
+            return stats
     return stats
 
 
+def _flush(channel: Channel, results: list[Outcome | Hold], policy: RetryPolicy) -> None:
+    """Make a queuing channel's sends; a failed flush turns their "sent" outcomes
+    in ``results`` into its error's (``flush_queued``)."""
+    at = [i for i, r in enumerate(results) if isinstance(r, Outcome)]
+    outcomes = [results[i] for i in at]
+    flush_queued(channel, outcomes, 0, policy)  # type: ignore[arg-type]
+    for i, outcome in zip(at, outcomes, strict=True):
+        results[i] = outcome
+
+
 def refused_configuration(
-    alias: str, rest: list[Delivery], exc: ChannelConfigurationError, channel: Channel
+    alias: str, rest: list[Delivery], exc: ChannelConfigurationError, provider: str
 ) -> list[Outcome]:
     """A channel refused its configuration mid-batch (credentials revoked, a
     401): what was sent before is already recorded; the delivery that met the
@@ -316,7 +279,7 @@ def refused_configuration(
             Attempt.PERMANENT,
             error_code="config",
             error_message=message,
-            provider=channel.provider_name or "",
+            provider=provider,
         )
     ]
     for delivery in others:
@@ -334,27 +297,6 @@ def refused_configuration(
             )
         )
     return outcomes
-
-
-def _mark(lease: Lease, delivery: Delivery) -> None:
-    with lease.held() as token:
-        mark_in_flight(delivery.pk, token)
-
-
-def _deliver_one(
-    delivery: Delivery,
-    channel: Channel,
-    address_kind: str | None,
-    message_format: str,
-    prefs: dict,
-    policy: RetryPolicy,
-    cancels: CancelCheck | None = None,
-) -> Outcome | Hold:
-    """Decide again, render and send one claimed delivery (steps 2 to 4)."""
-    prepared = _prepare(delivery, address_kind, message_format, prefs, policy, cancels)
-    if isinstance(prepared, Send):
-        return prepared.outcome(prepared(channel), policy)
-    return prepared
 
 
 def _prepare(

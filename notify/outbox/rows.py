@@ -15,6 +15,7 @@ with several workers (threads or processes) at once:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -268,22 +269,35 @@ LOST_MESSAGE = (
 )
 
 
-def mark_in_flight(delivery_id: int, token: datetime) -> None:
-    """Say that this claimed row's send starts now (``Delivery.sending_since``).
+def mark_in_flight(delivery_ids: int | Sequence[int], token: datetime) -> None:
+    """Say that these claimed rows' sends start now (``Delivery.sending_since``).
 
-    On PostgreSQL the mark's commit does not wait for the WAL flush
+    On PostgreSQL a mark alone commits without waiting for the WAL flush
     (``synchronous_commit = off`` for this transaction only): it is visible to
     every other session at once, which is all a reaper needs after a worker's
-    kill -9, and it halves the flushes per delivery. Only a crash of the
-    database server itself can lose a mark, and then the row is put back as
-    never started."""
-    with transaction.atomic():
+    kill -9. Only a crash of the database server itself can lose a mark, and
+    then the row is put back as never started. (A mark written with outcomes,
+    ``record_outcomes``, commits as they do.)"""
+    ids = [delivery_ids] if isinstance(delivery_ids, int) else list(delivery_ids)
+    with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        Delivery.objects.filter(pk=delivery_id, status=Status.SENDING, claimed_until=token).update(
-            sending_since=timezone.now()
-        )
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        _mark(cursor, ids, token)
+
+
+def _mark(cursor, ids: Sequence[int], token: datetime) -> None:
+    ops = connection.ops
+    table = ops.quote_name(Delivery._meta.db_table)
+    ids = [int(i) for i in ids]  # our own ids: formatted in
+    cursor.execute(
+        f"UPDATE {table} SET sending_since = %s "
+        f"WHERE id IN ({', '.join(map(str, ids))}) AND status = %s AND claimed_until = %s",
+        (
+            ops.adapt_datetimefield_value(timezone.now()),
+            Status.SENDING,
+            ops.adapt_datetimefield_value(token),
+        ),
+    )
 
 
 def reap_lost(tokens: Iterable[datetime], now: datetime | None = None) -> Reaped:
@@ -487,14 +501,20 @@ class Outcome:
         )
 
 
-def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
-    """Write outcomes for deliveries still claimed with ``token``; return how many.
+def record_outcomes(outcomes: Iterable[Outcome], token: datetime, mark: Sequence[int] = ()) -> int:
+    """Write outcomes for deliveries still claimed with ``token``, and mark the
+    claimed rows ``mark`` in flight, in one short transaction; return how many
+    outcomes were written.
 
-    A worker calls it with each outcome as soon as it is known: one short
-    transaction, one guarded UPDATE per row (its claim must still be ``token``;
-    a row whose claim is no longer ours is left alone) and its attempt row."""
+    A worker calls it at each tick of its send loop (``notify.delivery.inflight``)
+    with the outcomes known since the last and the sends it is about to start:
+    one guarded UPDATE per outcome (its claim must still be ``token``; a row
+    whose claim is no longer ours is left alone) and its attempt row, one
+    UPDATE for the marks (``mark_in_flight``)."""
     outcomes = list(outcomes)
     if not outcomes:
+        if mark:
+            mark_in_flight(mark, token)
         return 0
     ops = connection.ops
     table = ops.quote_name(Delivery._meta.db_table)
@@ -538,10 +558,32 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime) -> int:
                 ours.append(o)
         attempts = [row for o in ours for row in o.attempt_rows()]
         if attempts:
-            DeliveryAttempt.objects.bulk_create(attempts)
+            insert_attempts(cursor, attempts)
+        if mark:
+            _mark(cursor, mark, token)
     # Status reports that came before this record was committed (DESIGN.md, 8).
     apply_waiting_reports(o.message_id for o in ours if o.status == Status.SENT)
     return len(ours)
+
+
+def insert_attempts(cursor, attempts: list[DeliveryAttempt]) -> None:
+    """Insert attempt rows with one ``executemany`` (``bulk_create`` compiles
+    every value through the ORM: most of a tick's write on a busy worker)."""
+    fields = _attempt_fields()
+    table = connection.ops.quote_name(DeliveryAttempt._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    cursor.executemany(
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})",
+        [
+            tuple(f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields)
+            for row in attempts
+        ],
+    )
+
+
+@functools.cache
+def _attempt_fields() -> tuple:
+    return tuple(f for f in DeliveryAttempt._meta.concrete_fields if not f.primary_key)
 
 
 def retry_now(delivery_ids: Iterable[int]) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from django.db import connection, connections
 
 from notify import conf
+from notify.delivery.inflight import close_pools
 from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.outbox.rows import claim_due_deliveries, claim_events
@@ -84,13 +85,18 @@ def run_once(batch_size: int | None = None, stopping: Callable[[], bool] | None 
 
 
 def run_until_idle(max_rounds: int = 10_000) -> int:
-    """Run ``run_once`` until nothing is due (tests, EAGER mode, scripts)."""
+    """Run ``run_once`` until nothing is due (tests, EAGER mode, scripts); the
+    provider sessions it opened are closed at the end (a worker thread keeps
+    them for its life instead)."""
     total = 0
-    for _ in range(max_rounds):
-        done = run_once()
-        if not done:
-            break
-        total += done
+    try:
+        for _ in range(max_rounds):
+            done = run_once()
+            if not done:
+                break
+            total += done
+    finally:
+        close_pools()
     return total
 
 
@@ -163,4 +169,5 @@ class WorkerPool:
                 if woken:
                     self._stop.wait(WAKE_GATHER)
         finally:
+            close_pools()  # this thread's provider sessions (notify.delivery.inflight)
             connection.close()

@@ -8,14 +8,20 @@ time.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from channels.email import SESSION_CHECK_AFTER
 from notify import trigger
+from notify.delivery.inflight import close_pools
 from notify.delivery.rendering import template_store
+from notify.delivery.send import deliver
 from notify.fanout.pipeline import process_event
 from notify.models import (
     Category,
@@ -32,7 +38,7 @@ from notify.outbox.rows import (
     record_outcomes,
     retry_now,
 )
-from notify.runtime.worker import run_until_idle
+from notify.runtime.worker import run_once, run_until_idle
 
 GOOD = {
     "email.subject": "Notice for {{ recipient.first_name }}",
@@ -194,6 +200,81 @@ def test_sends_in_flight_reuse_their_smtp_sessions(settings, smtp_mailer, make_r
     assert Delivery.objects.filter(status=Status.SENT).count() == 40
     assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
     assert 1 <= smtp_mailer.sessions <= 8
+
+
+def test_one_write_transaction_per_delivery_at_one_in_flight(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """Each tick of the send loop writes the outcome of the send that returned
+    and the mark of the next one in one transaction (notify.delivery.inflight):
+    five deliveries sent one at a time cost six write transactions (the first
+    mark alone, then outcome + next mark, then the last outcome), not ten."""
+    one_in_flight(settings, "email")
+    users = [make_user(f"reader{i}") for i in range(5)]
+    make_rule(channels=["email"])
+    fan_out_now(shipped(*users))
+    ids, token = claim_due_deliveries(limit=10, ttl=60)
+
+    with CaptureQueriesContext(connection) as queries:
+        stats = deliver(ids, token)
+
+    assert stats.sent == 5
+    blocks: list[list[str]] = []  # the statements of each transaction (a savepoint here)
+    depth = 0
+    for sql in (q["sql"] for q in queries.captured_queries):
+        if sql.startswith("SAVEPOINT"):
+            depth += 1
+            if depth == 1:
+                blocks.append([])
+        elif sql.startswith("RELEASE SAVEPOINT"):
+            depth -= 1
+        elif depth:
+            blocks[-1].append(sql)
+    writes = [b for b in blocks if any(s.startswith(("UPDATE", "INSERT")) for s in b)]
+    marks = [b for b in writes if any("SET sending_since" in s for s in b)]
+    outcomes = [b for b in writes if any("SET status" in s for s in b)]
+    assert (len(writes), len(marks), len(outcomes)) == (6, 5, 5)
+    assert marks[1:] == outcomes[:-1]  # each outcome written with the next mark
+
+
+def test_a_worker_thread_keeps_its_smtp_session_across_batches(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """Batch after batch, one worker thread sends through the same session."""
+    one_in_flight(settings, "email")
+    make_rule(channels=["email"])
+    for i in range(3):
+        shipped(make_user(f"reader{i}"))
+        run_once()
+    close_pools()
+
+    assert Delivery.objects.filter(status=Status.SENT).count() == 3
+    assert smtp_mailer.sessions == 1
+
+
+def test_a_kept_session_the_server_dropped_is_opened_again(
+    settings, smtp_mailer, make_rule, make_user
+):
+    """The server drops the session a worker thread keeps (a restart, an idle
+    time-out): the next message, checked with a NOOP after the session sat idle,
+    goes out on a new session at its first attempt, with no retry."""
+    one_in_flight(settings, "email")
+    make_rule(channels=["email"])
+    shipped(make_user("reader0"))
+    run_once()  # the session stays open in this thread
+    smtp_mailer.stop()  # closes every session
+    smtp_mailer.start()
+    time.sleep(SESSION_CHECK_AFTER + 0.2)
+    shipped(make_user("reader1"))
+    run_once()
+    close_pools()
+
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [Status.SENT, Status.SENT]
+    for d in deliveries:
+        assert [a.outcome for a in d.attempt_log.all()] == [DeliveryAttempt.Outcome.SENT]
+    assert len(smtp_mailer.messages) == 2
+    assert smtp_mailer.sessions == 2
 
 
 def test_a_rejected_recipient_does_not_spoil_the_batch(smtp_mailer, make_rule, make_user):

@@ -89,15 +89,26 @@ def test_the_heartbeat_stops_after_the_longest_a_batch_may_run(counting):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_past_worker_batch_seconds_puts_the_rest_back(settings, counting):
+@pytest.mark.parametrize("in_flight", [1, None], ids=["one-at-a-time", "default"])
+def test_a_batch_past_worker_batch_seconds_puts_the_rest_back(settings, counting, in_flight):
+    """No send starts past WORKER_BATCH_SECONDS (0.5 s, sends taking 0.3 s):
+    one at a time, at most 3 went out; at the default (SENDS_IN_FLIGHT sends
+    in flight) at most two rounds of them."""
     counting.latency = 0.3
-    settings.NOTIFY = {**settings.NOTIFY, "WORKER_BATCH_SECONDS": 0.5}
-    all_ids = pending_deliveries(6)
-    ids, token = claim_due_deliveries(limit=10, ttl=60)
+    in_flight = in_flight or conf.DEFAULTS["SENDS_IN_FLIGHT"]
+    total = 6 if in_flight == 1 else 3 * in_flight
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "WORKER_BATCH_SECONDS": 0.5,
+        "SENDS_IN_FLIGHT": in_flight,
+    }
+    all_ids = pending_deliveries(total)
+    ids, token = claim_due_deliveries(limit=total, ttl=60)
 
     stats = deliver(ids, token)
 
-    assert 1 <= stats.sent <= 3 and stats.released == 6 - stats.sent
+    most = 3 if in_flight == 1 else 2 * in_flight
+    assert 1 <= stats.sent <= most and stats.released == total - stats.sent
     back = Delivery.objects.filter(status=Status.PENDING)
     assert back.count() == stats.released
     assert set(back.values_list("attempts", "claimed_until", "sending_since")) == {(0, None, None)}
@@ -105,7 +116,7 @@ def test_a_batch_past_worker_batch_seconds_puts_the_rest_back(settings, counting
     assert sorted(counting.accepted()) == sorted(
         Delivery.objects.filter(status=Status.SENT).values_list("pk", flat=True)
     )
-    assert len(all_ids) == 6
+    assert len(all_ids) == total
 
 
 def test_a_suspect_has_the_gate_to_itself():

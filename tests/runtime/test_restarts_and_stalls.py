@@ -172,9 +172,11 @@ def test_kill_9_mid_batch_costs_at_most_the_sends_in_flight(tmp_path, slow_count
     accepted = slow_counting.accepted()
     assert set(accepted) == set(Delivery.objects.values_list("pk", flat=True))
     extra = sum(n - 1 for n in accepted.values())
-    # Each thread's batch has up to min(batch size, the channel's CONCURRENCY)
-    # sends in flight (notify.delivery.inflight); the copies are never more.
-    most = THREADS * min(conf.DEFAULTS["WORKER_BATCH_SIZE"], HTTP_CONCURRENCY)
+    # Each thread's batch has up to min(batch size, the channel's CONCURRENCY,
+    # SENDS_IN_FLIGHT) sends in flight (notify.delivery.inflight); the copies are never more.
+    most = THREADS * min(
+        conf.DEFAULTS["WORKER_BATCH_SIZE"], HTTP_CONCURRENCY, conf.DEFAULTS["SENDS_IN_FLIGHT"]
+    )
     assert extra <= in_flight <= most, (extra, in_flight, claimed)
     books = our_books()
     assert books["statuses"] == {Status.SENT: total} and books["sent_twice"] == []
