@@ -6,7 +6,6 @@ all end here, in one function that stores the event before anyone hears
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -14,9 +13,11 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models.signals import post_save, pre_save
 
 from notify.fanout.payload import to_json
+from notify.intake import rows
 from notify.models import Event
 from notify.runtime.handoff import get_dispatcher
 
@@ -36,6 +37,11 @@ class IdempotencyKeyReused(ValidationError):
     """The idempotency key was used before for a different request."""
 
 
+# One encoder for every fingerprint (json.dumps(cls=...) builds one per call;
+# encode() keeps no state between calls, so threads can share it).
+_FINGERPRINT_JSON = DjangoJSONEncoder(sort_keys=True).encode
+
+
 def request_fingerprint(
     event_type: str,
     payload: Any,
@@ -46,8 +52,7 @@ def request_fingerprint(
     parts = [event_type, payload, actor_id, recipients]
     if scheduled_for is not None:  # (unscheduled events keep their old fingerprints)
         parts.append(scheduled_for.astimezone(UTC).isoformat())
-    body = json.dumps(parts, sort_keys=True, cls=DjangoJSONEncoder)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hashlib.sha256(_FINGERPRINT_JSON(parts).encode()).hexdigest()
 
 
 def _recipient_refs(recipients: Iterable[Any] | None) -> list[Any]:
@@ -123,7 +128,7 @@ def trigger(
     # decides): a new key, the common case, costs no extra query.
     try:
         with transaction.atomic(using=using):
-            event = Event.objects.create(**fields)
+            event = insert_event(fields, using)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -132,6 +137,36 @@ def trigger(
             raise
         return same_request(existing, fingerprint)
     transaction.on_commit(lambda: event_committed(event.pk), using=using)
+    return event
+
+
+def insert_event(fields: dict[str, Any], using: str) -> Event:
+    """The stored event: one INSERT with prepared values (``notify.intake.rows``),
+    or ``save()`` when something listens to ``Event``'s model signals."""
+    event = Event(**fields)
+    if pre_save.has_listeners(Event) or post_save.has_listeners(Event):
+        event.save(force_insert=True, using=using)
+        return event
+    connection = connections[using]
+    row = rows.event_row(
+        connection,
+        type=event.type,
+        payload=event.payload,
+        recipients=event.recipients,
+        request_hash=event.request_hash,
+        received_at=rows.datetime_value(event.received_at, connection),
+        constants=rows.row_constants(connection),
+        actor_id=event.actor_id,
+        source=event.source,
+        object_ref=event.object_ref,
+        idempotency_scope=event.idempotency_scope,
+        idempotency_key=event.idempotency_key,
+        api_key_id=event.api_key_id,
+        scheduled_for=event.scheduled_for,
+    )
+    (event.pk,) = rows.insert_rows([row], using)
+    event._state.adding = False
+    event._state.db = using
     return event
 
 
