@@ -73,7 +73,7 @@ def store_events(
     using = router.db_for_write(Event)
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            with transaction.atomic(using=using):
+            with rows.one_writer_at_a_time(using), transaction.atomic(using=using):
                 results = _store(items, scope, api_key, source)
         except IntegrityError:
             if attempt == ATTEMPTS:

@@ -16,8 +16,10 @@ falls back to ``save()`` when something listens to ``Event``'s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,25 @@ COLUMNS = (
     "error",
 )
 ROWS_PER_STATEMENT = 1000
+# SQLite has one writer at a time. Threads of one process that all ``BEGIN
+# IMMEDIATE`` at once meet SQLite's busy handler, which sleeps 1, 2, 5, 10 …
+# up to 100 ms between tries: the tail of the API's latency under load
+# (BENCHMARKS.md). Queued on this lock instead, the next writer starts the
+# moment the last one commits.
+_SQLITE_WRITER = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_writer_at_a_time(using: str) -> Iterator[None]:
+    """Around a write transaction of its own: on SQLite, this process's
+    threads take turns; elsewhere (or inside a caller's transaction, which
+    holds or waits for the database's lock already) nothing."""
+    connection = connections[using]
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        yield
+        return
+    with _SQLITE_WRITER:
+        yield
 
 
 def json_value(value: Any, connection: Any) -> Any:

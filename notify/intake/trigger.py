@@ -128,7 +128,7 @@ def trigger(
     # Insert first, look the key up only when it is taken (the unique constraint
     # decides): a new key, the common case, costs no extra query.
     try:
-        with transaction.atomic(using=using):
+        with rows.one_writer_at_a_time(using), transaction.atomic(using=using):
             event = insert_event(fields, using)
     except IntegrityError:
         if idempotency_key is None:
