@@ -22,6 +22,13 @@ and batches of 1,000 events over 2 connections (``POST /api/v1/events/batch``,
 the server process's CPU time (user + system, worker pool included) per
 trigger at the fixed rate: a figure that a busy machine inflates less than
 latency. Each run ends when the pool has fanned out every event it took.
+
+Last, the web side alone (``measure_web``): a second ``notify run
+--no-worker --no-scheduler`` on the same database, as a scaled-out web process
+runs, storing events scheduled a day ahead so that no pool works beside it
+(the same insert, plus one date to validate): the most it takes over 8
+keep-alive connections (baseline: its own ``/healthz``), its CPU per trigger,
+and batches of 1,000.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import os
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.forked_peer import free_port
@@ -41,6 +49,7 @@ from bench.registry import Context, Figure, Workload, register
 from notify.models import ApiKey, Event
 
 EVENT_TYPE = "bench.api"
+WEB_EVENT_TYPE = "bench.api.web"  # scheduled a day ahead: no pool takes them
 HOST = "127.0.0.1"
 
 
@@ -60,36 +69,70 @@ def wait_for_health(port: int, timeout: float = 90.0) -> None:
     raise RuntimeError(f"notify run did not answer /healthz on port {port} in {timeout:.0f} s")
 
 
-def setup(ctx: Context) -> dict[str, Any]:
-    _key, token = ApiKey.issue("bench-api")
+def start_server(ctx: Context, *options: str) -> tuple[Any, int]:
     port = free_port()
-    ctx.say(f"api: starting notify run on port {port}")
-    server = notify_run(port, bench_env())
+    ctx.say(f"api: starting notify run {' '.join(options)} on port {port}".replace("  ", " "))
+    server = notify_run(port, bench_env(), *options)
     server.start()
     try:
         wait_for_health(port)
     except Exception:
         server.stop()
         raise
-    state = {"server": server, "port": port, "token": token, "run": 0}
-    # Warm up both paths (first requests import and compile lazily).
+    return server, port
+
+
+def setup(ctx: Context) -> dict[str, Any]:
+    _key, token = ApiKey.issue("bench-api")
+    server, port = start_server(ctx)
+    try:
+        # The web side alone, as scaled out (README, "Scaling out"): the same
+        # command without the pool and the scheduler, on the same database;
+        # the first server's pool fans out what it stores.
+        web, web_port = start_server(ctx, "--no-worker", "--no-scheduler")
+    except Exception:
+        server.stop()
+        raise
+    state = {
+        "server": server,
+        "port": port,
+        "web": web,
+        "web_port": web_port,
+        "token": token,
+        "run": 0,
+    }
+    # Warm up every path (first requests import and compile lazily).
     measure(state, "trigger", 50, 50.0)
     measure(state, "healthz", 50, 50.0)
+    closed(state, trigger_request(state, 0, web_port, **later()), 50, 8, True, web_port)
+    closed(state, healthz_request(state, web_port), 50, 8, True, web_port)
+    Event.objects.filter(type=WEB_EVENT_TYPE).delete()
     return state
 
 
 def teardown(state: dict[str, Any]) -> None:
+    state["web"].stop()
     state["server"].stop()
 
 
-def trigger_request(state: dict[str, Any], run: int):
-    host = f"{HOST}:{state['port']}"
+def later() -> dict[str, str]:
+    """For the web-alone figures: events due tomorrow, which no pool takes now."""
+    return {"scheduled_for": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+
+
+def trigger_request(state: dict[str, Any], run: int, port: int | None = None, **extra: Any):
+    host = f"{HOST}:{port or state['port']}"
     token = state["token"]
     prefix = uuid.uuid4().hex[:8]
+    event_type = WEB_EVENT_TYPE if extra else EVENT_TYPE
 
     def make(number: int) -> bytes:
         body = json.dumps(
-            {"type": EVENT_TYPE, "payload": {"order_id": f"{prefix}-{number}", "total": 80}}
+            {
+                "type": event_type,
+                "payload": {"order_id": f"{prefix}-{number}", "total": 80},
+                **extra,
+            }
         ).encode()
         headers = {
             "Authorization": f"Bearer {token}",
@@ -101,17 +144,21 @@ def trigger_request(state: dict[str, Any], run: int):
     return make
 
 
-def batch_request(state: dict[str, Any], run: int, size: int):
-    host = f"{HOST}:{state['port']}"
+def batch_request(
+    state: dict[str, Any], run: int, size: int, port: int | None = None, **extra: Any
+):
+    host = f"{HOST}:{port or state['port']}"
     token = state["token"]
     prefix = uuid.uuid4().hex[:8]
+    event_type = WEB_EVENT_TYPE if extra else EVENT_TYPE
 
     def make(number: int) -> bytes:
         events = [
             {
-                "type": EVENT_TYPE,
+                "type": event_type,
                 "payload": {"order_id": f"{prefix}-{number}-{i}", "total": 80},
                 "idempotency_key": f"bench-{prefix}-{run}-{number}-{i}",
+                **extra,
             }
             for i in range(size)
         ]
@@ -146,8 +193,8 @@ def wait_for_fan_out(timeout: float = 300.0) -> None:
         time.sleep(0.2)
 
 
-def healthz_request(state: dict[str, Any]):
-    request = http_request("GET", "/healthz", f"{HOST}:{state['port']}")
+def healthz_request(state: dict[str, Any], port: int | None = None):
+    request = http_request("GET", "/healthz", f"{HOST}:{port or state['port']}")
     return lambda number: request
 
 
@@ -157,8 +204,15 @@ def measure(state: dict[str, Any], what: str, count: int, per_second: float) -> 
     return isolated(lambda: run_load(HOST, state["port"], make, count, per_second))
 
 
-def closed(state: dict[str, Any], make, count: int, connections: int, keep_alive: bool):
-    port = state["port"]
+def closed(
+    state: dict[str, Any],
+    make,
+    count: int,
+    connections: int,
+    keep_alive: bool,
+    port: int | None = None,
+):
+    port = port or state["port"]
     return isolated(lambda: run_closed(HOST, port, make, count, connections, keep_alive))
 
 
@@ -216,8 +270,11 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         f"batch {batch['events_per_second']:,.0f} events/s"
     )
     wait_for_fan_out()
+
+    web = measure_web(ctx, state, count, size, batches)
     return {
         **trigger,
+        "web": web,
         "baseline": baseline,
         "ratio": trigger["p99_ms"] / baseline["p99_ms"],
         "cpu_ms": cpu_ms,
@@ -230,6 +287,43 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
             "single_vs_keep_alive": single["achieved_rate"] / keep_alive["achieved_rate"],
             "batch_vs_keep_alive": batch["events_per_second"] / keep_alive["achieved_rate"],
         },
+    }
+
+
+def measure_web(ctx: Context, state: dict[str, Any], count: int, size: int, batches: int):
+    """The web process alone (``--no-worker --no-scheduler``), with events due
+    tomorrow so that no pool works beside it: the most it takes over 8
+    keep-alive connections (baseline: its ``/healthz`` the same way), its CPU
+    per trigger, and batches of ``size`` over 2 connections. The events are
+    deleted afterwards."""
+    port, pid = state["web_port"], state["web"].process.pid
+    web_events = Event.objects.filter(type=WEB_EVENT_TYPE)
+    healthz = closed(state, healthz_request(state, port), count, 8, True, port)
+    state["run"] += 1
+    before = web_events.count()
+    cpu_before = cpu_seconds(pid)
+    make = trigger_request(state, state["run"], port, **later())
+    keep_alive = closed(state, make, count, 8, True, port)
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / count
+    check("web keep-alive", keep_alive, "202", count, web_events.count() - before, count)
+    state["run"] += 1
+    before = web_events.count()
+    make = batch_request(state, state["run"], size, port, **later())
+    batch = closed(state, make, batches, 2, True, port)
+    check("web batch", batch, "200", batches, web_events.count() - before, batches * size)
+    batch["events_per_second"] = batches * size / batch["seconds"]
+    web_events.delete()
+    ctx.say(
+        f"api run {ctx.run_number}: web process alone: keep-alive "
+        f"{keep_alive['achieved_rate']:.0f}/s (/healthz {healthz['achieved_rate']:.0f}/s), "
+        f"{cpu_ms:.2f} ms CPU per trigger, batch {batch['events_per_second']:,.0f} events/s"
+    )
+    return {
+        "keep_alive": keep_alive,
+        "healthz": healthz,
+        "cpu_ms": cpu_ms,
+        "batch": batch,
+        "keep_alive_vs_healthz": keep_alive["achieved_rate"] / healthz["achieved_rate"],
     }
 
 
@@ -264,6 +358,22 @@ register(
             Figure("batch of 1,000: events/s", "max.batch.events_per_second", "/s"),
             Figure("batch p50 per request", "max.batch.p50_ms", "ms"),
             Figure("batch / keep-alive single events", "max.batch_vs_keep_alive", "x"),
+            Figure(
+                "web alone: keep-alive, most /s",
+                "web.keep_alive.achieved_rate",
+                "/s",
+                baseline="web.healthz.achieved_rate",
+            ),
+            Figure("web alone: keep-alive / baseline", "web.keep_alive_vs_healthz", "x"),
+            Figure(
+                "web alone: keep-alive p99",
+                "web.keep_alive.p99_ms",
+                "ms",
+                baseline="web.healthz.p99_ms",
+            ),
+            Figure("web alone: CPU per trigger", "web.cpu_ms", "ms"),
+            Figure("web alone: batch of 1,000: events/s", "web.batch.events_per_second", "/s"),
+            Figure("web alone: batch p50 per request", "web.batch.p50_ms", "ms"),
         ),
     )
 )

@@ -114,7 +114,8 @@ def celery_worker(processes: int, queue: str, env: dict[str, str]) -> BenchProce
     return BenchProcess("celery-worker", argv, env, ready=" ready.")
 
 
-def notify_run(port: int, env: dict[str, str]) -> BenchProcess:
-    """``manage.py notify run``: uvicorn, the worker pool and the scheduler."""
-    argv = [sys.executable, "manage.py", "notify", "run", "--port", str(port)]
+def notify_run(port: int, env: dict[str, str], *options: str) -> BenchProcess:
+    """``manage.py notify run``: uvicorn, the worker pool and the scheduler
+    (``options``, e.g. ``--no-worker``, as the command takes them)."""
+    argv = [sys.executable, "manage.py", "notify", "run", "--port", str(port), *options]
     return BenchProcess("notify-run", argv, env, ready=f"127.0.0.1:{port}")

@@ -6,6 +6,8 @@ with a known demo password, E021 an http ``SITE_URL`` (W021 one on this machine)
 status reports would come in unauthenticated. (E1xx are the webhooks', E2xx
 observability's.) W010 links in messages to a host this service refuses.
 E090 a channel's ``CONCURRENCY``, E091 ``SENDS_IN_FLIGHT`` (``notify.delivery.inflight``).
+E040 ``API_KEY_CACHE_SECONDS`` not a number of seconds (W040 one so long that a
+revoked key stays usable for over a minute).
 """
 
 import difflib
@@ -416,3 +418,33 @@ def check_workflow_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+# Past this a revoked API key would keep working for more than a minute.
+API_KEY_CACHE_WARN_SECONDS = 60
+
+
+@checks.register()
+def check_api_key_cache(app_configs=None, **kwargs):
+    """``API_KEY_CACHE_SECONDS`` (``notify.api.auth``): how long another
+    process may still accept a revoked key."""
+    value = conf.get("API_KEY_CACHE_SECONDS")
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        return [
+            checks.Error(
+                f"NOTIFY['API_KEY_CACHE_SECONDS'] must be a number of seconds, 0 or more, "
+                f"not {value!r}.",
+                hint="e.g. 5 (the default); 0 reads the key on every request.",
+                id="notify.E040",
+            )
+        ]
+    if value > API_KEY_CACHE_WARN_SECONDS:
+        return [
+            checks.Warning(
+                f"NOTIFY['API_KEY_CACHE_SECONDS'] is {value:g}: a revoked API key keeps "
+                f"working in other web processes for up to {value:g} s.",
+                hint=f"Keep it at {API_KEY_CACHE_WARN_SECONDS} or less (default 5).",
+                id="notify.W040",
+            )
+        ]
+    return []

@@ -161,6 +161,12 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by default).",
         ),
         "API_MAX_PAYLOAD_BYTES": Setting(64 * 1024, "Largest event payload (as JSON) accepted."),
+        "API_KEY_CACHE_SECONDS": Setting(
+            5.0,
+            "Seconds a web process reuses an API key it looked up (notify.api.auth): a key "
+            "revoked elsewhere (another process, the database) is refused within this "
+            "delay, at once in the process that revoked it. 0 looks the key up on every request.",
+        ),
         # -- the embeddable bell (notify.api.feed, notify.inbox.tokens) -------------
         "BELL_ALLOWED_ORIGINS": Setting(
             [],

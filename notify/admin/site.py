@@ -24,6 +24,7 @@ from django.utils.translation import ngettext
 from notify.admin.dashboard import dashboard_urls
 from notify.admin.file_templates import file_source, file_templates, sample_payload
 from notify.admin.forms import ApiKeyCreateForm, CategoryForm, MessageTemplateForm, check_template
+from notify.api.auth import forget_api_keys
 from notify.fanout.pipeline import reprocess_events
 from notify.models import (
     ApiKey,
@@ -564,6 +565,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        forget_api_keys()  # refused at once here; other processes within API_KEY_CACHE_SECONDS
         self.message_user(
             request,
             ngettext("%(count)d API key revoked.", "%(count)d API keys revoked.", count)

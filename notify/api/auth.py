@@ -1,18 +1,30 @@
 """Who is calling: API keys (``Authorization: Bearer nfy_<prefix>_<secret>``) for
 services, the Django session for the inbox of the logged-in user.
+
+A web process keeps each API key it looked up for ``NOTIFY["API_KEY_CACHE_SECONDS"]``
+(5 s by default) instead of reading it on every request (a query whose
+compilation was a tenth of a request's time: BENCHMARKS.md). The secret is
+still checked on every request, against the cached hash. Revocation is
+honoured within that delay: at once in the process that revokes (the admin
+action, ``notify key revoke`` and saving the key call ``forget_api_keys()``),
+within ``API_KEY_CACHE_SECONDS`` in every other process. 0 turns the cache off.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from notify import conf
 from notify.api.errors import ApiError, View
 from notify.models import ApiKey
 
@@ -54,9 +66,7 @@ def authenticate_api_key(request: HttpRequest) -> ApiKey:
             invalid_token=True,
         )
     prefix, secret = parsed
-    # The prefix is unique: a slice, not .first(), whose ORDER BY costs more to
-    # compile than the query takes to run.
-    key = next(iter(ApiKey.objects.filter(prefix=prefix)[:1]), None)
+    key = cached_key(prefix)
     expected = key.secret_hash if key is not None else _DUMMY_HASH
     matches = hmac.compare_digest(expected, ApiKey.hash_secret(secret))
     if key is None or not matches:
@@ -65,6 +75,45 @@ def authenticate_api_key(request: HttpRequest) -> ApiKey:
         raise unauthorized("The API key has been revoked.", invalid_token=True)
     touch(key)
     return key
+
+
+# prefix -> (the key, when it was read: time.monotonic()). Entries of keys
+# that no longer exist are not kept: unknown prefixes are read every time.
+_KEYS: dict[str, tuple[ApiKey, float]] = {}
+_KEYS_LOCK = threading.Lock()
+_KEYS_MAX = 10_000  # a bound on memory; dropped whole when reached (rare: one per key)
+
+
+def cached_key(prefix: str) -> ApiKey | None:
+    """The key with ``prefix``, read at most ``API_KEY_CACHE_SECONDS`` ago."""
+    ttl = float(conf.get("API_KEY_CACHE_SECONDS") or 0)
+    now = time.monotonic()
+    entry = _KEYS.get(prefix)
+    if entry is not None and 0 <= now - entry[1] < ttl:
+        return entry[0]
+    # The prefix is unique: a slice, not .first(), whose ORDER BY costs more to
+    # compile than the query takes to run.
+    key = next(iter(ApiKey.objects.filter(prefix=prefix)[:1]), None)
+    if key is not None and ttl > 0:
+        with _KEYS_LOCK:
+            if len(_KEYS) >= _KEYS_MAX:
+                _KEYS.clear()
+            _KEYS[prefix] = (key, now)
+    return key
+
+
+def forget_api_keys() -> None:
+    """Drop this process's cached keys (after a revocation here: effective at once)."""
+    with _KEYS_LOCK:
+        _KEYS.clear()
+
+
+def _forget_on_change(sender: type, **kwargs: Any) -> None:
+    forget_api_keys()
+
+
+post_save.connect(_forget_on_change, sender=ApiKey, dispatch_uid="notify.api.auth.forget")
+post_delete.connect(_forget_on_change, sender=ApiKey, dispatch_uid="notify.api.auth.forget")
 
 
 def touch(key: ApiKey) -> None:

@@ -62,7 +62,9 @@ class BatchEventIn(EventIn):
     @field_validator("idempotency_key")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        if value is not None and not all(" " <= char <= "~" for char in value):
+        # isascii() and isprintable(): exactly " " to "~", in C (a generator over
+        # the characters was 13 % of a 1,000-event batch).
+        if value is not None and not (value.isascii() and value.isprintable()):
             raise PydanticCustomError("idempotency_key", "must be printable ASCII")
         return value
 

@@ -18,7 +18,8 @@ with ``Retry-After`` (seconds until one token is back) and a JSON error that
 names the limit and its setting.
 
 A bucket is read and written under a short lock taken with ``cache.add``
-(atomic on Redis, Memcached, the database cache and, per process, LocMemCache),
+(atomic on Redis, Memcached and the database cache; with LocMemCache, whose buckets
+live in the process, the per-process lock below is enough and no cache lock is taken),
 so concurrent requests never spend the same token twice. Concurrent requests of
 one bucket queue for the lock (a few cache round trips each); one that cannot
 take it within ``LOCK_WAIT`` is refused (429, ``Retry-After: 1``), so a flood
@@ -37,7 +38,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.http import HttpRequest, HttpResponse
 
 from channels.ratelimit import Rate, parse_rate
@@ -84,6 +86,11 @@ def take(bucket: str, rate: Rate, *, now: float | None = None) -> float | None:
     if not local.acquire(timeout=LOCK_WAIT):
         return 1.0
     try:
+        if isinstance(caches[DEFAULT_CACHE_ALIAS], LocMemCache):
+            # This process's own memory: the local lock already orders every
+            # taker of this bucket, the cache lock would add four round trips
+            # of pickling for nothing.
+            return _refill_and_take(key, rate, now)
         return _take_locked(key, lock, rate, deadline, now)
     finally:
         local.release()
@@ -98,20 +105,25 @@ def _take_locked(
                 return 1.0
             time.sleep(0.002)
         try:
-            now = time.time() if now is None else now
-            refill = rate.limit / rate.period
-            tokens, updated = cache.get(key) or (float(rate.limit), now)
-            tokens = min(float(rate.limit), tokens + max(0.0, now - updated) * refill)
-            if tokens >= 1.0:
-                cache.set(key, (tokens - 1.0, now), timeout=math.ceil(rate.period) + 60)
-                return None
-            cache.set(key, (tokens, now), timeout=math.ceil(rate.period) + 60)
-            return (1.0 - tokens) / refill
+            return _refill_and_take(key, rate, now)
         finally:
             cache.delete(lock)
     except Exception:  # the cache is down: better no limit than no API
         log.warning("rate limit not applied: the cache cannot be reached", exc_info=True)
         return None
+
+
+def _refill_and_take(key: str, rate: Rate, now: float | None) -> float | None:
+    """The bucket's arithmetic; the caller holds whatever lock orders its takers."""
+    now = time.time() if now is None else now
+    refill = rate.limit / rate.period
+    tokens, updated = cache.get(key) or (float(rate.limit), now)
+    tokens = min(float(rate.limit), tokens + max(0.0, now - updated) * refill)
+    if tokens >= 1.0:
+        cache.set(key, (tokens - 1.0, now), timeout=math.ceil(rate.period) + 60)
+        return None
+    cache.set(key, (tokens, now), timeout=math.ceil(rate.period) + 60)
+    return (1.0 - tokens) / refill
 
 
 def check(name: str, who: str) -> None:

@@ -213,6 +213,10 @@ def body_too_large(limit: int) -> ApiError:
     return ApiError(413, "body_too_large", f"The request body is over the limit of {limit} bytes.")
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def json_size(value: Any) -> int:
     """Bytes of ``value`` as compact UTF-8 JSON: what the payload limit measures."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT_JSON(value).encode())

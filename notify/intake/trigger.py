@@ -6,7 +6,6 @@ all end here, in one function that stores the event before anyone hears
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -14,11 +13,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models.signals import post_save, pre_save
 
 from notify.fanout.payload import to_json
+from notify.intake import rows
 from notify.models import Event
 from notify.runtime.handoff import get_dispatcher
+from rules.model_events import CREATED, ModelEventReceivers
 
 EVENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9_\-]+)*$")
 
@@ -36,6 +38,11 @@ class IdempotencyKeyReused(ValidationError):
     """The idempotency key was used before for a different request."""
 
 
+# One encoder for every fingerprint (json.dumps(cls=...) builds one per call;
+# encode() keeps no state between calls, so threads can share it).
+_FINGERPRINT_JSON = DjangoJSONEncoder(sort_keys=True).encode
+
+
 def request_fingerprint(
     event_type: str,
     payload: Any,
@@ -46,8 +53,7 @@ def request_fingerprint(
     parts = [event_type, payload, actor_id, recipients]
     if scheduled_for is not None:  # (unscheduled events keep their old fingerprints)
         parts.append(scheduled_for.astimezone(UTC).isoformat())
-    body = json.dumps(parts, sort_keys=True, cls=DjangoJSONEncoder)
-    return hashlib.sha256(body.encode()).hexdigest()
+    return hashlib.sha256(_FINGERPRINT_JSON(parts).encode()).hexdigest()
 
 
 def _recipient_refs(recipients: Iterable[Any] | None) -> list[Any]:
@@ -122,8 +128,8 @@ def trigger(
     # Insert first, look the key up only when it is taken (the unique constraint
     # decides): a new key, the common case, costs no extra query.
     try:
-        with transaction.atomic(using=using):
-            event = Event.objects.create(**fields)
+        with rows.one_writer_at_a_time(using), transaction.atomic(using=using):
+            event = insert_event(fields, using)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -133,6 +139,53 @@ def trigger(
         return same_request(existing, fingerprint)
     transaction.on_commit(lambda: event_committed(event.pk), using=using)
     return event
+
+
+def insert_event(fields: dict[str, Any], using: str) -> Event:
+    """The stored event: one INSERT with prepared values (``notify.intake.rows``),
+    or ``save()`` when something listens to ``Event``'s model signals."""
+    event = Event(**fields)
+    if save_signals_wanted():
+        event.save(force_insert=True, using=using)
+        return event
+    connection = connections[using]
+    row = rows.event_row(
+        connection,
+        type=event.type,
+        payload=event.payload,
+        recipients=event.recipients,
+        request_hash=event.request_hash,
+        received_at=rows.datetime_value(event.received_at, connection),
+        constants=rows.row_constants(connection),
+        actor_id=event.actor_id,
+        source=event.source,
+        object_ref=event.object_ref,
+        idempotency_scope=event.idempotency_scope,
+        idempotency_key=event.idempotency_key,
+        api_key_id=event.api_key_id,
+        scheduled_for=event.scheduled_for,
+    )
+    (event.pk,) = rows.insert_rows([row], using)
+    event._state.adding = False
+    event._state.db = using
+    return event
+
+
+def save_signals_wanted() -> bool:
+    """Whether a receiver of ``Event``'s pre_save / post_save would do anything
+    with a new event. Model-event receivers (signal bindings, ``emit_on``)
+    listen to every model and say for themselves whether they want a model's
+    creations: they never want ``Event``'s (the service's own tables are never
+    bound), so they alone do not cost an event its fast insert."""
+    for signal in (pre_save, post_save):
+        if not signal.has_listeners(Event):
+            continue
+        sync_receivers, async_receivers = signal._live_receivers(Event)
+        for receiver in (*sync_receivers, *async_receivers):
+            owner = getattr(receiver, "__self__", None)
+            if not isinstance(owner, ModelEventReceivers) or owner.source.wants(Event, CREATED):
+                return True
+    return False
 
 
 def same_request(existing: Event, fingerprint: str) -> Event:

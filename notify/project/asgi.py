@@ -8,8 +8,9 @@ database connection, opened and closed per request. Measured on the events
 API that was most of a request's time (BENCHMARKS.md, "The events API under
 load"). So only async views (the live inbox's event stream) go through it;
 every other request runs through Django's WSGI handler, whole, on one of a
-fixed pool of ``NOTIFY["WEB_THREADS"]`` threads (``a2wsgi``), which keep their
-database connections from one request to the next.
+fixed pool of ``NOTIFY["WEB_THREADS"]`` threads (``notify.project.bridge``: one
+hand-off to a thread and one back for a request whose body and answer fit in
+memory), which keep their database connections from one request to the next.
 
 The async path also runs its synchronous calls on long-lived threads of its
 own, and closes what they opened when its request ends, so no request leaves a
@@ -24,13 +25,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from inspect import iscoroutinefunction
 
-from a2wsgi import WSGIMiddleware
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
 from django.urls import Resolver404, get_resolver
+
+from notify.project.bridge import WSGIBridge
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
@@ -81,7 +83,7 @@ class Application:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.async_views = PooledASGIHandler()
-        self.sync_views = WSGIMiddleware(get_wsgi_application(), workers=threads)
+        self.sync_views = WSGIBridge(get_wsgi_application(), threads=threads)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not is_async_view(scope["path"]):

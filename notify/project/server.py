@@ -59,7 +59,10 @@ def uvicorn_config(host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         lifespan="off",
-        log_level="info",
+        # None: uvicorn's loggers keep LOGGING's level (NOTIFY_LOG_LEVEL) instead of
+        # being forced to INFO, so at WARNING no access line is even formatted
+        # (one per request: 4 % of a trigger's CPU under load, BENCHMARKS.md).
+        log_level=None,
         log_config=None,  # uvicorn's records go through LOGGING: one format, redacted
         # One line per request, so a newcomer sees their own clicks; unsubscribe
         # tokens in paths are redacted like every record (notify.logs).

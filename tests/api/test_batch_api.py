@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, timedelta
 
 import pytest
 from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from notify.intake import batch as intake_batch
 from notify.models import ApiKey, Event
@@ -312,3 +315,76 @@ def test_the_batch_endpoint_is_in_the_openapi_document(client, db):
     assert schemas["BatchIn"]["properties"]["events"]["maxItems"] == 1000
     assert "idempotency_key" in schemas["BatchEventIn"]["properties"]
     assert schemas["BatchEventIn"]["additionalProperties"] is False
+
+
+# -- bulk idempotency and the rows as stored ------------------------------------------
+
+
+def _batch_queries(client, token, body):
+    with CaptureQueriesContext(connections["default"]) as queries:
+        response = post_batch(client, token, body)
+    assert response.status_code == 200, response.content[:500]
+    return response.json(), [q["sql"] for q in queries if 'notify_event"' in q["sql"]]
+
+
+def test_a_partly_replayed_batch_resolves_its_keys_in_one_query(client, token):
+    first = {"events": [order(n, idempotency_key=f"k{n}") for n in range(0, 1000, 2)]}
+    stored = post_batch(client, token, first).json()
+    first_ids = {r["index"] * 2: r["id"] for r in stored["results"]}
+    # Every even key again (same requests), every odd one new, and ten without a key.
+    replay = [order(n, idempotency_key=f"k{n}") for n in range(990)] + [
+        order(n) for n in range(990, 1000)
+    ]
+
+    data, event_sql = _batch_queries(client, token, {"events": replay})
+
+    assert (data["accepted"], data["duplicate"], data["error"]) == (505, 495, 0)
+    for result in data["results"]:
+        index = result["index"]
+        if index < 990 and index % 2 == 0:
+            assert result == {"index": index, "status": "duplicate", "id": first_ids[index]}
+        else:
+            assert result["status"] == "accepted"
+    # One look-up of the 990 keys and one INSERT of the 505 new rows, whatever the size.
+    assert len(event_sql) == 2, event_sql
+    assert Event.objects.count() == 500 + 505
+    assert Event.objects.filter(idempotency_key="k2").count() == 1
+
+
+def test_a_replay_with_another_body_under_a_known_key_is_only_that_items_error(client, token):
+    post_batch(client, token, {"events": [order(n, idempotency_key=f"k{n}") for n in range(3)]})
+
+    changed = [order(0, idempotency_key="k0"), order(99, idempotency_key="k1"), order(2)]
+    data = post_batch(client, token, {"events": changed}).json()
+
+    assert [r["status"] for r in data["results"]] == ["duplicate", "error", "accepted"]
+    assert data["results"][1]["errors"] == [
+        {"field": "events[1].idempotency_key", "message": "already used"}
+    ]
+    assert Event.objects.count() == 4
+
+
+def test_stored_rows_read_back_as_the_request_said(client, token, make_user):
+    actor = make_user("ann")
+    when = (timezone.now() + timedelta(days=2)).replace(microsecond=0)
+    item = {
+        "type": "order.shipped",
+        "payload": {"name": "Zoë ✓", "n": 1.5, "nested": {"list": [1, None, True]}},
+        "actor": actor.pk,
+        "recipients": [actor.pk, "bob@example.com"],
+        "scheduled_for": when.astimezone(UTC).isoformat(),
+        "idempotency_key": "full",
+    }
+
+    data = post_batch(client, token, {"events": [item]}).json()
+
+    event = Event.objects.get(pk=data["results"][0]["id"])
+    assert event.payload == item["payload"]
+    assert event.actor_id == actor.pk
+    assert event.recipients == [actor.pk, "bob@example.com"]
+    assert event.scheduled_for == when
+    assert event.source == Event.Source.API
+    assert event.status == Event.State.RECEIVED
+    assert (event.tags, event.attempts, event.error, event.object_ref) == ([], 0, "", "")
+    assert abs((timezone.now() - event.received_at).total_seconds()) < 60
+    assert event.idempotency_scope == f"api:{event.api_key_id}"

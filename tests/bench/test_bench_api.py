@@ -34,6 +34,11 @@ def test_api_workload_reports_latency_beside_the_healthz_baseline():
     assert most["batch"]["statuses"] == {"200": 2}  # 2 batches of 1,000 events
     assert most["batch"]["events_per_second"] > 0
     assert most["batch_vs_keep_alive"] > 0
+    web = median["web"]  # the web process alone, on events due tomorrow
+    assert web["keep_alive"]["statuses"] == {"202": 100}
+    assert web["healthz"]["statuses"] == {"200": 100}
+    assert web["batch"]["statuses"] == {"200": 2}
+    assert web["cpu_ms"] > 0 and web["batch"]["events_per_second"] > 0
 
 
 def test_percentile_is_the_nearest_rank():

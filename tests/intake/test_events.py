@@ -153,3 +153,44 @@ def test_non_object_or_non_json_payload_is_refused(bad):
     with pytest.raises(ValidationError):
         notify.trigger("a.b", bad)
     assert Event.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_returned_event_is_the_stored_row():
+    when = datetime.datetime(2030, 5, 6, 7, 8, 9, 123000, tzinfo=datetime.UTC)
+    event = notify.trigger(
+        "invoice.paid", {"name": "Zoë ✓"}, idempotency_key="k-row", scheduled_for=when
+    )
+    stored = Event.objects.get(pk=event.pk)
+    for field in Event._meta.concrete_fields:
+        assert getattr(event, field.attname) == getattr(stored, field.attname), field.name
+    assert not event._state.adding
+    event.status = Event.State.CANCELLED
+    event.save(update_fields=["status"])  # an UPDATE of that row, not a second INSERT
+    assert Event.objects.get().status == Event.State.CANCELLED
+
+
+@pytest.mark.django_db
+def test_event_model_signals_still_fire_when_something_listens():
+    from django.db.models.signals import post_save
+
+    seen = []
+
+    def receiver(sender, instance, created, **kwargs):
+        seen.append((instance.pk, created))
+
+    from notify.intake.trigger import save_signals_wanted
+
+    # Signal bindings listen to every model's saves but never bind notify's own
+    # tables: they alone leave trigger() its fast insert.
+    assert post_save.has_listeners(Event)
+    assert not save_signals_wanted()
+    post_save.connect(receiver, sender=Event)
+    try:
+        assert save_signals_wanted()
+        event = notify.trigger("invoice.paid", {"n": 1})
+    finally:
+        post_save.disconnect(receiver, sender=Event)
+    assert seen == [(event.pk, True)]
+    assert notify.trigger("invoice.paid", {"n": 2}).pk != event.pk  # and without: no signal
+    assert len(seen) == 1
