@@ -52,11 +52,16 @@ class DatabaseDirectory:
         return list(self.users.filter(query).order_by("pk").values_list("pk", flat=True).distinct())
 
     def group_member_ids(self, group: str, after: int, limit: int) -> list[int]:
+        """A page of the group's active members, ascending. Read from the
+        membership table and ordered by its own user column, so that a page is
+        one range of ``notify_group_members_idx`` (group, user) (migration
+        0012); ordered by the user's id, every page sorted all the group's
+        remaining members. Membership is unique per user: no DISTINCT needed."""
+        memberships = get_user_model().groups.through.objects
         return list(
-            # One group: membership is unique per user, no DISTINCT needed.
-            self.users.filter(groups__name=group, pk__gt=after)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:limit]
+            memberships.filter(group__name=group, user_id__gt=after, user__is_active=True)
+            .order_by("user_id")
+            .values_list("user_id", flat=True)[:limit]
         )
 
     def staff_ids(self, after: int, limit: int) -> list[int]:
@@ -121,15 +126,6 @@ def load_preferences(
     wanted = set(user_ids)
     in_chunk = users_filter(user_ids)
     users_in_chunk = users_filter(user_ids, "pk")
-    users: dict[int, tuple] = {}
-    modes: dict[int, dict[int, str]] = {}
-    for row in joined_user_rows(user_ids, category_ids):
-        user_id = row[0]
-        if user_id not in wanted:
-            continue
-        users[user_id] = row
-        if row[11] is not None:
-            modes.setdefault(user_id, {})[row[11]] = row[12]
     cells: dict[int, dict[tuple[int, str], bool]] = {}
     for user_id, category_id, channel, enabled in ChannelPreference.objects.filter(
         in_chunk, category_id__in=category_ids
@@ -153,9 +149,20 @@ def load_preferences(
                 per_user[kind] = Address(address, verified_at is not None)
     user_email_counts = "email" in kinds and conf.get("USER_EMAIL_IS_CONTACT")
     suppressed = load_suppressed(kinds, in_chunk, users_in_chunk, bool(user_email_counts))
+    # One pass over the joined rows (one per user and mode): the hot loop of
+    # fan-out's reads, so UserPrefs is built positionally (field order) and a
+    # user's first row builds it; a further row only adds a category's mode.
     result: dict[int, UserPrefs] = {}
-    for user_id, row in users.items():
-        is_active, email = bool(row[1]), row[2]
+    for row in joined_user_rows(user_ids, category_ids):
+        user_id = row[0]
+        if user_id not in wanted:
+            continue
+        prefs = result.get(user_id)
+        if prefs is not None:
+            if row[11] is not None:
+                prefs.modes = {**prefs.modes, row[11]: row[12]}
+            continue
+        email = row[2]
         user_addresses = addresses.get(user_id, NO_ADDRESSES)
         if user_email_counts and email:
             current = user_addresses.get("email")
@@ -163,24 +170,15 @@ def load_preferences(
             # is verified (adding a new address must not stop email meanwhile).
             if current is None or not current.verified:
                 user_addresses = {**user_addresses, "email": Address(email, True)}
-        paused_until, tz, locale, quiet_start, quiet_end, digest_hour, digest_weekday = (
-            NO_SETTINGS if row[3] is None else row[4:11]
-        )
         result[user_id] = UserPrefs(
-            user_id=user_id,
-            is_active=is_active,
-            modes=modes.get(user_id, NO_MODES),
-            channels=cells.get(user_id, NO_CELLS),
-            addresses=user_addresses,
-            devices=devices.get(user_id, NO_DEVICES),
-            suppressed=suppressed,
-            paused_until=paused_until,
-            timezone=tz,
-            locale=locale,
-            quiet_start=quiet_start,
-            quiet_end=quiet_end,
-            digest_hour=digest_hour,
-            digest_weekday=digest_weekday,
+            user_id,
+            bool(row[1]),
+            NO_MODES if row[11] is None else {row[11]: row[12]},
+            cells.get(user_id, NO_CELLS),
+            user_addresses,
+            devices.get(user_id, NO_DEVICES),
+            suppressed,
+            *(NO_SETTINGS if row[3] is None else row[4:11]),
         )
     return result
 
