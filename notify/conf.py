@@ -85,6 +85,11 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "Deliveries a worker claims per batch (each is recorded as soon as it is sent; "
             "small batches share slow providers' work among all threads).",
         ),
+        "DIGEST_BATCH_SIZE": Setting(
+            500,
+            "Digests the scheduler claims and sends per batch (one thread; each is recorded "
+            "as soon as it is sent; a batch shares its reads and one channel session).",
+        ),
         "WORKER_BATCH_SECONDS": Setting(
             60.0,
             "Longest a batch may run: past it no new send starts, the rest goes back "

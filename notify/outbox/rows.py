@@ -16,9 +16,10 @@ with several workers (threads or processes) at once:
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -61,76 +62,61 @@ def write_fanout_chunk(
     now: datetime,
     group_key: str = "",
 ) -> tuple[int, int]:
-    """Insert one chunk: one multi-row insert per table. Returns row counts.
+    """Insert one chunk: its notifications and their deliveries. Returns row counts.
 
     Written in SQL rather than ``bulk_create`` because building a model
-    instance and compiling each value costs ~50 µs per row in the ORM, which
-    would make fan-out of 100,000 recipients (300,000 rows) take tens of
-    seconds; the statements below keep the ORM's table and column names and the
-    same uniqueness guarantees (``ON CONFLICT``, so a retried fan-out writes
-    nothing twice).
+    instance and compiling each value costs ~50 µs per row in the ORM. The
+    statements keep the ORM's table and column names and the same uniqueness
+    guarantees (``ON CONFLICT``, so a retried fan-out writes nothing twice).
+
+    No row is built in Python. The recipients of a chunk share a few delivery
+    plans ("shapes": pending on every channel, no address for email, held for
+    the digest, ...; ``plan_chunk`` shares their tuples), so the database gets
+    the user ids as one array and, per recipient, which shape it has; it joins
+    the shapes' rows in. SQLite: two statements (``json_each``), PostgreSQL: one
+    (the notification insert as a data-modifying ``WITH``, arrays through
+    ``unnest``), whatever the number of recipients and deliveries.
     """
     if not planned:
         return 0, 0
     ops = connection.ops
     stamp = ops.adapt_datetimefield_value(now)
-    notification_table = ops.quote_name(Notification._meta.db_table)
-    delivery_table = ops.quote_name(Delivery._meta.db_table)
-    # The ids are ints from our own rows; formatting them in keeps three
-    # parameters per row (user, time, group key: a string, so a parameter),
-    # far below SQLite's variable limit (32766) for a 2000-row chunk.
-    event_id, rule_id, category_id = int(event_id), int(rule_id), int(category_id)
-    # Columns not named here take their database defaults (``db_default``).
-    values = ", ".join([f"({event_id}, {rule_id}, %s, {category_id}, %s, %s)"] * len(planned))
-    params: list = []
-    for p in planned:
-        params += (p.user_id, stamp, group_key)
-    insert_notifications = (
-        f"INSERT INTO {notification_table} "
-        "(event_id, rule_id, user_id, category_id, created_at, group_key) "
-        f"VALUES {values} "
-        "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
-        "RETURNING id, user_id"
-    )
-    insert_delivery = (
-        f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (notification_id, channel) DO NOTHING"
-    )
-    postgres = connection.vendor == "postgresql"
-    if postgres:
-        # PostgreSQL: whole columns as arrays through unnest() — one statement,
-        # one round trip, ~4x the rows/s of executemany or a long VALUES list.
-        # ``xmax = 0`` tells the rows this statement inserted from those a
-        # retried fan-out finds (ON CONFLICT ... DO UPDATE returns both).
-        insert_notifications = (
-            f"INSERT INTO {notification_table} "
-            "(event_id, rule_id, user_id, category_id, created_at, group_key) "
-            "SELECT %s, %s, u, %s, %s, %s FROM unnest(%s::bigint[]) AS u "
-            "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
-            "RETURNING id, user_id, xmax = 0"
-        )
-        params = [event_id, rule_id, category_id, stamp, group_key, [p.user_id for p in planned]]
-        insert_delivery = (
-            f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
-            "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-            "%s::timestamptz[], %s::timestamptz[], %s::timestamptz[]) "
-            "ON CONFLICT (notification_id, channel) DO NOTHING"
-        )
+    shapes, shape_of = delivery_shapes(planned)
+    deliveries = sum(len(shapes[k]) for k in shape_of)
+    args = (int(event_id), int(rule_id), int(category_id), stamp, group_key)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(insert_notifications, params)
-        returned = cursor.fetchall()
-        notification_ids = {row[1]: row[0] for row in returned}
-        rows = delivery_rows(planned, notification_ids, stamp, ops.adapt_datetimefield_value)
-        if rows and postgres:
-            fresh = {row[0] for row in returned if row[2]}
-            copy_deliveries(cursor, delivery_table, [r for r in rows if r[0] in fresh])
-            retried = [r for r in rows if r[0] not in fresh]
-            if retried:
-                cursor.execute(insert_delivery, [list(c) for c in zip(*retried, strict=True)])
-        elif rows:
-            cursor.executemany(insert_delivery, rows)
-    return len(notification_ids), len(rows)
+        if connection.vendor == "postgresql":
+            notifications = _write_chunk_postgres(cursor, args, planned, shapes, shape_of)
+        else:
+            notifications = _write_chunk_sqlite(cursor, args, planned, shapes, shape_of)
+    return notifications, deliveries
+
+
+Shape = tuple[PlannedDelivery, ...]
+
+
+def delivery_shapes(planned: Sequence[PlannedNotification]) -> tuple[list[Shape], list[int]]:
+    """The chunk's distinct delivery plans, and each recipient's index into them.
+
+    Recipients whose plan ``plan_chunk`` shared have the same tuple: they are
+    grouped by identity (no hashing of the tuple per recipient), and only the
+    groups' tuples are compared by value."""
+    by_identity: dict[int, int] = {}
+    by_value: dict[Shape, int] = {}
+    shapes: list[Shape] = []
+    shape_of: list[int] = []
+    append = shape_of.append
+    for p in planned:
+        deliveries = p.deliveries
+        k = by_identity.get(id(deliveries))
+        if k is None:
+            k = by_value.get(deliveries)
+            if k is None:
+                k = by_value[deliveries] = len(shapes)
+                shapes.append(deliveries)
+            by_identity[id(deliveries)] = k
+        append(k)
+    return shapes, shape_of
 
 
 # The columns fan-out writes; the others take their database defaults.
@@ -139,46 +125,116 @@ DELIVERY_COLUMNS = (
     "next_attempt_at, created_at, updated_at"
 )
 
-
-def delivery_rows(
-    planned: Sequence[PlannedNotification],
-    notification_ids: dict[int, int],
-    stamp: object,
-    adapt: Callable[[datetime], object],
-) -> list[tuple]:
-    """The delivery rows of a chunk, in ``DELIVERY_COLUMNS`` order (plain
-    tuples: one per (recipient, channel), the hot loop of the write)."""
-    rows = []
-    append = rows.append
-    for p in planned:
-        notification_id = notification_ids[p.user_id]
-        for d in p.deliveries:
-            due = stamp if d.due_at is None else adapt(d.due_at)
-            append(
-                (
-                    notification_id,
-                    d.channel,
-                    d.status,
-                    d.skip_reason,
-                    d.hold_reason,
-                    due,
-                    stamp,
-                    stamp,
-                )
-            )
-    return rows
+# Shapes per SQLite statement: their rows are scanned for each recipient (a
+# few dozen comparisons in C). A chunk with more (users with quiet hours of
+# their own, each due at their own time) takes a statement per this many.
+SQLITE_SHAPES_PER_STATEMENT = 32
 
 
-def copy_deliveries(cursor, table: str, rows: list[tuple]) -> None:
-    """PostgreSQL: the deliveries of notifications this chunk just inserted,
-    with ``COPY`` (psycopg's copy protocol, no statement per row and no
-    conflict check: a fresh notification has no deliveries yet)."""
-    if not rows:
-        return
-    raw = cursor.cursor  # Django's wrapper has no copy(); psycopg's cursor does
-    with raw.copy(f"COPY {table} ({DELIVERY_COLUMNS}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+def _shape_rows(shapes: Sequence[Shape], stamp: object) -> list[tuple]:
+    """(shape, order, channel, status, skip reason, hold reason, due) per planned delivery."""
+    adapt = connection.ops.adapt_datetimefield_value
+    return [
+        (
+            k,
+            order,
+            d.channel,
+            d.status,
+            d.skip_reason,
+            d.hold_reason,
+            stamp if d.due_at is None else adapt(d.due_at),
+        )
+        for k, shape in enumerate(shapes)
+        for order, d in enumerate(shape)
+    ]
+
+
+def _write_chunk_sqlite(cursor, args, planned, shapes, shape_of) -> int:
+    notification_table = connection.ops.quote_name(Notification._meta.db_table)
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    cursor.execute(
+        f"INSERT INTO {notification_table} "
+        "(event_id, rule_id, user_id, category_id, created_at, group_key) "
+        "SELECT %s, %s, j.value, %s, %s, %s FROM json_each(%s) AS j WHERE 1 "
+        "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
+        "RETURNING user_id, id",
+        [*args[:3], args[3], args[4], json.dumps([p.user_id for p in planned])],
+    )
+    ids = dict(cursor.fetchall())
+    stamp = args[3]
+    per = SQLITE_SHAPES_PER_STATEMENT
+    for first in range(0, len(shapes), per):
+        batch = shapes[first : first + per]
+        n = len(batch)
+        rows = _shape_rows(batch, stamp)
+        if not rows:
+            continue
+        # notification id * n + shape: one integer per recipient, ascending.
+        keys = sorted(
+            ids[p.user_id] * n + (k - first)
+            for p, k in zip(planned, shape_of, strict=True)
+            if first <= k < first + n and p.user_id in ids
+        )
+        if not keys:
+            continue
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        cursor.execute(
+            f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
+            f"WITH s(k, o, channel, status, skip_reason, hold_reason, due) AS (VALUES {values}) "
+            "SELECT j.value / %s, s.channel, s.status, s.skip_reason, s.hold_reason, s.due, "
+            "%s, %s FROM json_each(%s) AS j CROSS JOIN s WHERE s.k = j.value %% %s "
+            "ORDER BY j.key, s.o "
+            "ON CONFLICT (notification_id, channel) DO NOTHING",
+            [v for row in rows for v in row] + [n, stamp, stamp, json.dumps(keys), n],
+        )
+    return len(ids)
+
+
+def _write_chunk_postgres(cursor, args, planned, shapes, shape_of) -> int:
+    """One statement: the notifications (``RETURNING``), then the deliveries of
+    those this statement inserted (``xmax = 0``) without a conflict check, and
+    of those a retried fan-out found with ``ON CONFLICT DO NOTHING``."""
+    notification_table = connection.ops.quote_name(Notification._meta.db_table)
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    rows = _shape_rows(shapes, args[3])
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * 7
+    select = (
+        f"INSERT INTO {delivery_table} ({DELIVERY_COLUMNS}) "
+        "SELECT n.id, s.channel, s.status, s.skip_reason, s.hold_reason, s.due, %(t)s, %(t)s "
+        "FROM n JOIN p ON p.u = n.user_id "
+        "JOIN unnest(%(k)s::int[], %(o)s::int[], %(channel)s::text[], %(status)s::text[], "
+        "%(skip)s::text[], %(hold)s::text[], %(due)s::timestamptz[]) "
+        "AS s(k, o, channel, status, skip_reason, hold_reason, due) ON s.k = p.k "
+    )
+    cursor.execute(
+        "WITH p AS (SELECT * FROM unnest(%(users)s::bigint[], %(shape)s::int[]) AS p(u, k)), "
+        f"n AS (INSERT INTO {notification_table} "
+        "(event_id, rule_id, user_id, category_id, created_at, group_key) "
+        "SELECT %(e)s, %(r)s, p.u, %(c)s, %(t)s, %(g)s FROM p "
+        "ON CONFLICT (event_id, rule_id, user_id) DO UPDATE SET category_id = EXCLUDED.category_id "
+        "RETURNING id, user_id, xmax = 0 AS fresh), "
+        f"fresh AS ({select} WHERE n.fresh ORDER BY n.id, s.o), "
+        f"retried AS ({select} WHERE NOT n.fresh ORDER BY n.id, s.o "
+        "ON CONFLICT (notification_id, channel) DO NOTHING) "
+        "SELECT count(*) FROM n",
+        {
+            "e": args[0],
+            "r": args[1],
+            "c": args[2],
+            "t": args[3],
+            "g": args[4],
+            "users": [p.user_id for p in planned],
+            "shape": shape_of,
+            "k": columns[0],
+            "o": columns[1],
+            "channel": columns[2],
+            "status": columns[3],
+            "skip": columns[4],
+            "hold": columns[5],
+            "due": columns[6],
+        },
+    )
+    return cursor.fetchone()[0]
 
 
 def _skip_locked(queryset):

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from django.contrib.auth import get_user_model
-from django.db.models import FilteredRelation, Q
+from django.db import connection
+from django.db.models import Q
 from django.db.models.functions import Lower
 
 from notify import conf
 from notify.models import (
     Category,
+    CategoryPreference,
     ChannelPreference,
     ContactPoint,
     Subscription,
     Suppression,
+    UserSettings,
 )
 from notify.preferences.decide import Address, CategoryInfo, UserPrefs
 from notify.preferences.devices import DEVICE_KINDS
@@ -49,11 +52,16 @@ class DatabaseDirectory:
         return list(self.users.filter(query).order_by("pk").values_list("pk", flat=True).distinct())
 
     def group_member_ids(self, group: str, after: int, limit: int) -> list[int]:
+        """A page of the group's active members, ascending. Read from the
+        membership table and ordered by its own user column, so that a page is
+        one range of ``notify_group_members_idx`` (group, user) (migration
+        0012); ordered by the user's id, every page sorted all the group's
+        remaining members. Membership is unique per user: no DISTINCT needed."""
+        memberships = get_user_model().groups.through.objects
         return list(
-            # One group: membership is unique per user, no DISTINCT needed.
-            self.users.filter(groups__name=group, pk__gt=after)
-            .order_by("pk")
-            .values_list("pk", flat=True)[:limit]
+            memberships.filter(group__name=group, user_id__gt=after, user__is_active=True)
+            .order_by("user_id")
+            .values_list("user_id", flat=True)[:limit]
         )
 
     def staff_ids(self, after: int, limit: int) -> list[int]:
@@ -118,43 +126,6 @@ def load_preferences(
     wanted = set(user_ids)
     in_chunk = users_filter(user_ids)
     users_in_chunk = users_filter(user_ids, "pk")
-    # One joined query: the user, their settings (a missing row reads as NULLs)
-    # and their mode for each wanted category (FilteredRelation keeps the
-    # category condition in the LEFT JOIN, so users without a mode stay).
-    joined = (
-        get_user_model()
-        .objects.filter(users_in_chunk)
-        .annotate(
-            mode_row=FilteredRelation(
-                "categorypreference",
-                condition=Q(categorypreference__category_id__in=category_ids),
-            )
-        )
-        .values_list(
-            "pk",
-            "is_active",
-            "email",
-            "notify_settings__user_id",
-            "notify_settings__paused_until",
-            "notify_settings__timezone",
-            "notify_settings__locale",
-            "notify_settings__quiet_start",
-            "notify_settings__quiet_end",
-            "notify_settings__digest_hour",
-            "notify_settings__digest_weekday",
-            "mode_row__category_id",
-            "mode_row__mode",
-        )
-    )
-    users: dict[int, tuple] = {}
-    modes: dict[int, dict[int, str]] = {}
-    for row in joined:
-        user_id = row[0]
-        if user_id not in wanted:
-            continue
-        users[user_id] = row
-        if row[11] is not None:
-            modes.setdefault(user_id, {})[row[11]] = row[12]
     cells: dict[int, dict[tuple[int, str], bool]] = {}
     for user_id, category_id, channel, enabled in ChannelPreference.objects.filter(
         in_chunk, category_id__in=category_ids
@@ -178,9 +149,20 @@ def load_preferences(
                 per_user[kind] = Address(address, verified_at is not None)
     user_email_counts = "email" in kinds and conf.get("USER_EMAIL_IS_CONTACT")
     suppressed = load_suppressed(kinds, in_chunk, users_in_chunk, bool(user_email_counts))
+    # One pass over the joined rows (one per user and mode): the hot loop of
+    # fan-out's reads, so UserPrefs is built positionally (field order) and a
+    # user's first row builds it; a further row only adds a category's mode.
     result: dict[int, UserPrefs] = {}
-    for user_id, row in users.items():
-        is_active, email = row[1], row[2]
+    for row in joined_user_rows(user_ids, category_ids):
+        user_id = row[0]
+        if user_id not in wanted:
+            continue
+        prefs = result.get(user_id)
+        if prefs is not None:
+            if row[11] is not None:
+                prefs.modes = {**prefs.modes, row[11]: row[12]}
+            continue
+        email = row[2]
         user_addresses = addresses.get(user_id, NO_ADDRESSES)
         if user_email_counts and email:
             current = user_addresses.get("email")
@@ -188,26 +170,110 @@ def load_preferences(
             # is verified (adding a new address must not stop email meanwhile).
             if current is None or not current.verified:
                 user_addresses = {**user_addresses, "email": Address(email, True)}
-        paused_until, tz, locale, quiet_start, quiet_end, digest_hour, digest_weekday = (
-            NO_SETTINGS if row[3] is None else row[4:11]
-        )
         result[user_id] = UserPrefs(
-            user_id=user_id,
-            is_active=is_active,
-            modes=modes.get(user_id, NO_MODES),
-            channels=cells.get(user_id, NO_CELLS),
-            addresses=user_addresses,
-            devices=devices.get(user_id, NO_DEVICES),
-            suppressed=suppressed,
-            paused_until=paused_until,
-            timezone=tz,
-            locale=locale,
-            quiet_start=quiet_start,
-            quiet_end=quiet_end,
-            digest_hour=digest_hour,
-            digest_weekday=digest_weekday,
+            user_id,
+            bool(row[1]),
+            NO_MODES if row[11] is None else {row[11]: row[12]},
+            cells.get(user_id, NO_CELLS),
+            user_addresses,
+            devices.get(user_id, NO_DEVICES),
+            suppressed,
+            *(NO_SETTINGS if row[3] is None else row[4:11]),
         )
     return result
+
+
+def joined_user_rows(user_ids: Sequence[int], category_ids: Sequence[int]) -> list[tuple]:
+    """One query for a chunk: each user with their settings (a missing row
+    reads as NULLs) and their mode for each wanted category (one row per user
+    and mode; a user without one keeps a row of NULLs).
+
+    Plain SQL on a cursor rather than the ORM: the ORM runs a converter per
+    column of every row (a boolean, two times, a datetime: most of them NULL),
+    which cost more than the query. Here the few non-NULL values of the columns
+    that need one are converted, with the backend's own converters."""
+    User = get_user_model()
+    ops = connection.ops
+    q = ops.quote_name
+    user_pk = q(User._meta.pk.column)
+    settings = UserSettings._meta
+    modes = CategoryPreference._meta
+    ids = sorted(user_ids)
+    if not ids:
+        return []
+    if ids[-1] - ids[0] < 2 * len(ids):  # dense: a range (see ``users_filter``)
+        where, params = f"u.{user_pk} BETWEEN %s AND %s", [ids[0], ids[-1]]
+    else:
+        where, params = f"u.{user_pk} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+    mode_join = "1 = 0"
+    if category_ids:
+        mode_join = f"m.category_id IN ({', '.join(str(int(c)) for c in category_ids)})"
+    columns = [
+        (User, "is_active"),
+        (User, "email"),
+        (UserSettings, "user"),
+        *((UserSettings, name) for name in SETTINGS_FIELDS),
+        (CategoryPreference, "category"),
+        (CategoryPreference, "mode"),
+    ]
+    alias = {User: "u", UserSettings: "s", CategoryPreference: "m"}
+    select = ", ".join(
+        f"{alias[model]}.{q(model._meta.get_field(name).column)}" for model, name in columns
+    )
+    sql = (
+        f"SELECT u.{user_pk}, {select} FROM {q(User._meta.db_table)} u "
+        f"LEFT JOIN {q(settings.db_table)} s ON s.{q(settings.get_field('user').column)} = u.{user_pk} "
+        f"LEFT JOIN {q(modes.db_table)} m ON m.{q(modes.get_field('user').column)} = u.{user_pk} "
+        f"AND {mode_join} WHERE {where}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # Booleans are read with bool() where used; of the others only the
+    # settings' times and datetimes have converters (and only on SQLite).
+    convert = [
+        (position + 1, converters_of(model, name))
+        for position, (model, name) in enumerate(columns)
+        if model is UserSettings
+    ]
+    convert = [(position, fns) for position, fns in convert if fns]
+    if not convert:
+        return rows
+    out = []
+    for row in rows:
+        values = None
+        for position, fns in convert:
+            value = row[position]
+            if value is None:
+                continue
+            for fn, field in fns:
+                value = fn(value, field, connection)
+            if value is not row[position]:
+                values = values or list(row)
+                values[position] = value
+        out.append(row if values is None else tuple(values))
+    return out
+
+
+# UserSettings columns read for ``UserPrefs``, in ``NO_SETTINGS`` order.
+SETTINGS_FIELDS = (
+    "paused_until",
+    "timezone",
+    "locale",
+    "quiet_start",
+    "quiet_end",
+    "digest_hour",
+    "digest_weekday",
+)
+
+
+def converters_of(model, name: str) -> list:
+    """The backend's converters for a column read raw (SQLite: booleans,
+    datetimes and times arrive as ints and text; PostgreSQL: none)."""
+    field = model._meta.get_field(name)
+    col = field.get_col(model._meta.db_table)
+    fns = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+    return [(fn, col) for fn in fns]
 
 
 def load_suppressed(

@@ -401,3 +401,23 @@ def test_digests_across_dst_changes_are_never_skipped_nor_doubled(
     assert not Delivery.objects.filter(status=Status.DIGEST, digest__isnull=False).exists()
     total = sum(d.item_count for batch in digests.values() for d in batch)
     assert Delivery.objects.filter(status=Status.SENT).count() == total
+
+
+@pytest.mark.parametrize("batch", [2, 500])
+def test_digests_go_out_in_batches_of_digest_batch_size(
+    batch, settings, smtp_mailer, make_user, make_rule, category
+):
+    """``DIGEST_BATCH_SIZE`` digests are claimed and sent per batch (one channel
+    session, shared reads): several small batches or one large one, every
+    digest once either way."""
+    settings.NOTIFY = {**settings.NOTIFY, "DIGEST_BATCH_SIZE": batch}
+    make_rule(name="shipped", channels=["email"])
+    users = [digest_user(make_user, [category], f"b{i}", hour=8) for i in range(5)]
+    with time_machine.travel(utc(2026, 11, 20, 12), tick=False) as clock:
+        shipped(*users)
+        clock.move_to(utc(2026, 11, 21, 8, 5))
+        stats = build_and_send_due_digests()
+    assert stats.sent == 5
+    assert sorted(m.rcpt_tos[0] for m in smtp_mailer.messages) == sorted(u.email for u in users)
+    attempts = Digest.objects.values_list("attempts", flat=True)
+    assert list(attempts) == [1] * 5

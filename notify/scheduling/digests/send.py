@@ -123,7 +123,7 @@ def send_due_digests(now: datetime, stats: DigestStats | None = None) -> DigestS
     policy = RetryPolicy.from_settings()
     while True:
         claimed, token = claim_due_digests(
-            now, conf.get("WORKER_BATCH_SIZE"), conf.get("CLAIM_TTL")
+            now, conf.get("DIGEST_BATCH_SIZE"), conf.get("CLAIM_TTL")
         )
         if not claimed:
             return stats
