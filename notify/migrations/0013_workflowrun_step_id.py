@@ -20,7 +20,7 @@ def remember_steps(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("notify", "0011_email_layout"),
+        ("notify", "0012_group_members_index"),
         ("rules", "0005_workflow_steps"),
     ]
 
