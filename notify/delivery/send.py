@@ -159,6 +159,7 @@ def _deliver(
     )
     cancels = CancelCheck()
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
+    by_id = {delivery.pk: delivery for delivery in deliveries}
     for delivery in deliveries:
         by_channel[delivery.channel].append(delivery)
 
@@ -173,6 +174,21 @@ def _deliver(
             stats.recorded += record_outcomes(outcomes, token, [d.pk for d in starting])
         for outcome in outcomes:
             stats.count(outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            for result in results:
+                delivery = by_id[result.delivery_id]
+                with log_context(
+                    event_id=delivery.notification.event_id,
+                    delivery_id=delivery.pk,
+                    attempt=getattr(result, "attempt", delivery.attempts),
+                    channel=delivery.channel,
+                ):
+                    if isinstance(result, Hold):
+                        log.debug("delivery %s held: %s", delivery.pk, result.reason)
+                    else:
+                        log.debug(
+                            "delivery %s attempt %s: %s", delivery.pk, result.attempt, result.status
+                        )
 
     for alias, batch in by_channel.items():
         if kinds[alias] is None:

@@ -154,7 +154,9 @@ def test_items_after_the_hour_wait_for_the_next_day_and_empty_digests_are_not_se
         assert build_and_send_due_digests().sent == 1
     first, second = smtp_mailer.messages
     assert "Order B1 shipped" in first.text and "B2" not in first.text
-    assert "Order B2 shipped" in second.text and "B1" not in second.text
+    assert (
+        "Order B2 shipped" in second.text and "Order B1" not in second.text
+    )  # (a token may hold "B1")
     assert not Digest.objects.filter(user=carol).exists()
     assert list(Digest.objects.order_by("period").values_list("period", flat=True)) == [
         "2026-11-21",
