@@ -143,7 +143,7 @@ def row_constants(connection: Any) -> tuple[Any, ...]:
 
 @functools.lru_cache(maxsize=64)
 def insert_sql(vendor: str, table: str, columns: str, pk: str, rows: int) -> str:
-    if vendor == "postgresql":
+    if vendor == "postgresql" and rows > 1:  # one row: VALUES, nothing to gain
         arrays = ", ".join(f"%s::{array}" for array in POSTGRES_ARRAYS)
         return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) RETURNING {pk}"
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
@@ -165,7 +165,7 @@ def insert_rows(rows: Sequence[tuple[Any, ...]], using: str) -> list[int]:
     with connection.cursor() as cursor:
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start : start + ROWS_PER_STATEMENT]
-            if connection.vendor == "postgresql":
+            if connection.vendor == "postgresql" and len(chunk) > 1:
                 params = [list(column) for column in zip(*chunk, strict=True)]
             else:
                 params = [value for row in chunk for value in row]
