@@ -86,9 +86,10 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
             "small batches share slow providers' work among all threads).",
         ),
         "DIGEST_BATCH_SIZE": Setting(
-            500,
+            50,
             "Digests the scheduler claims and sends per batch (one thread; each is recorded "
-            "as soon as it is sent; a batch shares its reads and one channel session).",
+            "as soon as it is sent; a batch shares its reads and one channel session; a "
+            "leader killed mid-batch costs the rest of its batch an attempt).",
         ),
         "WORKER_BATCH_SECONDS": Setting(
             60.0,
