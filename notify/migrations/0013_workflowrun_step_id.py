@@ -31,6 +31,15 @@ class Migration(migrations.Migration):
             field=models.PositiveBigIntegerField(blank=True, null=True),
         ),
         migrations.RunPython(remember_steps, migrations.RunPython.noop),
+        migrations.RemoveIndex(model_name="workflowrun", name="workflow_run_due_idx"),
+        migrations.AddIndex(
+            model_name="workflowrun",
+            index=models.Index(
+                condition=models.Q(("state__in", ["waiting", "running"])),
+                fields=["due_at", "id"],
+                name="workflow_run_due_idx",
+            ),
+        ),
         migrations.AlterField(
             model_name="workflowsteplog",
             name="decision",

@@ -65,8 +65,13 @@ class WorkflowRun(models.Model):
             ),
         ]
         indexes = [
+            # (due_at, id), not due_at alone: a big fan-out makes thousands of
+            # runs due at the same instant, and a B-tree keeps equal keys in
+            # posting lists whose dead entries a scan cannot skip until all
+            # are dead, so each claim re-read the runs already advanced
+            # (claims of 100-300 ms at 100,000 runs; BENCHMARKS.md).
             models.Index(
-                fields=["due_at"],
+                fields=["due_at", "id"],
                 condition=models.Q(state__in=["waiting", "running"]),
                 name="workflow_run_due_idx",
             ),

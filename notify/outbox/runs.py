@@ -175,7 +175,7 @@ def claim_due_runs(
         queryset = queryset.filter(pk__in=list(ids))
     with transaction.atomic():
         claimed = list(
-            _skip_locked(queryset.order_by("due_at")).values_list("pk", flat=True)[:limit]
+            _skip_locked(queryset.order_by("due_at", "pk")).values_list("pk", flat=True)[:limit]
         )
         if not claimed:
             return [], token
@@ -202,7 +202,7 @@ def _claim_postgres(
             "collecting = false, attempts = r.attempts + 1 "
             f"FROM (SELECT id FROM {table} WHERE ((state = 'waiting' AND due_at <= %s) "
             f"OR (state = 'running' AND claimed_until < %s)) {only}"
-            "ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
+            "ORDER BY due_at, id LIMIT %s FOR UPDATE SKIP LOCKED) AS due "
             f"WHERE r.id = due.id RETURNING {columns}",
             params,
         )
