@@ -106,12 +106,15 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         "WORKER_THREADS": Setting(2, "Threads of the in-process worker pool."),
         "SENDS_IN_FLIGHT": Setting(
-            8,
+            1,
             "Most sends one batch has in flight at once (notify.delivery.inflight): caps "
             "each channel's CONCURRENCY (its entry in CHANNELS; default 8 for email over "
-            "SMTP or an ESP, 32 for HTTP webhooks, 1 otherwise). A worker killed mid-batch "
-            "may have sent at most this many per thread without recording them; 1 sends "
-            "one at a time; raise it (e.g. 64, with WORKER_BATCH_SIZE) for slow providers.",
+            "SMTP or an ESP, 32 for HTTP webhooks, 1 otherwise). 1 by default: a worker "
+            "killed mid-batch (kill -9, or a delivery that kills its process) may have sent "
+            "up to this many per thread without recording them, and they are sent again, "
+            "so only at 1 are a poison's batch mates sent exactly once. Raise it (e.g. 64, "
+            "with WORKER_BATCH_SIZE) for slow providers, if receivers de-duplicate by "
+            "X-Notify-Delivery.",
         ),
         "WEB_THREADS": Setting(
             8, "Threads serving requests in each web process (notify.project.asgi)."
