@@ -66,9 +66,11 @@ CONCURRENCY = 2  # pool processes (Celery) or threads (in-process) per worker
 # Sends in flight per thread or pool process: the default cap (the counting
 # channel's own CONCURRENCY, 32, and the batch, 50, are above it).
 IN_FLIGHT = conf.DEFAULTS["SENDS_IN_FLIGHT"]
-# Each delivery is recorded as its send returns (issue 12): two short
-# transactions a delivery, so they take longer than one write per batch did.
-TIME_LIMIT = 150.0
+# Each delivery is recorded as its send returns (issue 12): a short transaction
+# a delivery, so they take longer than one write per batch did. 5,000 took
+# 80-150 s here beside the other half of the suite (4,265 in 150 s once, at
+# load 5): the limit only says "stuck", the books and copies are the test.
+TIME_LIMIT = 240.0
 # Short claims, so work a killed worker held is taken again within seconds.
 OVERRIDES = {
     "CLAIM_TTL": 6.0,
