@@ -25,31 +25,19 @@ class SendGate:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        with self._changed:
-            while self._exclusive or self._waiting:
-                self._changed.wait()
-            self._shared += 1
+        self.enter_shared()
         try:
             yield
         finally:
-            with self._changed:
-                self._shared -= 1
-                self._changed.notify_all()
+            self.leave_shared()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        with self._changed:
-            self._waiting += 1
-            while self._exclusive or self._shared:
-                self._changed.wait()
-            self._waiting -= 1
-            self._exclusive = True
+        self.enter_exclusive()
         try:
             yield
         finally:
-            with self._changed:
-                self._exclusive = False
-                self._changed.notify_all()
+            self.leave_exclusive()
 
     def enter_shared(self, wait: bool = True) -> bool:
         """Take a shared place, as ``shared`` does but without a block: for a
