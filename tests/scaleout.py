@@ -407,3 +407,30 @@ def drop_broker_queue(url: str, queue: str) -> None:
             channel.exchange_delete(queue)
     except Exception:  # a broker that is gone has nothing left to clean
         pass
+
+
+@contextlib.contextmanager
+def postgres_admin():
+    """A connection to the "postgres" database beside the test database (a
+    database cannot refuse connections or end its sessions from inside), and
+    this thread's own backend pid, which the caller spares."""
+    import psycopg
+
+    s = connection.settings_dict
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        ours = cursor.fetchone()[0]
+    with psycopg.connect(
+        dbname="postgres",
+        user=s["USER"],
+        password=s.get("PASSWORD") or None,
+        host=s["HOST"] or "127.0.0.1",
+        port=s["PORT"] or 5432,
+        autocommit=True,
+    ) as admin:
+        yield admin, ours
+
+
+TERMINATE_OTHERS = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> %s"
+)

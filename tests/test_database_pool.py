@@ -128,8 +128,9 @@ def test_after_a_database_restart_the_pools_dead_connections_cost_no_request():
     checks them all at the first dead one, so a request gets a live one at once."""
     if connection.vendor != "postgresql":
         pytest.skip("the pool is PostgreSQL's")
-    import psycopg
     from django.db import connections
+
+    from tests.scaleout import TERMINATE_OTHERS, postgres_admin
 
     burst = 12
     held = threading.Barrier(burst + 1)
@@ -148,22 +149,8 @@ def test_after_a_database_restart_the_pools_dead_connections_cost_no_request():
         thread.join()
     assert connection.pool.get_stats()["pool_available"] >= burst
 
-    settings = connection.settings_dict
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        ours = cursor.fetchone()[0]
-    with psycopg.connect(
-        dbname="postgres",
-        user=settings["USER"],
-        host=settings["HOST"] or "127.0.0.1",
-        port=settings["PORT"] or 5432,
-        autocommit=True,
-    ) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> %s",
-            [settings["NAME"], ours],
-        )
+    with postgres_admin() as (admin, ours):
+        admin.execute(TERMINATE_OTHERS, [connection.settings_dict["NAME"], ours])
 
     answers: list[object] = []
 

@@ -42,6 +42,7 @@ from tests.peers.http import running
 from tests.scaleout import (
     RABBITMQ_URL,
     REDIS_SERVER,
+    TERMINATE_OTHERS,
     RedisServer,
     celery_worker,
     drop_broker_queue,
@@ -49,6 +50,7 @@ from tests.scaleout import (
     machine_to_ourselves,
     notify_worker,
     our_books,
+    postgres_admin,
     process_env,
     reachable,
     scheduler,
@@ -318,31 +320,13 @@ def postgres_goes_away(seconds: float) -> str:
         )
         connection.close()  # ours died with the others; Django opens a new one
         return "restarted"
-    import psycopg
-
-    s = connection.settings_dict
-    name = s["NAME"]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        ours = cursor.fetchone()[0]
-    # (A database cannot refuse connections from inside itself: from "postgres".)
-    with psycopg.connect(
-        dbname="postgres",
-        user=s["USER"],
-        password=s.get("PASSWORD") or None,
-        host=s["HOST"] or "127.0.0.1",
-        port=s["PORT"] or 5432,
-        autocommit=True,
-    ) as admin:
-        terminate = (
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> %s"
-        )
+    name = connection.settings_dict["NAME"]
+    with postgres_admin() as (admin, ours):
         admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         try:
-            admin.execute(terminate, [name, ours])
+            admin.execute(TERMINATE_OTHERS, [name, ours])
             time.sleep(seconds)
-            admin.execute(terminate, [name, ours])
+            admin.execute(TERMINATE_OTHERS, [name, ours])
         finally:
             admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
     return "terminated"
