@@ -26,7 +26,9 @@ moment. Windows follow each host's wall clock (``time.time``): hosts should
 run NTP, as a host ``d`` seconds off shifts its windows by ``d``. A token
 bucket would smooth the boundary burst, but refilling it is a
 read-modify-write that Django's cache API cannot make atomic without a lock or
-a Redis script. If the cache cannot be reached the limiter lets the send
+a Redis script; :class:`SlidingLimiter` holds the limit over any span with
+one cache key per allowed send, for the small limits where a boundary burst
+is punished (chat robots). If the cache cannot be reached the limiter lets the send
 through and logs a warning: a missing rate limit is better than no email.
 """
 
@@ -136,6 +138,55 @@ class RateLimiter:
         if wait:
             raise RateLimited(
                 f"send rate limit {self.rate} of '{self.key}' reached; next window in {wait:.3f}s",
+                code="rate_limited",
+                provider=provider,
+                retry_after=wait,
+            )
+
+
+class SlidingLimiter:
+    """At most ``rate.limit`` sends in *any* span of ``rate.period`` seconds,
+    for providers that punish the burst a fixed window lets through at its
+    boundary (a DingTalk robot sent 21 messages within a minute is throttled
+    for 10 minutes).
+
+    Each send holds one of ``limit`` slots: a cache key taken with
+    ``cache.add`` (atomic on Redis and ``LocMemCache``) that expires
+    ``period`` seconds later (rounded up to whole seconds, never sooner). Two
+    sends less than ``period`` apart never share a slot, so no span holds more
+    than ``limit``. One ``get_many`` and usually one ``add`` per send: meant
+    for small limits (a robot's 20 a minute), not ``10000/d``."""
+
+    def __init__(self, key: str, rate: Rate | str, *, cache_alias: str = "default"):
+        self.key = key
+        self.rate = rate if isinstance(rate, Rate) else parse_rate(rate)
+        self.cache_alias = cache_alias
+        self.hold = math.ceil(self.rate.period)
+        self.slots = [f"notify:slot:{key}:{n}" for n in range(self.rate.limit)]
+
+    def wait_time(self) -> float:
+        """Take a free slot: ``0.0`` when granted, else the seconds until the
+        oldest slot frees."""
+        now = time.time()
+        cache = cache_named(self.cache_alias)
+        try:
+            taken = cache.get_many(self.slots)
+            for slot in self.slots:
+                if slot not in taken and cache.add(slot, now, timeout=self.hold):
+                    return 0.0
+            taken = cache.get_many(self.slots)  # the others won every free slot
+        except Exception as exc:  # the cache is down: send rather than stall
+            log.warning("rate limit %s not applied, the cache failed: %s", self.key, exc)
+            return 0.0
+        oldest = min(taken.values(), default=now)
+        return max(oldest + self.hold - now, 0.001)
+
+    def acquire(self, provider: str = "") -> None:
+        """Take one send or raise :class:`RateLimited`."""
+        wait = self.wait_time()
+        if wait:
+            raise RateLimited(
+                f"send rate limit {self.rate} of '{self.key}' reached; a slot frees in {wait:.3f}s",
                 code="rate_limited",
                 provider=provider,
                 retry_after=wait,

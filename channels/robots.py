@@ -37,7 +37,8 @@ Options (all optional except as said):
 ``RATE_LIMIT``
     Sends per robot (default ``"20/m"``, the providers' documented limit for
     WeCom and DingTalk; Feishu allows 100/m), counted per robot URL across all
-    workers by :mod:`channels.ratelimit`; ``""`` turns our pacing off. ``CACHE``
+    workers by :mod:`channels.ratelimit` over any span of the period, not per
+    clock minute (a burst across a minute's end gets a robot throttled); ``""`` turns our pacing off. ``CACHE``
     names the ``CACHES`` alias it counts in.
 ``TIMEOUT``, ``ALLOW_HTTP``, ``ALLOWED_HOSTS``
     As in :mod:`channels.http`; by default only https to the provider's hosts.
@@ -73,7 +74,7 @@ from .base import (
     TransientError,
 )
 from .http import HttpWebhookChannel, parse_retry_after, redact
-from .ratelimit import RateLimiter, parse_rate
+from .ratelimit import SlidingLimiter, parse_rate
 from .robot_cards import Card, dingtalk_payload, feishu_payload, wecom_payload
 
 DEFAULT_RATE = "20/m"
@@ -193,7 +194,7 @@ class RobotChannel(HttpWebhookChannel):
         url = self.url_policy.check(self.robot(message).url, self.provider_name)
         if self.rate is not None:  # about 20 a minute per robot, shared by every worker
             key = hashlib.sha256(url.encode()).hexdigest()[:24]
-            RateLimiter(
+            SlidingLimiter(
                 f"robot:{self.provider_name}:{key}", self.rate, cache_alias=self.cache_alias
             ).acquire(provider=self.provider_name)
         return super().send(message)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 import pytest
@@ -312,6 +313,23 @@ def test_pacing_keeps_each_robot_under_its_limit(robot_peer):
     assert caught.value.code == "rate_limited"
     assert len(robot_peer.requests) == 21  # the 21st never reached the robot
     assert len(robot_peer.posts) == 21
+
+
+def test_pacing_holds_over_a_minutes_end(robot_peer, time_machine):
+    """20 sends just before a clock minute ends and one just after: a
+    fixed-window count let the 21st through and DingTalk throttled the robot
+    for 10 minutes (CI failed on this once in a while)."""
+    robot_peer.limit_per_minute = 20
+    address = robot_peer.add_robot("dingtalk")
+    time_machine.move_to(datetime(2026, 12, 3, 9, 59, 59, 500_000, tzinfo=UTC), tick=True)
+    with channel_for(robot_peer, "dingtalk") as channel:
+        for _ in range(20):
+            channel.send(message(address))
+        time_machine.move_to(datetime(2026, 12, 3, 10, 0, 1, tzinfo=UTC), tick=True)
+        with pytest.raises(RateLimited) as caught:
+            channel.send(message(address))
+    assert 55 < caught.value.retry_after <= 59
+    assert len(robot_peer.posts) == 20  # the robot never saw a 21st
 
 
 def test_pacing_is_shared_by_channel_instances_and_can_be_turned_off(robot_peer):

@@ -23,7 +23,7 @@ from django.core.cache import caches
 from channels.base import ChannelConfigurationError, InvalidRecipient, TransientError
 from channels.email import EmailChannel
 from channels.failover import CircuitBreaker, FailoverChannel
-from channels.ratelimit import Rate, RateLimited, RateLimiter, parse_rate
+from channels.ratelimit import Rate, RateLimited, RateLimiter, SlidingLimiter, parse_rate
 from notify import trigger
 from notify.models import Delivery
 from notify.models.status import Status
@@ -353,6 +353,24 @@ def test_the_limit_resets_with_the_window(time_machine):
     assert caught.value.retryable
     time_machine.shift(0.75)
     limiter.acquire()
+
+
+def test_the_sliding_limit_holds_over_any_span(time_machine):
+    time_machine.move_to(START, tick=False)
+    limiter = SlidingLimiter("unit-sliding", "3/2s")
+    time_machine.shift(1.5)  # late in a 2 s window: a fixed window starts afresh at 2.0
+    for _ in range(3):
+        limiter.acquire()
+    time_machine.shift(0.6)
+    with pytest.raises(RateLimited) as caught:
+        limiter.acquire(provider="dingtalk")
+    assert caught.value.retry_after == pytest.approx(1.4)
+    assert (caught.value.code, caught.value.provider) == ("rate_limited", "dingtalk")
+    time_machine.shift(1.4)
+    for _ in range(3):
+        limiter.acquire()
+    with pytest.raises(RateLimited):
+        limiter.acquire()
 
 
 def run_in_threads(count: int, target) -> None:
