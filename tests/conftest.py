@@ -8,12 +8,14 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 
 from notify.delivery.inflight import close_pools
 from notify.models import Category
 from rules.bindings import binding_index
 from rules.index import rule_index
 from rules.models import Rule
+from tests.scaleout import machine_to_ourselves
 
 pytest_plugins = [
     "tests.peers.smtp",
@@ -24,6 +26,16 @@ pytest_plugins = [
     "tests.peers.robots",
     "tests.browser",
 ]
+
+
+@pytest.fixture
+def postgres():
+    """Tests of worker fleets sharing one database (SKIP LOCKED claims, advisory
+    locks): PostgreSQL only, with the machine's cores to themselves."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (claims and locks shared by processes)")
+    with machine_to_ourselves():
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

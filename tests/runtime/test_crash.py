@@ -47,7 +47,6 @@ from tests.scaleout import (
     celery_worker,
     drop_broker_queue,
     final_count,
-    machine_to_ourselves,
     notify_worker,
     our_books,
     postgres_admin,
@@ -82,14 +81,6 @@ OVERRIDES = {
     "RELAY_GRACE": 4.0,
     "RELAY_GRACE_QUEUED": 30.0,
 }
-
-
-@pytest.fixture
-def postgres():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (SKIP LOCKED claims shared by processes)")
-    with machine_to_ourselves():
-        yield
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 
 import notify
 from notify import celery as notify_celery
@@ -40,7 +39,6 @@ from tests.scaleout import (
     celery_worker,
     drop_broker_queue,
     free_port,
-    machine_to_ourselves,
     our_books,
     process_env,
     reachable,
@@ -51,14 +49,6 @@ from tests.scaleout import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def postgres():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL")
-    with machine_to_ourselves():
-        yield
 
 
 # -- a provider that misbehaves -------------------------------------------------------------------

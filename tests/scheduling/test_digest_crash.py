@@ -25,7 +25,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.utils import timezone
 
 from notify import trigger
@@ -34,7 +33,6 @@ from notify.models import Category, CategoryPreference, Delivery, Digest, UserSe
 from notify.models.status import Status
 from rules.models import Rule
 from tests.scaleout import (
-    machine_to_ourselves,
     process_env,
     scheduler,
     seed_group,
@@ -46,14 +44,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(tran
 USERS = 300
 KILL_AT = 60  # digests accepted by the peer when the leader is killed
 TTL = 8.0
-
-
-@pytest.fixture
-def postgres():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (advisory lock and SKIP LOCKED shared by processes)")
-    with machine_to_ourselves():
-        yield
 
 
 def due_digests_for(count: int) -> None:

@@ -9,26 +9,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 
 import notify
 from notify.models import Category, Notification, WorkflowBatchItem, WorkflowRun
 from rules.models import Rule, WorkflowStep
-from tests.scaleout import machine_to_ourselves, process_env, scheduler, wait_until
+from tests.scaleout import process_env, scheduler, wait_until
 from tests.workflows.test_batching import NAMES
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 # Long enough for a kill and a restart on a loaded machine; the rule's own value.
 WINDOW = timedelta(seconds=40)
-
-
-@pytest.fixture
-def postgres():
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (the scheduler's leader lock across processes)")
-    with machine_to_ourselves():
-        yield
 
 
 def trigger(actor, watchers, number):
