@@ -91,7 +91,7 @@ def load_claimed(ids: Iterable[int], token: datetime) -> list[Delivery]:
     return out  # type: ignore[return-value]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)
 def _statement(alias: str, vendor: str, count: int) -> tuple[str, list[Table]]:
     """The SELECT for ``count`` ids on this database, and its tables (a batch
     is up to ``WORKER_BATCH_SIZE`` ids: a handful of statements a process)."""

@@ -511,7 +511,7 @@ def claim_events(
     table = ops.quote_name(Event._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
     only = ""
-    params: list[object] = [Event.State.RECEIVED, at, at, Event.State.PROCESSING, at]
+    params: list[object] = [Event.State.RECEIVED.value, at, at, Event.State.PROCESSING.value, at]
     if ids is not None:
         wanted = [int(i) for i in ids]
         if not wanted:
@@ -536,7 +536,7 @@ def claim_events(
                 f"UPDATE {table} SET status = %s, claimed_until = %s, attempts = attempts + 1 "
                 f"WHERE id IN ({', '.join(['%s'] * len(claimed))})",
                 [
-                    Event.State.PROCESSING,
+                    Event.State.PROCESSING.value,
                     ops.adapt_datetimefield_value(now + timedelta(seconds=ttl)),
                     *claimed,
                 ],
