@@ -11,6 +11,10 @@ The baseline, in the same run: the same number of ``EmailMultiAlternatives``
 with the same content, built and sent through one open SMTP connection, with
 no database and no rendering.
 
+Then M more emails from one worker process as shipped (``worker_at_defaults``):
+``WORKER_THREADS`` (2) threads, each with its own SMTP session, each running
+the same loop until nothing is due; against the same baseline.
+
 ``NOTIFY_BENCH_DELIVERY_HTTP=0`` in the environment skips the HTTP half (its
 figures are then absent), for a quicker look at the email figures alone.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from email.utils import make_msgid
 from typing import Any
 
@@ -135,6 +140,43 @@ def baseline_send(count: int, sample: dict[str, Any]) -> dict[str, Any]:
     return {"emails": count, "seconds": watch.seconds, "emails_per_s": count / watch.seconds}
 
 
+def worker_at_defaults(ctx: Context, peer: SmtpPeer) -> dict[str, Any]:
+    """M emails from one worker process as shipped: ``WORKER_THREADS`` threads
+    (2), each with its own SMTP session, each running the worker loop until
+    nothing is due (``notify worker`` runs the same loop in the same threads)."""
+    event, pending = new_batch(ctx)
+    threads = int(conf.get("WORKER_THREADS"))
+    ctx.say(f"delivery run {ctx.run_number}: sending {pending:,} emails from {threads} threads")
+    received_before = peer.messages
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            run_until_idle()
+        except BaseException as exc:  # reported below, in the measuring thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    connections.close_all()  # each thread opens its own
+    with Stopwatch() as watch:
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
+    if errors:
+        raise errors[0]
+    received = peer.wait_for(received_before + pending) - received_before
+    sent = Delivery.objects.filter(notification__event=event, status=Status.SENT).count()
+    Event.objects.filter(pk=event.pk).delete()
+    if sent != pending or received != pending:
+        raise RuntimeError(
+            f"delivery at defaults: {pending} pending, {sent} marked sent, {received} received"
+        )
+    return {"threads": threads, "seconds": watch.seconds, "emails_per_s": sent / watch.seconds}
+
+
 def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     peer: SmtpPeer = state["peer"]
     if ctx.profile and ctx.run_number == 1:
@@ -166,6 +208,7 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     if peer.wait_for(received_before + 2 * pending) - received_before != 2 * pending:
         raise RuntimeError("delivery baseline: the SMTP server did not receive every email")
     Event.objects.filter(pk=event.pk).delete()  # cascades: keep the database the same size
+    at_defaults = worker_at_defaults(ctx, peer)
     figures = {
         "emails": sent,
         "seconds": watch.seconds,
@@ -176,6 +219,7 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         "phases": phases,
         "baseline": baseline,
         "ratio": watch.seconds / baseline["seconds"],
+        "defaults": at_defaults,
         "http": http_delivery.run(ctx, state["http"]) if state["http"] is not None else {},
     }
     ctx.say(
@@ -208,6 +252,11 @@ register(
             Figure("queries", "queries"),
             Figure("queries per email", "queries_per_email"),
             Figure("time / baseline time", "ratio", "x"),
+            Figure(
+                "emails/s, one worker process at its defaults (WORKER_THREADS threads)",
+                "defaults.emails_per_s",
+                baseline="baseline.emails_per_s",
+            ),
             Figure(
                 "HTTP deliveries/s, 1 notify worker process",
                 "http.inprocess_1.deliveries_per_s",

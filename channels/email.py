@@ -32,6 +32,7 @@ failover's own breakers decide instead.
 from __future__ import annotations
 
 import email.policy
+import functools
 import re
 import smtplib
 import socket
@@ -158,9 +159,7 @@ class EmailChannel(Channel):
         if self.connection is None:
             self.open()
         self._used_at = time.monotonic()
-        sender = parseaddr(self.from_email or settings.DEFAULT_FROM_EMAIL)[1]
-        domain = sender.rpartition("@")[2] or None
-        message_id = make_msgid(domain=domain)
+        message_id = make_msgid(domain=msgid_domain(self.from_email or settings.DEFAULT_FROM_EMAIL))
         # Payload text reaches the subject and rule-set headers: decode any
         # RFC 2047 encoded words and neutralise line breaks before encoding
         # (channels.headers); NotifyEmailMessage checks again after encoding.
@@ -239,16 +238,84 @@ class EmailChannel(Channel):
             with backend._lock:
                 if backend.connection is None:
                     backend.open()
-                backend.connection.sendmail(self._envelope_from[1], [to], raw)
+                sendmail(backend.connection, self._envelope_from[1], to, raw)
         except Exception as exc:
             if session_is_broken(exc):
                 self.close()
             raise classify_email_error(exc, self.provider_name) from exc
 
 
+def sendmail(session: smtplib.SMTP, sender: str, to: str, raw: bytes) -> None:
+    """``session.sendmail(sender, [to], raw)``, in two round trips instead of
+    four when the server offers PIPELINING (RFC 2920; every common MTA does).
+
+    ``MAIL``, ``RCPT`` and ``DATA`` go out in one write and their three answers
+    are read back; the content follows the ``354``. Each refusal raises what
+    ``smtplib`` raises for it (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
+    ``SMTPDataError``), after the same ``RSET`` (or close, on a 421), so
+    ``classify_email_error`` maps both paths alike. A ``354`` that came although
+    an earlier command was refused is answered with an empty message's end
+    (``.``), as RFC 2920 asks, and that transaction is reset."""
+    session.ehlo_or_helo_if_needed()
+    if not (session.does_esmtp and session.has_extn("pipelining")) or not (
+        sender.isascii() and to.isascii()
+    ):
+        session.sendmail(sender, [to], raw)
+        return
+    size = f" size={len(raw)}" if session.has_extn("size") else ""
+    session.send(
+        f"mail from:{smtplib.quoteaddr(sender)}{size}\r\n"
+        f"rcpt to:{smtplib.quoteaddr(to)}\r\ndata\r\n"
+    )
+    mail, rcpt, data = session.getreply(), session.getreply(), session.getreply()
+    failed = mail[0] != 250 or rcpt[0] not in (250, 251)
+    if failed and data[0] == 354:
+        session.send(b".\r\n")
+        session.getreply()
+    if mail[0] != 250:
+        _refused(session, mail[0])
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    if rcpt[0] not in (250, 251):
+        _refused(session, rcpt[0])
+        raise smtplib.SMTPRecipientsRefused({to: rcpt})
+    if data[0] != 354:
+        _refused(session, data[0])
+        raise smtplib.SMTPDataError(*data)
+    content = DOT_AT_LINE_START.sub(b"..", raw)
+    if not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    session.send(content + b".\r\n")
+    code, answer = session.getreply()
+    if code != 250:
+        _refused(session, code)
+        raise smtplib.SMTPDataError(code, answer)
+
+
+# smtplib's own dot-stuffing (RFC 5321, 4.5.2): a line starting with "." gets another.
+DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
+
+
+def _refused(session: smtplib.SMTP, code: int) -> None:
+    """What ``smtplib.sendmail`` does after a refusal: close on 421, else ``RSET``."""
+    if code == 421:
+        session.close()
+        return
+    try:
+        session.rset()
+    except smtplib.SMTPServerDisconnected:  # the next command tells the caller
+        pass
+
+
 DEFAULT_SMTP_TIMEOUT = 30.0
 # Seconds an SMTP session may sit idle before its next message checks it (NOOP).
 SESSION_CHECK_AFTER = 1.0
+
+
+@functools.lru_cache(maxsize=64)
+def msgid_domain(from_email: str) -> str | None:
+    """The domain of the sender's address, for its Message-IDs (parsed once per
+    sender: ``parseaddr`` was a visible share of each send)."""
+    return parseaddr(from_email)[1].rpartition("@")[2] or None
 
 
 def default_timeout(backend: Any, seconds: float) -> None:

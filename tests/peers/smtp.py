@@ -10,7 +10,9 @@ mail servers do:
   address for ``seconds`` before answering (a server that stops answering;
   ``stalled`` counts them);
 * ``stop()`` / ``start()``: go down and come back up on the same port;
-* ``latency``: seconds each message's ``DATA`` takes before its ``250``.
+* ``latency``: seconds each message's ``DATA`` takes before its ``250``;
+* ``pipelining``: offer PIPELINING (RFC 2920) in the EHLO answer, as common
+  MTAs do (on by default; off: a server that does not, every command waits).
 
 ``sessions`` counts SMTP sessions (one per EHLO/HELO), so a test can check that
 a batch of sends shared one connection. The controller's own start-up probe
@@ -97,6 +99,8 @@ class _Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         self.peer._count_session()
         session.host_name = hostname
+        if self.peer.pipelining:  # aiosmtpd reads pipelined commands but does not say so
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -152,6 +156,7 @@ class SmtpPeer:
         self._sessions = 0
         self.refused = 0  # RCPT and DATA answers that were not 2xx
         self.latency = 0.0  # seconds before each message's 250 (the message counts then)
+        self.pipelining = True  # offered in EHLO (read at each session's greeting)
         # Messages waiting for their 250 at once, now and at most (with ``latency``).
         self.in_flight = 0
         self.peak_in_flight = 0
