@@ -15,6 +15,7 @@ no rendering.
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from django.utils import timezone
 
 from bench.delivery import baseline_send
 from bench.fanout import seed_users
-from bench.measure import Stopwatch, count_queries, phase_timers
+from bench.measure import Stopwatch, count_queries, phase_timers, profile_call
 from bench.registry import Context, Figure, Workload, register
 from bench.smtp_peer import SmtpPeer
 from channels.email import EmailChannel
@@ -117,8 +118,21 @@ def new_items() -> tuple[list[int], int]:
     return event_ids, count
 
 
+def profile_digests(ctx: Context, state: dict[str, Any]) -> None:
+    """``--profile``: one untimed round of every digest under cProfile."""
+    path = f"{ctx.profile}.{ctx.database}.digest.prof"
+    ctx.say(f"digest: profiling one round into {path}")
+    event_ids, _ = new_items()
+    _, text = profile_call(digest_delivery.build_and_send_due_digests, path)
+    print(text, file=sys.stderr)
+    Digest.objects.all().delete()
+    Event.objects.filter(pk__in=event_ids).delete()
+
+
 def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     peer: SmtpPeer = state["peer"]
+    if ctx.profile and ctx.run_number == 1:
+        profile_digests(ctx, state)
     event_ids, items = new_items()
     ctx.say(f"digest run {ctx.run_number}: {items:,} items waiting for {ctx.emails:,} users")
     received_before = peer.messages
