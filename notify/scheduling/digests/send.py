@@ -48,7 +48,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Greatest
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -362,9 +361,8 @@ def record_digest(
     fields: dict[str, Any] = {"error_message": error[:2000]}
     provider = result.provider[:50] if result is not None else ""
     if outcome.status == HELD:
-        fields.update(
-            status=Status.PENDING, due_at=outcome.next_at, attempts=Greatest(F("attempts") - 1, 0)
-        )
+        # The claim counted an attempt that was not made: give it back.
+        fields.update(status=Status.PENDING, due_at=outcome.next_at, attempts=REFUND)
     elif outcome.status == Status.PENDING:
         assert result is not None
         fields.update(status=Status.PENDING, due_at=result.next_attempt_at, provider=provider)
@@ -379,26 +377,46 @@ def record_digest(
         )
     elif result is not None and result.sent is not None:
         fields["sent"] = result.sent
-    with transaction.atomic():
-        if not Digest.objects.filter(pk=digest.pk, status=Status.SENDING, due_at=token).update(
-            **fields
-        ):
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not _update_row(cursor, digest.pk, token, fields):
             return False  # the claim expired and someone else has it now
-        with connection.cursor() as cursor:
-            attempts: list[list[Any]] = []
-            for item, dropped in outcome.dropped:
-                _close_items(cursor, digest, [item], dropped)
-                attempts.append(attempt_values(dropped.attempt_row(digest=digest.pk)))
-            if result is not None and outcome.sent_items:
-                _close_items(cursor, digest, outcome.sent_items, result)
-                attempts += _item_attempts(result, outcome.sent_items, digest.pk)
-            if attempts:
-                insert_attempt_values(cursor, attempts)
+        attempts: list[list[Any]] = []
+        for item, dropped in outcome.dropped:
+            _close_items(cursor, digest, [item], dropped)
+            attempts.append(attempt_values(dropped.attempt_row(digest=digest.pk)))
+        if result is not None and outcome.sent_items:
+            _close_items(cursor, digest, outcome.sent_items, result)
+            attempts += _item_attempts(result, outcome.sent_items, digest.pk)
+        if attempts:
+            insert_attempt_values(cursor, attempts)
     key = {Status.SENT: "sent", Status.DELIVERED: "sent", Status.SKIPPED: "skipped"}
     key |= {HELD: "held", Status.PENDING: "retried"}
     name = key.get(outcome.status, "failed")
     setattr(stats, name, getattr(stats, name) + 1)
     return True
+
+
+REFUND = object()  # ``attempts`` one lower, not below 0
+
+
+def _update_row(cursor, digest_id: int, token: datetime, fields: dict[str, Any]) -> bool:
+    """Write ``fields`` on the digest row if its claim is still ``token``, with
+    one prepared ``UPDATE`` (the ORM compiled each); whether it was ours."""
+    ops = connection.ops
+    sets, params = [], []
+    for name, value in fields.items():
+        column = ops.quote_name(Digest._meta.get_field(name).column)
+        if value is REFUND:
+            sets.append(f"{column} = CASE WHEN {column} > 0 THEN {column} - 1 ELSE 0 END")
+            continue
+        sets.append(f"{column} = %s")
+        params.append(Digest._meta.get_field(name).get_db_prep_save(value, connection))
+    cursor.execute(
+        f"UPDATE {ops.quote_name(Digest._meta.db_table)} SET {', '.join(sets)} "
+        "WHERE id = %s AND status = %s AND due_at = %s",
+        [*params, digest_id, Status.SENDING, ops.adapt_datetimefield_value(token)],
+    )
+    return cursor.rowcount == 1
 
 
 def _item_attempts(result: Outcome, items: list[Delivery], digest_id: int) -> list[list[Any]]:
