@@ -15,6 +15,8 @@ no rendering.
 
 from __future__ import annotations
 
+import sys
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +27,7 @@ from django.utils import timezone
 
 from bench.delivery import baseline_send
 from bench.fanout import seed_users
-from bench.measure import Stopwatch, count_queries, phase_timers
+from bench.measure import Stopwatch, count_queries, phase_timers, profile_call
 from bench.registry import Context, Figure, Workload, register
 from bench.smtp_peer import SmtpPeer
 from channels.email import EmailChannel
@@ -117,13 +119,28 @@ def new_items() -> tuple[list[int], int]:
     return event_ids, count
 
 
+def profile_digests(ctx: Context, state: dict[str, Any]) -> None:
+    """``--profile``: one untimed round of every digest under cProfile."""
+    path = f"{ctx.profile}.{ctx.database}.digest.prof"
+    ctx.say(f"digest: profiling one round into {path}")
+    event_ids, _ = new_items()
+    _, text = profile_call(digest_delivery.build_and_send_due_digests, path)
+    print(text, file=sys.stderr)
+    Digest.objects.all().delete()
+    Event.objects.filter(pk__in=event_ids).delete()
+
+
 def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     peer: SmtpPeer = state["peer"]
+    if ctx.profile and ctx.run_number == 1:
+        profile_digests(ctx, state)
     event_ids, items = new_items()
     ctx.say(f"digest run {ctx.run_number}: {items:,} items waiting for {ctx.emails:,} users")
     received_before = peer.messages
+    cpu = time.process_time()
     with phase_timers(PHASES) as phases, count_queries() as queries, Stopwatch() as watch:
         stats = digest_delivery.build_and_send_due_digests()
+    cpu = time.process_time() - cpu  # this process only: the SMTP peer has its own
     received = peer.wait_for(received_before + stats.sent) - received_before
     sent = Digest.objects.filter(status=Status.SENT).count()
     if not (stats.sent == sent == received == ctx.emails and stats.items == items):
@@ -145,6 +162,7 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
         "seconds": watch.seconds,
         "digests_per_s": sent / watch.seconds,
         "items_per_s": items / watch.seconds,
+        "cpu_ms_per_digest": 1000 * cpu / sent,
         "queries": queries.count,
         "queries_per_digest": queries.count / sent,
         "phases": phases,
@@ -176,6 +194,7 @@ register(
             Figure("    record_digest", "phases.record", "s"),
             Figure("digests/s", "digests_per_s", baseline="baseline.emails_per_s"),
             Figure("items/s", "items_per_s"),
+            Figure("CPU of this process per digest", "cpu_ms_per_digest", "ms"),
             Figure("queries", "queries"),
             Figure("queries per digest", "queries_per_digest"),
             Figure("time / baseline time", "ratio", "x"),

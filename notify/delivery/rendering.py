@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, meta
 from jinja2.exceptions import TemplateError
 
 from notify import conf
@@ -214,8 +214,11 @@ class TemplateStore:
                 continue
             env = loaded.html_env if part.endswith(".html") else loaded.text_env
             try:
-                env.check_source(source, CONTEXT_NAMES)
+                tree = env.check_source(source, CONTEXT_NAMES)
                 template = env.from_string(source)
+                # What it reads: digests share an item's title among recipients
+                # when it reads nothing of the recipient's (``context_names``).
+                template.context_names = frozenset(meta.find_undeclared_variables(tree))
             except TemplateError as exc:
                 raise RenderError(f"{message}/{part}: {exc}") from exc
             except RecursionError as exc:
@@ -339,3 +342,9 @@ def messages_available() -> Iterable[str]:
 
 template_store = TemplateStore()
 layout_store = LayoutStore(CONTEXT_NAMES)
+
+
+def context_names(template: Template) -> frozenset[str] | None:
+    """The context names ``template`` reads, or None when unknown (not compiled
+    by the template store)."""
+    return getattr(template, "context_names", None)

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Greatest
 from django.utils import timezone
 from jinja2.exceptions import TemplateError
 
@@ -58,16 +58,17 @@ from notify.delivery.outcomes import Target, config_failure, template_failure
 from notify.delivery.outcomes import send_one as send_message
 from notify.delivery.retry import RetryPolicy
 from notify.delivery.send import decide_again
-from notify.models import Delivery, DeliveryAttempt, Digest
+from notify.models import Category, Delivery, Digest, Event
 from notify.models.status import Status
-from notify.outbox.rows import Outcome, _skip_locked
+from notify.outbox.rows import Outcome, _skip_locked, attempt_values, insert_attempt_values
 from notify.preferences.decide import UserPrefs
 from notify.preferences.directory import load_preferences
 from notify.preferences.quiet_hours import applies_to, quiet_until
 from notify.registry import build_channel, describe
 from notify.scheduling.digests.build import build_due_digests
 from notify.scheduling.digests.lease import DigestLease
-from notify.scheduling.digests.message import build_digest_message
+from notify.scheduling.digests.message import TitleCache, build_digest_message
+from rules.models import Rule
 
 log = logging.getLogger("notify.scheduling.digests.periods")
 
@@ -121,13 +122,42 @@ def claim_due_digests(
 def send_due_digests(now: datetime, stats: DigestStats | None = None) -> DigestStats:
     stats = stats if stats is not None else DigestStats()
     policy = RetryPolicy.from_settings()
-    while True:
-        claimed, token = claim_due_digests(
-            now, conf.get("DIGEST_BATCH_SIZE"), conf.get("CLAIM_TTL")
-        )
-        if not claimed:
-            return stats
-        send_digests(claimed, token, policy, stats)
+    # One channel instance per alias for the whole run: its SMTP session (or
+    # HTTP connection pool) carries every batch, not just one.
+    channels = ChannelCache()
+    try:
+        while True:
+            claimed, token = claim_due_digests(
+                now, conf.get("DIGEST_BATCH_SIZE"), conf.get("CLAIM_TTL")
+            )
+            if not claimed:
+                return stats
+            send_digests(claimed, token, policy, stats, channels)
+    finally:
+        channels.close()
+
+
+class ChannelCache:
+    """The channel instances of one run, built on first use and closed at its end."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Channel] = {}
+
+    def get(self, alias: str) -> Channel:
+        channel = self.open.get(alias)
+        if channel is None:
+            channel = self.open[alias] = build_channel(alias)
+        return channel
+
+    def drop(self, alias: str) -> None:
+        """Close ``alias``'s instance (it failed): the next batch builds a fresh one."""
+        channel = self.open.pop(alias, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for alias in list(self.open):
+            self.drop(alias)
 
 
 @dataclass(slots=True)
@@ -144,25 +174,18 @@ class DigestOutcome:
 
 
 def send_digests(
-    claimed: dict[int, datetime], token: datetime, policy: RetryPolicy, stats: DigestStats
+    claimed: dict[int, datetime],
+    token: datetime,
+    policy: RetryPolicy,
+    stats: DigestStats,
+    channels: ChannelCache | None = None,
 ) -> None:
     digests = list(
         Digest.objects.filter(pk__in=list(claimed), status=Status.SENDING, due_at=token)
         .select_related("user")
         .order_by("channel", "pk")
     )
-    items: dict[int, list[Delivery]] = defaultdict(list)
-    for item in (
-        Delivery.objects.filter(digest_id__in=[d.pk for d in digests], status=Status.DIGEST)
-        .select_related(
-            "notification__event__actor",
-            "notification__rule",
-            "notification__user",
-            "notification__category",
-        )
-        .order_by("created_at", "pk")
-    ):
-        items[item.digest_id].append(item)
+    items = load_items(digests)
     kinds: dict[str, tuple[str | None, str] | None] = {}
     for alias in {d.channel for d in digests}:
         try:
@@ -175,6 +198,7 @@ def send_digests(
         {k[0] for k in kinds.values() if k and k[0]},
     )
     cancels = CancelCheck()
+    titles: TitleCache = {}  # the batch's recipients share their items' titles
     by_channel: dict[str, list[Digest]] = defaultdict(list)
     for digest in digests:
         by_channel[digest.channel].append(digest)
@@ -186,13 +210,15 @@ def send_digests(
         record_digest(digest, items[digest.pk], outcome, lease.token, claimed[digest.pk], stats)
         lease.release(digest.pk)
 
-    for alias, batch in by_channel.items():
-        if kinds[alias] is None:
-            fail_for_config(batch, items, f"channel '{alias}' is not configured", record)
-            continue
-        address_kind, message_format = kinds[alias]
-        channel = build_channel(alias)
-        try:
+    own = channels is None
+    channels = channels if channels is not None else ChannelCache()
+    try:
+        for alias, batch in by_channel.items():
+            if kinds[alias] is None:
+                fail_for_config(batch, items, f"channel '{alias}' is not configured", record)
+                continue
+            address_kind, message_format = kinds[alias]
+            channel = channels.get(alias)
             for index, digest in enumerate(batch):
                 if not lease.holds(digest.pk):  # the claim expired: another leader has it
                     continue
@@ -206,16 +232,48 @@ def send_digests(
                         prefs.get(digest.user_id),
                         policy,
                         cancels,
+                        titles,
                     )
                 except ChannelConfigurationError as exc:
                     # Nothing more can go through this channel: the rest of its
                     # batch fails with the reason, what was sent stays recorded.
                     log.error("digests on channel '%s' cannot be sent: %s", alias, exc)
+                    channels.drop(alias)
                     fail_for_config(batch[index:], items, f"channel '{alias}': {exc}", record)
                     break
                 record(digest, outcome)
-        finally:
-            channel.close()
+    finally:
+        if own:
+            channels.close()
+
+
+def load_items(digests: list[Digest]) -> dict[int, list[Delivery]]:
+    """The items of ``digests`` still waiting in them, oldest first, by digest.
+
+    Two model instances an item (the delivery and its notification); the
+    events, rules, categories and users they share are read once per batch and
+    attached, instead of one copy of each per item through ``select_related``."""
+    items: dict[int, list[Delivery]] = defaultdict(list)
+    rows = list(
+        Delivery.objects.filter(digest_id__in=[d.pk for d in digests], status=Status.DIGEST)
+        .select_related("notification")
+        .order_by("created_at", "pk")
+    )
+    notifications = [row.notification for row in rows]
+    events = Event.objects.select_related("actor").in_bulk({n.event_id for n in notifications})
+    rules = Rule.objects.in_bulk({n.rule_id for n in notifications if n.rule_id is not None})
+    categories = Category.objects.in_bulk({n.category_id for n in notifications})
+    users = {d.user_id: d.user for d in digests}
+    missing = {n.user_id for n in notifications} - users.keys()
+    if missing:  # an item of another user's digest: not built so, but read anyway
+        users |= get_user_model().objects.in_bulk(missing)
+    for row, notification in zip(rows, notifications, strict=True):
+        notification.event = events[notification.event_id]
+        notification.rule = rules.get(notification.rule_id) if notification.rule_id else None
+        notification.category = categories[notification.category_id]
+        notification.user = users[notification.user_id]
+        items[row.digest_id].append(row)
+    return items
 
 
 def fail_for_config(
@@ -245,6 +303,7 @@ def send_one(
     prefs: UserPrefs | None,
     policy: RetryPolicy,
     cancels: CancelCheck,
+    titles: TitleCache | None = None,
 ) -> DigestOutcome:
     """Decide each item again, render the digest and send it through the send
     step single deliveries use; nothing is written here (``record_digest``)."""
@@ -271,7 +330,7 @@ def send_one(
             return DigestOutcome(HELD, dropped=dropped, next_at=quiet_end)
     target = _target(digest, address_kind)
     try:
-        message = build_digest_message(digest, keep, address, message_format, prefs.locale)
+        message = build_digest_message(digest, keep, address, message_format, prefs.locale, titles)
     except TemplateError as exc:
         result = template_failure(target, started, exc)
     else:
@@ -302,9 +361,8 @@ def record_digest(
     fields: dict[str, Any] = {"error_message": error[:2000]}
     provider = result.provider[:50] if result is not None else ""
     if outcome.status == HELD:
-        fields.update(
-            status=Status.PENDING, due_at=outcome.next_at, attempts=Greatest(F("attempts") - 1, 0)
-        )
+        # The claim counted an attempt that was not made: give it back.
+        fields.update(status=Status.PENDING, due_at=outcome.next_at, attempts=REFUND)
     elif outcome.status == Status.PENDING:
         assert result is not None
         fields.update(status=Status.PENDING, due_at=result.next_attempt_at, provider=provider)
@@ -319,22 +377,18 @@ def record_digest(
         )
     elif result is not None and result.sent is not None:
         fields["sent"] = result.sent
-    with transaction.atomic():
-        if not Digest.objects.filter(pk=digest.pk, status=Status.SENDING, due_at=token).update(
-            **fields
-        ):
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not _update_row(cursor, digest.pk, token, fields):
             return False  # the claim expired and someone else has it now
-        attempts: list[DeliveryAttempt] = []
+        attempts: list[list[Any]] = []
         for item, dropped in outcome.dropped:
-            _close_items(digest, [item], dropped)
-            attempts.append(dropped.attempt_row(digest=digest.pk))
+            _close_items(cursor, digest, [item], dropped)
+            attempts.append(attempt_values(dropped.attempt_row(digest=digest.pk)))
         if result is not None and outcome.sent_items:
-            _close_items(digest, outcome.sent_items, result)
-            attempts += [
-                result.attempt_row(item.pk, item.attempts + 1, digest=digest.pk)
-                for item in outcome.sent_items
-            ]
-        DeliveryAttempt.objects.bulk_create(attempts)
+            _close_items(cursor, digest, outcome.sent_items, result)
+            attempts += _item_attempts(result, outcome.sent_items, digest.pk)
+        if attempts:
+            insert_attempt_values(cursor, attempts)
     key = {Status.SENT: "sent", Status.DELIVERED: "sent", Status.SKIPPED: "skipped"}
     key |= {HELD: "held", Status.PENDING: "retried"}
     name = key.get(outcome.status, "failed")
@@ -342,28 +396,76 @@ def record_digest(
     return True
 
 
-def _close_items(digest: Digest, items: Iterable[Delivery], outcome: Outcome) -> int:
+REFUND = object()  # ``attempts`` one lower, not below 0
+
+
+def _update_row(cursor, digest_id: int, token: datetime, fields: dict[str, Any]) -> bool:
+    """Write ``fields`` on the digest row if its claim is still ``token``, with
+    one prepared ``UPDATE`` (the ORM compiled each); whether it was ours."""
+    ops = connection.ops
+    sets, params = [], []
+    for name, value in fields.items():
+        column = ops.quote_name(Digest._meta.get_field(name).column)
+        if value is REFUND:
+            sets.append(f"{column} = CASE WHEN {column} > 0 THEN {column} - 1 ELSE 0 END")
+            continue
+        sets.append(f"{column} = %s")
+        params.append(Digest._meta.get_field(name).get_db_prep_save(value, connection))
+    cursor.execute(
+        f"UPDATE {ops.quote_name(Digest._meta.db_table)} SET {', '.join(sets)} "
+        "WHERE id = %s AND status = %s AND due_at = %s",
+        [*params, digest_id, Status.SENDING, ops.adapt_datetimefield_value(token)],
+    )
+    return cursor.rowcount == 1
+
+
+def _item_attempts(result: Outcome, items: list[Delivery], digest_id: int) -> list[list[Any]]:
+    """Each item's attempt for the digest's outcome, as ``Outcome.attempt_row``
+    writes it: the values are prepared once (the message sent, as JSON, is the
+    same for every item) and only the item's id and attempt number differ."""
+    shared = attempt_values(result.attempt_row(0, 0, digest=digest_id))
+    rows = []
+    for item in items:
+        row = list(shared)
+        row[0], row[1] = item.pk, item.attempts + 1  # delivery_id, number
+        rows.append(row)
+    return rows
+
+
+def _close_items(cursor, digest: Digest, items: Iterable[Delivery], outcome: Outcome) -> int:
     """Write ``outcome`` on items still waiting in ``digest``, as
     ``record_outcomes`` does on a single delivery; an item stays in the digest
     (status ``digest``) while the digest is retried, and keeps its
-    ``skip_reason`` (the frequency it waited for) unless decided out."""
+    ``skip_reason`` (the frequency it waited for) unless decided out.
+    One prepared ``UPDATE`` (the ORM's compiler cost more than the statement)."""
     ids = [i.pk for i in items]
     if not ids:
         return 0
+    ops = connection.ops
     retry = outcome.status == Status.PENDING
     sent = outcome.status == Status.SENT
-    fields: dict[str, Any] = (
-        {"skip_reason": outcome.skip_reason[:50]} if outcome.skip_reason else {}
+    finished = ops.adapt_datetimefield_value(outcome.finished_at)
+    next_at = ops.adapt_datetimefield_value(outcome.next_attempt_at) if retry else None
+    skip = ", skip_reason = %s" if outcome.skip_reason else ""
+    table = ops.quote_name(Delivery._meta.db_table)
+    cursor.execute(
+        f"UPDATE {table} SET status = %s{skip}, provider = %s, provider_message_id = %s, "
+        "error_code = %s, error_message = %s, attempts = attempts + 1, "
+        "next_attempt_at = %s, sent_at = %s, updated_at = %s "
+        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND digest_id = %s AND status = %s",
+        [
+            Status.DIGEST if retry else outcome.status,
+            *([outcome.skip_reason[:50]] if skip else []),
+            outcome.provider[:50],
+            outcome.message_id[:255],
+            outcome.error_code[:50],
+            outcome.error_message[:2000],
+            next_at or finished,
+            finished if sent else None,
+            finished,
+            *ids,
+            digest.pk,
+            Status.DIGEST,
+        ],
     )
-    return Delivery.objects.filter(pk__in=ids, digest=digest, status=Status.DIGEST).update(
-        status=Status.DIGEST if retry else outcome.status,
-        **fields,
-        provider=outcome.provider[:50],
-        provider_message_id=outcome.message_id[:255],
-        error_code=outcome.error_code[:50],
-        error_message=outcome.error_message[:2000],
-        attempts=F("attempts") + 1,
-        next_attempt_at=(outcome.next_attempt_at if retry else None) or outcome.finished_at,
-        sent_at=outcome.finished_at if sent else None,
-        updated_at=outcome.finished_at,
-    )
+    return cursor.rowcount
