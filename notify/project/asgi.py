@@ -33,6 +33,7 @@ from django.db import connections
 from django.urls import Resolver404, get_resolver
 
 from notify.project.bridge import WSGIBridge
+from notify.project.lean import lean_handlers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
@@ -83,7 +84,9 @@ class Application:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.async_views = PooledASGIHandler()
-        self.sync_views = WSGIBridge(get_wsgi_application(), threads=threads)
+        self.sync_views = WSGIBridge(
+            get_wsgi_application(), threads=threads, routes=lean_handlers()
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not is_async_view(scope["path"]):
