@@ -74,7 +74,12 @@ def insert_committed(row: tuple[Any, ...], using: str) -> int:
         if not slot.done:
             batch = queue[:]
             del queue[: len(batch)]
-            commit_group(batch, using)
+            try:
+                commit_group(batch, using)
+            finally:  # interrupted (not an Exception): no caller waits forever
+                for other in batch:
+                    if not other.done:
+                        finish(other, None, RuntimeError("the group commit was interrupted"))
     return slot.result()
 
 

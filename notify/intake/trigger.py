@@ -90,6 +90,9 @@ def trigger(
     request raises ``IdempotencyKeyReused``. Inside ``transaction.atomic()`` the
     event commits or rolls back with the surrounding change. With
     ``scheduled_for`` (aware), fan-out waits until then (``notify.schedule``).
+    Outside a transaction the event is committed together with the events other
+    threads store at the same moment (``notify.intake.group``), and this returns
+    only once it is committed.
     """
     validate_event_type(event_type)
     if scheduled_for is not None and (
