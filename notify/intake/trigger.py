@@ -17,7 +17,7 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models.signals import post_save, pre_save
 
 from notify.fanout.payload import to_json
-from notify.intake import rows
+from notify.intake import group, rows
 from notify.models import Event
 from notify.runtime.handoff import get_dispatcher
 from rules.model_events import CREATED, ModelEventReceivers
@@ -90,6 +90,9 @@ def trigger(
     request raises ``IdempotencyKeyReused``. Inside ``transaction.atomic()`` the
     event commits or rolls back with the surrounding change. With
     ``scheduled_for`` (aware), fan-out waits until then (``notify.schedule``).
+    Outside a transaction the event is committed together with the events other
+    threads store at the same moment (``notify.intake.group``), and this returns
+    only once it is committed.
     """
     validate_event_type(event_type)
     if scheduled_for is not None and (
@@ -125,11 +128,18 @@ def trigger(
         "scheduled_for": scheduled_for,
     }
     using = router.db_for_write(Event)
+    connection = connections[using]
     # Insert first, look the key up only when it is taken (the unique constraint
     # decides): a new key, the common case, costs no extra query.
     try:
-        with rows.one_writer_at_a_time(using), transaction.atomic(using=using):
-            event = insert_event(fields, using)
+        if connection.in_atomic_block or not connection.get_autocommit() or save_signals_wanted():
+            with rows.one_writer_at_a_time(using), transaction.atomic(using=using):
+                event = insert_event(fields, using)
+        else:  # a transaction of its own: committed with the other threads' (group commit)
+            event = Event(**fields)
+            event.pk = group.insert_committed(event_row(event, connection), using)
+            event._state.adding = False
+            event._state.db = using
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -148,8 +158,15 @@ def insert_event(fields: dict[str, Any], using: str) -> Event:
     if save_signals_wanted():
         event.save(force_insert=True, using=using)
         return event
-    connection = connections[using]
-    row = rows.event_row(
+    (event.pk,) = rows.insert_rows([event_row(event, connections[using])], using)
+    event._state.adding = False
+    event._state.db = using
+    return event
+
+
+def event_row(event: Event, connection: Any) -> tuple[Any, ...]:
+    """``event``'s values as a row of ``rows.COLUMNS``."""
+    return rows.event_row(
         connection,
         type=event.type,
         payload=event.payload,
@@ -165,10 +182,6 @@ def insert_event(fields: dict[str, Any], using: str) -> Event:
         api_key_id=event.api_key_id,
         scheduled_for=event.scheduled_for,
     )
-    (event.pk,) = rows.insert_rows([row], using)
-    event._state.adding = False
-    event._state.db = using
-    return event
 
 
 def save_signals_wanted() -> bool:

@@ -10,7 +10,9 @@ load"). So only async views (the live inbox's event stream) go through it;
 every other request runs through Django's WSGI handler, whole, on one of a
 fixed pool of ``NOTIFY["WEB_THREADS"]`` threads (``notify.project.bridge``: one
 hand-off to a thread and one back for a request whose body and answer fit in
-memory), which keep their database connections from one request to the next.
+memory), which keep their database connections from one request to the next. The
+hot endpoint, ``POST /api/v1/events``, runs through Django's WSGI handler for
+its one view behind only the middleware it needs (``notify.project.lean``).
 
 The async path also runs its synchronous calls on long-lived threads of its
 own, and closes what they opened when its request ends, so no request leaves a
@@ -33,6 +35,7 @@ from django.db import connections
 from django.urls import Resolver404, get_resolver
 
 from notify.project.bridge import WSGIBridge
+from notify.project.lean import lean_handlers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
@@ -83,7 +86,9 @@ class Application:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.async_views = PooledASGIHandler()
-        self.sync_views = WSGIBridge(get_wsgi_application(), threads=threads)
+        self.sync_views = WSGIBridge(
+            get_wsgi_application(), threads=threads, routes=lean_handlers()
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and not is_async_view(scope["path"]):

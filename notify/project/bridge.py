@@ -90,11 +90,22 @@ class Response:
         self.started = False
 
 
-class WSGIBridge:
-    """ASGI application running the WSGI application ``app`` on ``threads`` threads."""
+WSGIApp = Callable[..., Iterable[bytes]]
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], threads: int) -> None:
+
+class WSGIBridge:
+    """ASGI application running the WSGI application ``app`` on ``threads`` threads;
+    a request whose (method, PATH_INFO) is in ``routes`` runs that application
+    instead (``notify.project.lean``)."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        threads: int,
+        routes: dict[tuple[str, str], WSGIApp] | None = None,
+    ) -> None:
         self.app = app
+        self.routes = routes or {}
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="WSGI")
 
     async def __call__(self, scope, receive, send) -> None:
@@ -105,19 +116,20 @@ class WSGIBridge:
         body = Body(message.get("body", b""), message.get("more_body", False), loop, receive)
         environ = build_environ(scope, body)  # type: ignore[arg-type]
         context = contextvars.copy_context()
+        app = self.routes.get((environ["REQUEST_METHOD"], environ["PATH_INFO"]), self.app)
 
         def send_from_thread(event: dict[str, Any]) -> None:
             asyncio.run_coroutine_threadsafe(send(event), loop).result()
 
         result = await loop.run_in_executor(
-            self.executor, context.run, self.respond, environ, send_from_thread
+            self.executor, context.run, self.respond, app, environ, send_from_thread
         )
         if result is not None:  # in memory: the loop sends it
             status, headers, content = result
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
 
-    def respond(self, environ: dict[str, Any], send_from_thread) -> tuple | None:
+    def respond(self, app: WSGIApp, environ: dict[str, Any], send_from_thread) -> tuple | None:
         """On a thread: run the application; return (status, headers, body) when
         the response is in memory, else stream it from here and return None."""
         response = Response()
@@ -148,7 +160,7 @@ class WSGIBridge:
             send_from_thread({"type": "http.response.body", "body": chunk, "more_body": True})
 
         environ["wsgi.errors"] = sys.stderr
-        iterable = self.app(environ, start_response)
+        iterable = app(environ, start_response)
         try:
             in_memory = isinstance(iterable, list | tuple) or (
                 getattr(iterable, "streaming", None) is False
