@@ -325,6 +325,24 @@ def claim_due_deliveries(
     return claimed, token
 
 
+def _only_ids(ids: Iterable[int] | None) -> tuple[str, list[int] | None]:
+    """A claim's ``AND id IN (...)`` restriction and its parameters: ``("", None)``
+    for any due row, ``("", [])`` when asked for no row at all."""
+    if ids is None:
+        return "", None
+    wanted = [int(i) for i in ids]
+    if not wanted:
+        return "", []
+    return f"AND id IN ({', '.join(['%s'] * len(wanted))}) ", wanted
+
+
+def _skip_locked_sql() -> str:
+    """Rows another worker is claiming are passed over, where the database can."""
+    return (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    )
+
+
 def _claim(
     limit: int, token: datetime, now: datetime, ids: Iterable[int] | None
 ) -> tuple[list[int], set[datetime]]:
@@ -336,17 +354,11 @@ def _claim(
     ops = connection.ops
     table = ops.quote_name(Delivery._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
-    only = ""
-    params: list[object] = [Status.PENDING, at, Status.SENDING, at]
-    if ids is not None:
-        wanted = [int(i) for i in ids]
-        if not wanted:
-            return [], set()
-        only = f"AND id IN ({', '.join(['%s'] * len(wanted))}) "
-        params += wanted
-    lock = (
-        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    )
+    only, wanted = _only_ids(ids)
+    if wanted == []:
+        return [], set()
+    params: list[object] = [Status.PENDING, at, Status.SENDING, at, *(wanted or ())]
+    lock = _skip_locked_sql()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, status, hold_reason, claimed_until FROM {table} "
@@ -552,17 +564,18 @@ def claim_events(
     ops = connection.ops
     table = ops.quote_name(Event._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
-    only = ""
-    params: list[object] = [Event.State.RECEIVED.value, at, at, Event.State.PROCESSING.value, at]
-    if ids is not None:
-        wanted = [int(i) for i in ids]
-        if not wanted:
-            return []
-        only = f"AND id IN ({', '.join(['%s'] * len(wanted))}) "
-        params += wanted
-    lock = (
-        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    )
+    only, wanted = _only_ids(ids)
+    if wanted == []:
+        return []
+    params: list[object] = [
+        Event.State.RECEIVED.value,
+        at,
+        at,
+        Event.State.PROCESSING.value,
+        at,
+        *(wanted or ()),
+    ]
+    lock = _skip_locked_sql()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id FROM {table} WHERE ((status = %s "
