@@ -37,7 +37,6 @@ import re
 import smtplib
 import socket
 import time
-from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.utils import make_msgid, parseaddr
 from typing import Any
 
@@ -59,7 +58,13 @@ from .base import (
     TransientError,
 )
 from .breaker import BREAKER_OPTIONS, CircuitBreaker, guarded
-from .headers import HeaderInjection, neutralise_header_value, refuse_injected_headers
+from .headers import (
+    FaithfulHeader,
+    HeaderInjection,
+    faithful_registry,
+    neutralise_header_value,
+    refuse_injected_headers,
+)
 from .mimebytes import build_message
 from .ratelimit import RATE_LIMIT_OPTIONS, throttle
 
@@ -337,7 +342,7 @@ def sends_bytes(backend: Any) -> bool:
     )
 
 
-class ListHeader(UnstructuredHeader):
+class ListHeader(FaithfulHeader):
     """``List-Unsubscribe`` (RFC 2369, RFC 8058) written the way the RFCs do:
     ``<https://…>, <mailto:…>``, never as RFC 2047 encoded words.
 
@@ -363,7 +368,7 @@ LIST_HEADERS = ("list-unsubscribe", "list-help", "list-subscribe", "list-archive
 
 
 def list_header_policy(policy: email.policy.EmailPolicy) -> email.policy.EmailPolicy:
-    registry = HeaderRegistry()
+    registry = faithful_registry()
     for name in LIST_HEADERS:
         registry.map_to_type(name, ListHeader)
     return policy.clone(header_factory=registry)

@@ -54,9 +54,11 @@ from email.errors import HeaderParseError
 from email.utils import format_datetime
 from functools import lru_cache
 
-from .headers import HeaderInjection
+from .headers import HeaderInjection, faithful_registry
 
-POLICY = email.policy.SMTP
+# email.policy.SMTP with text headers folded so they read back unchanged, as
+# NotifyEmailMessage writes them on Django's path (channels.headers.faithful_fold).
+POLICY = email.policy.SMTP.clone(header_factory=faithful_registry())
 MAX_LINE = 78  # RFC 5322's SHOULD, and email.policy.SMTP.max_line_length
 HARD_MAX_LINE = 998  # RFC 5322's MUST
 
@@ -135,7 +137,7 @@ def fold_list_items(name: str, value: str) -> bytes | None:
 @lru_cache(maxsize=2048)
 def _policy_header_line(name: str, value: str) -> bytes:
     """The header exactly as Django's message under ``email.policy.SMTP`` writes
-    it; refused (:class:`HeaderInjection`) if it would start a new header line."""
+    it (``NotifyEmailMessage``'s faithful folding included); refused (:class:`HeaderInjection`) if it would start a new header line."""
     try:
         line = POLICY.header_factory(name, value).fold(policy=POLICY).encode("ascii")
     except HeaderParseError as exc:  # the email package saw the embedded header itself

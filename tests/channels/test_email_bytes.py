@@ -6,18 +6,31 @@ the aiosmtpd peer: through ``EmailChannel`` on Django's SMTP backend (the
 bytes path) and as Django's own ``EmailMultiAlternatives`` through the same
 mailer. Both raw messages, as the peer received them, are parsed with
 ``email.policy.default`` and compared: header values, content types,
-charsets, transfer encodings and decoded bodies. ESP mailers (anymail) keep
-receiving an ``EmailMultiAlternatives``.
+charsets, transfer encodings and decoded bodies. The same holds for every
+shipped email template rendered into the layout in four locales, and every
+subject reads back exactly as written, on both paths, where the
+interpreter's own folding would move a space (``channels.headers``). ESP
+mailers (anymail) keep receiving an ``EmailMultiAlternatives``, which every
+installed ESP backend turns into its API request to a local HTTP server.
 """
 
 from __future__ import annotations
 
+import email.policy
 import importlib
+import json
 import pkgutil
+import random
+from collections.abc import Iterator
+from email import message_from_bytes
 from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import unquote_plus
 
 import anymail.backends
 import pytest
+from anymail.backends.base_requests import AnymailRequestsBackend
+from django.core import mail
 from django.core.mail import EmailMultiAlternatives, mailers
 from django.core.mail.backends.smtp import EmailBackend as SmtpBackend
 
@@ -27,6 +40,8 @@ from channels.base import OutgoingMessage, PermanentError
 from channels.email import EmailChannel, NotifyEmailMessage, sends_bytes
 from channels.headers import HeaderInjection
 from channels.mimebytes import build_message, header_line, refuse_injected_header_bytes
+from notify.delivery.rendering import sample_context, template_store
+from tests.peers.http import HttpPeer
 
 MAILER = "bytes-smtp"
 LONG_URL = "https://shop.example.com/unsubscribe/" + "eyJ1IjoxLCJjIjoib3JkZXJzIn0" * 5 + "/"
@@ -152,6 +167,103 @@ def test_emails_without_html_and_multipart_have_the_same_top_level_layout(smtp):
     assert fast.get_content_type() == slow.get_content_type() == "text/plain"
     fast, slow, _ = _send_both(smtp, *CORPUS["latin"])
     assert fast.get_content_type() == slow.get_content_type() == "multipart/alternative"
+
+
+# -- the corpus of shipped templates, in several locales --------------------------------
+
+# A recipient and a payload per locale, in the scripts each locale writes in;
+# the payload carries what every shipped email template reads.
+LOCALES = {
+    "": ("Alice", "Your order A-1001", "Looks good to me"),
+    "fr": ("Zoé", "Votre commande C-2002 — expédiée", "Ça me va, merci à vous"),
+    "de": ("Jürgen", "Straßenbahn-Fahrplan für Köln", "Grüße aus Düsseldorf"),
+    "ja": ("山田", "ご注文の商品を発送しました", "ありがとうございます 🎉"),
+}
+
+
+def _payload(title: str, comment: str) -> dict:
+    entries = [{"title": f"{title} #{n}", "url": f"{LONG_URL}{n}"} for n in range(3)]
+    group = {"key": "orders", "name": title, "count": 3, "entries": entries, "more": 0}
+    return {
+        "order_id": "A-1001",
+        "carrier": "UPS",
+        "url": LONG_URL,
+        "title": title,
+        "comment": comment,
+        "channel_label": "Email",
+        "frequency": "daily",
+        "count": 3,
+        "date_label": "3 December 2026",
+        "summary": f"3 {title}",
+        "groups": [{**group, "unsubscribe_url": LONG_URL}],
+    }
+
+
+def _shipped_email_messages() -> list[str]:
+    return sorted(
+        path.name
+        for path in (Path(__file__).resolve().parents[2] / "templates").iterdir()
+        if (path / "email.subject").is_file()
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("locale", sorted(LOCALES))
+@pytest.mark.parametrize("message", _shipped_email_messages())
+def test_shipped_templates_write_the_message_django_writes(smtp, monkeypatch, message, locale):
+    """Every shipped email template, rendered into the layout (inlined CSS,
+    one-click links) in each locale, reaches the peer as Django would write it."""
+    name, title, comment = LOCALES[locale]
+    context = sample_context(_payload(title, comment))
+    context["recipient"] = {**context["recipient"], "first_name": name, "name": name}
+    parts = template_store.render(message, "email", context, locale)
+    assert parts.subject and parts.text
+
+    monkeypatch.setattr(NotifyEmailMessage, "message", _refuse_django_message)
+    fast, slow, _ = _send_both(smtp, parts.subject, parts.text, parts.html or "")
+    monkeypatch.undo()
+
+    assert sorted(fast.keys()) == sorted(slow.keys())
+    for header in fast:
+        if header not in ("Date", "Content-Type", "Subject"):
+            assert str(fast[header]) == str(slow[header]), header
+    # The subject reads back as rendered; Django's own can lose a space where
+    # the interpreter folds it (comment_batch in French: test below).
+    assert str(fast["Subject"]) == parts.subject
+    assert _parts(fast) == _parts(slow)
+
+
+WORDS = ["C-2002", "—", "expédiée", "Votre", "commande", "a", "été", "🎉", "ありがとう", "Grüße"]
+WORDS += ["and", "2", "others", "commented", "on", "x" * 30, "—expédiée", "(note)", '"q"', "end."]
+
+
+def test_folded_subjects_read_back_as_written():
+    """3,000 seeded mixed-script subjects: each reads back unchanged from the
+    bytes path and from Django's path (NotifyEmailMessage). The interpreter's
+    own folding (``email.policy.SMTP``) changed the spaces of 116 of them, e.g.
+    ``… C-2002 — expédiée`` read back as ``… C-2002  —expédiée``."""
+    rng = random.Random(1)
+    subjects = [" ".join(rng.choices(WORDS, k=rng.randint(2, 16))) for _ in range(3000)]
+    changed = [s for s in subjects if _read_subject(header_line("Subject", s)) != s]
+    assert changed == []
+    for subject in subjects[::20]:
+        django = NotifyEmailMessage(subject, "x", "a@example.com", ["b@example.com"])
+        assert _read_subject(django.message().as_bytes()) == subject
+
+
+def test_a_subject_the_interpreter_folds_wrongly_reads_back_as_written(smtp):
+    subject = "Sample Actor and 2 others commented on Votre commande C-2002 — expédiée"
+    fast, _, raw = _send_both(smtp, subject, "x\n", "")
+    assert str(fast["Subject"]) == subject
+    assert b"=?utf-8?" in raw.partition(b"\r\n\r\n")[0]  # encoded words, not raw UTF-8
+
+
+def _read_subject(raw: bytes) -> str:
+    return str(message_from_bytes(raw, policy=email.policy.default)["Subject"])
+
+
+def _refuse_django_message(*args, **kwargs):
+    raise AssertionError("the SMTP fast path built a Django message")
 
 
 # -- header injection keeps being refused or neutralised on the fast path ---------------
@@ -291,6 +403,102 @@ def test_every_anymail_backend_keeps_the_django_email_path():
     assert len(backends) > 10
     for backend in backends:
         assert not issubclass(backend, SmtpBackend), backend
+
+
+# What each ESP backend asks for, by the name of its anymail module (fake values).
+ESP_CREDENTIALS = {
+    "mailersend": {"api_token": "token"},
+    "mailjet": {"api_key": "key", "secret_key": "secret"},
+    "mailtrap": {"api_token": "token"},
+    "postmark": {"server_token": "token"},
+    "scaleway": {"project_id": "project", "secret_key": "secret"},
+}
+
+
+def _requests_backends() -> list[str]:
+    names = []
+    for module in pkgutil.iter_modules(anymail.backends.__path__):
+        try:
+            imported = importlib.import_module(f"anymail.backends.{module.name}")
+        except ImportError:  # an ESP whose optional dependency is not installed
+            continue
+        backend = getattr(imported, "EmailBackend", None)
+        if backend is not None and issubclass(backend, AnymailRequestsBackend):
+            names.append(module.name)
+    return names
+
+
+def _strings(value) -> Iterator[str]:
+    """Every text in a request's parameters, JSON bodies decoded."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        yield value
+        try:
+            yield from _strings(json.loads(value))
+        except ValueError:
+            pass
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+@pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
+@pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailDeprecationWarning")
+@pytest.mark.parametrize("esp", _requests_backends())
+def test_every_anymail_backend_accepts_the_message_the_channel_builds(settings, esp):
+    """The ``EmailMultiAlternatives`` EmailChannel hands an ESP mailer (caught by
+    anymail's test backend) goes through each installed ESP backend's own
+    payload building and is POSTed to a local HTTP server: subject, recipient,
+    HTML, the delivery reference and the one-click link all reach it."""
+    settings.MAILERS = {
+        **settings.MAILERS,
+        "esp-test": {"BACKEND": "anymail.backends.test.EmailBackend"},
+    }
+    mail.outbox = []
+    channel = EmailChannel("email", MAILER="esp-test")
+    outgoing = OutgoingMessage(
+        delivery_id=10,
+        channel="email",
+        to="bob@example.com",
+        subject="Café 🎉 Grüße",
+        text="Grüße\n",
+        html="<p>Grüße</p>",
+        headers=_headers(),
+    )
+    with channel:
+        channel.send(outgoing)
+    (message,) = mail.outbox
+    assert isinstance(message, EmailMultiAlternatives)
+
+    peer = HttpPeer()
+    peer.start()
+    try:
+        module = importlib.import_module(f"anymail.backends.{esp}")
+        credentials = ESP_CREDENTIALS.get(esp, {"api_key": "key"})
+        backend = module.EmailBackend(**credentials, api_url=f"{peer.base_url}/")
+        payload = backend.build_message_payload(message, backend.send_defaults)
+        texts = list(_strings(payload.get_request_params(backend.api_url)))
+        backend.open()
+        try:
+            response = backend.post_to_esp(payload, message)
+        finally:
+            backend.close()
+    finally:
+        peer.stop()
+    assert response.status_code == 200
+    (request,) = peer.requests
+    assert request.method == "POST"
+    body = request.body.decode()
+    if request.header("Content-Type").startswith("application/x-www-form-urlencoded"):
+        body = unquote_plus(body)
+    for expected in (outgoing.delivery_ref, LONG_URL, "bob@example.com"):
+        assert expected in body, expected
+    assert "Café 🎉 Grüße" in texts and "<p>Grüße</p>" in texts
 
 
 def test_the_postmark_backend_receives_an_email_multi_alternatives(settings, esp_peer, monkeypatch):
