@@ -22,4 +22,4 @@ def test_an_empty_database_url_falls_back_to_the_embedded_sqlite(tmp_path):
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "django.db.backends.sqlite3"
+    assert result.stdout.strip() == "notify.project.sqlite3"

@@ -178,11 +178,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         ),
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # Django's SQLite backend, with this process's writers queued on a lock
+    # instead of SQLite's sleeping busy handler (notify/project/sqlite3).
+    DATABASES["default"]["ENGINE"] = "notify.project.sqlite3"
     if "DATABASE_URL" not in os.environ:
-        # The database in VAR_DIR: Django's SQLite backend, plus its folder is
-        # created when first opened (not when these settings are imported). A
-        # DATABASE_URL's folder must exist: a wrong path is an error, not a new one.
-        DATABASES["default"]["ENGINE"] = "notify.project.sqlite3"
+        # The database in VAR_DIR: its folder is created when first opened (not
+        # when these settings are imported). A DATABASE_URL's folder must
+        # exist: a wrong path is an error, not a new one.
+        DATABASES["default"]["NOTIFY_CREATE_FOLDER"] = True
 
 # The embedded default: one machine, SQLite (README, "Running it").
 EMBEDDED = DATABASES["default"]["ENGINE"] in {
