@@ -343,6 +343,18 @@ def _skip_locked_sql() -> str:
     )
 
 
+def nothing_due(table: str, due: str, params: Sequence[object]) -> bool:
+    """Whether a claim would find no row where ``due`` (its WHERE) holds: one
+    read, so that a worker's round that finds nothing takes no write lock. On
+    SQLite a claim's IMMEDIATE transaction takes the whole file's, and every
+    writer beside it (a web request storing an event) waited for an idle
+    worker's empty round; on PostgreSQL an empty claim costs three round trips
+    instead of one."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE {due}LIMIT 1", params)
+        return cursor.fetchone() is None
+
+
 def _claim(
     limit: int, token: datetime, now: datetime, ids: Iterable[int] | None
 ) -> tuple[list[int], set[datetime]]:
@@ -358,12 +370,16 @@ def _claim(
     if wanted == []:
         return [], set()
     params: list[object] = [Status.PENDING, at, Status.SENDING, at, *(wanted or ())]
+    due = (
+        f"((status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)) {only}"
+    )
+    if nothing_due(table, due, params):
+        return [], set()
     lock = _skip_locked_sql()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, status, hold_reason, claimed_until FROM {table} "
-            "WHERE ((status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)) "
-            f"{only}ORDER BY next_attempt_at ASC LIMIT %s{lock}",
+            f"WHERE {due}ORDER BY next_attempt_at ASC LIMIT %s{lock}",
             [*params, int(limit)],
         )
         rows = cursor.fetchall()
@@ -575,14 +591,17 @@ def claim_events(
         at,
         *(wanted or ()),
     ]
+    due = (
+        "((status = %s AND (claimed_until IS NULL OR claimed_until <= %s) "
+        "AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
+        f"OR (status = %s AND claimed_until < %s)) {only}"
+    )
+    if nothing_due(table, due, params):
+        return []
     lock = _skip_locked_sql()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {table} WHERE ((status = %s "
-            "AND (claimed_until IS NULL OR claimed_until <= %s) "
-            "AND (scheduled_for IS NULL OR scheduled_for <= %s)) "
-            "OR (status = %s AND claimed_until < %s)) "
-            f"{only}ORDER BY received_at ASC LIMIT %s{lock}",
+            f"SELECT id FROM {table} WHERE {due}ORDER BY received_at ASC LIMIT %s{lock}",
             [*params, int(limit)],
         )
         claimed = [row[0] for row in cursor.fetchall()]

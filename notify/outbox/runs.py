@@ -167,12 +167,14 @@ def claim_due_runs(
     UPDATE SKIP LOCKED) RETURNING``)."""
     now = now or timezone.now()
     token = claim_token(now, ttl)
-    if connection.vendor == "postgresql":
-        return _claim_postgres(limit, token, now, ids), token
     due = Q(state=State.WAITING, due_at__lte=now) | Q(state=State.RUNNING, claimed_until__lt=now)
     queryset = WorkflowRun.objects.filter(due)
     if ids is not None:
         queryset = queryset.filter(pk__in=list(ids))
+    if not queryset.exists():  # read first: an idle round takes no write lock (rows.nothing_due)
+        return [], token
+    if connection.vendor == "postgresql":
+        return _claim_postgres(limit, token, now, ids), token
     with transaction.atomic():
         claimed = list(
             _skip_locked(queryset.order_by("due_at", "pk")).values_list("pk", flat=True)[:limit]
