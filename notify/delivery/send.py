@@ -72,6 +72,7 @@ from notify.outbox.lease import Lease
 from notify.outbox.rows import (
     SUSPECT,
     Outcome,
+    claim_more,
     record_outcomes,
     release,
 )
@@ -94,6 +95,7 @@ class DispatchStats:
     recorded: int = 0
     held: int = 0  # back to pending until the recipient's quiet hours end
     released: int = 0  # not started before WORKER_BATCH_SECONDS: back to pending
+    grown: int = 0  # claimed into the batch while its sends were in flight
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def count(self, outcome: Outcome) -> None:
@@ -110,14 +112,19 @@ def deliver(
     token: datetime,
     now: datetime | None = None,
     stopping: Callable[[], bool] | None = None,
+    grow: bool = False,
 ) -> DispatchStats:
     """Send a batch of deliveries claimed with ``token``, keeping the claim
     (``notify.outbox.lease``) while it runs and recording each as it is done.
     Once ``stopping()`` is true (the worker pool is stopping), no send starts
-    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``."""
+    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``.
+
+    ``grow`` (a worker's round): a channel's batch with sends in flight claims
+    more of its due deliveries under the same claim as its last sends drain,
+    until ``WORKER_BATCH_SECONDS`` (``notify.delivery.inflight.send_all``)."""
     lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
     with lease:
-        return _deliver(delivery_ids, lease, now, stopping or (lambda: False))
+        return _deliver(delivery_ids, lease, now, stopping or (lambda: False), grow)
 
 
 def _deliver(
@@ -125,6 +132,7 @@ def _deliver(
     lease: Lease,
     now: datetime | None,
     stopping: Callable[[], bool],
+    grow: bool = False,
 ) -> DispatchStats:
     stats = DispatchStats()
     started = time.monotonic()
@@ -142,11 +150,7 @@ def _deliver(
             kinds[alias] = describe(alias)
         except ChannelConfigurationError:
             kinds[alias] = None
-    prefs = load_preferences(
-        list({d.notification.user_id for d in deliveries}),
-        {d.notification.category_id for d in deliveries},
-        {k[0] for k in kinds.values() if k and k[0]},
-    )
+    prefs = _load_prefs(deliveries, kinds)
     cancels = CancelCheck()
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     by_id = {delivery.pk: delivery for delivery in deliveries}
@@ -204,6 +208,16 @@ def _deliver(
             pool = SendPool(alias, 1, first=queuing)
         else:
             pool = pool_for(alias)
+
+        def more(limit: int, a: str = alias) -> list[Delivery]:
+            # Claimed under the batch's claim, loaded and decided as the claimed ones.
+            with lease.held() as token:
+                grown = load_claimed(claim_more(limit, token, a), token)
+            prefs.update(_load_prefs(grown, kinds))
+            by_id.update((d.pk, d) for d in grown)
+            stats.grown += len(grown)
+            return grown
+
         try:
             stopped_at = send_all(
                 batch,
@@ -227,6 +241,7 @@ def _deliver(
                 flush=None
                 if queuing is None
                 else lambda results, c=queuing: _flush(c, results, policy),
+                more=more if grow and queuing is None else None,
             )
         finally:
             if queuing is not None:
@@ -245,6 +260,15 @@ def _deliver(
             )
             return stats
     return stats
+
+
+def _load_prefs(deliveries: list[Delivery], kinds: dict) -> dict[int, UserPrefs]:
+    """The current preferences of these deliveries' users (step 2)."""
+    return load_preferences(
+        list({d.notification.user_id for d in deliveries}),
+        {d.notification.category_id for d in deliveries},
+        {k[0] for k in kinds.values() if k and k[0]},
+    )
 
 
 def _flush(channel: Channel, results: list[Outcome | Hold], policy: RetryPolicy) -> None:
