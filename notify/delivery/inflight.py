@@ -18,6 +18,11 @@ flight, plus the ones that returned but were not yet written (still marked):
 the extra copies a kill can cause stay bounded by the sends in flight, and at a
 concurrency of 1 a delivery costs one write transaction instead of two.
 
+**Batches grow.** A worker's batch (``more``) whose deliveries have all
+started claims more of its channel's due deliveries under its claim while its
+sends drain, so the slots stay busy instead of emptying before the next claim;
+never at one send at a time, nor for a queuing channel.
+
 **Pools outlive their batch.** ``pool_for(alias)`` keeps one ``SendPool`` per
 channel alias and worker thread, with its threads and channel instances (open
 SMTP sessions, HTTP sessions) for the life of the thread: a new batch reuses

@@ -22,7 +22,9 @@ in tests. For a batch of claimed delivery ids:
 
 The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
-after ``WORKER_BATCH_SECONDS`` and puts the rest back. A send starts only once
+after ``WORKER_BATCH_SECONDS`` and puts the rest back. A worker's batch with
+sends in flight grows under its claim as they drain (``grow``: more of the
+channel's due deliveries, loaded and decided as the first) until then. A send starts only once
 its in-flight mark is committed and stays marked until its outcome is, so after
 a crash the marked rows of a lost batch are the ones that may have reached the
 provider (``notify.outbox.rows.reap_lost``: at most the sends in flight); such
