@@ -186,6 +186,8 @@ def _deliver(
                             "delivery %s attempt %s: %s", delivery.pk, result.attempt, result.status
                         )
 
+    # Only the batch's last channel grows: the others' deliveries must not wait behind it.
+    growing = list(by_channel)[-1] if grow else None
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             reason = f"channel '{alias}' is not configured"
@@ -243,7 +245,7 @@ def _deliver(
                 flush=None
                 if queuing is None
                 else lambda results, c=queuing: _flush(c, results, policy),
-                more=more if grow and queuing is None else None,
+                more=more if alias == growing and queuing is None else None,
             )
         finally:
             if queuing is not None:

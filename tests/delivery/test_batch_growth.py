@@ -180,3 +180,24 @@ def test_claim_more_takes_due_rows_of_its_channel_under_the_token(counting, make
     others = Delivery.objects.exclude(pk__in=[*first, *more])
     assert set(others.values_list("status", flat=True)) == {Status.PENDING}
     assert claim_more(10, token, "counting") == []
+
+
+def test_only_the_last_channel_of_a_batch_grows(settings, counting, make_rule, make_user):
+    """A batch of two channels: the first sends its part and no more (the
+    second's deliveries must not wait behind it); the second grows."""
+    second = {**settings.NOTIFY["CHANNELS"]["counting"]}
+    settings.NOTIFY = {
+        **settings.NOTIFY,
+        "CHANNELS": {**settings.NOTIFY["CHANNELS"], "counting2": second},
+    }
+    fanned_out(make_rule, make_user, 12, "counting", "counting2")
+    early = timezone.now() - timedelta(minutes=1)
+    for channel in ("counting", "counting2"):
+        first_two = Delivery.objects.filter(channel=channel).order_by("pk")[:2]
+        Delivery.objects.filter(pk__in=[d.pk for d in first_two]).update(next_attempt_at=early)
+
+    assert run_once() == BATCH + 10
+
+    sent = Counter(Delivery.objects.filter(status=Status.SENT).values_list("channel", flat=True))
+    assert sent == Counter({"counting": 2, "counting2": 12})
+    assert counting.received() == 14 and set(counting.accepted().values()) == {1}
