@@ -8,6 +8,10 @@ worker thread: a worker process runs ``WORKER_THREADS`` of them) until every
 delivery is sent, with ``WORKER_BATCH_SIZE`` = ``BATCH`` and the channel's
 ``CONCURRENCY`` as configured below (``notify.delivery.inflight``).
 
+"One worker process": the same HTTP sends from a real ``notify worker``
+process at the README's options for slow providers, counted at the receiver,
+with its CPU per delivery (``bench.inflight_worker``).
+
 Baselines, in the same run: ``BASELINE_SENDS`` of the same sends one after the
 other through one ``requests.Session`` / one Django SMTP connection (what one
 send at a time allows), and the ceiling ``CONCURRENCY / LATENCY``.
@@ -26,6 +30,7 @@ from django.contrib.auth.models import Group
 from django.core.mail import EmailMultiAlternatives, mailers
 from django.db import connections
 
+from bench import inflight_worker
 from bench.fanout import seed_users
 from bench.http_peer import HttpPeer
 from bench.measure import Stopwatch, count_queries, profile_call
@@ -90,6 +95,7 @@ def setup(ctx: Context) -> dict[str, Any]:
             channels=[alias],
             message="order_shipped",
         )
+    inflight_worker.setup(category, GROUP, http.url)
     rule_index.clear()
     return {"http": http, "smtp": smtp, "previous": previous}
 
@@ -169,6 +175,8 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     ctx.say(f"inflight run {ctx.run_number}: {ctx.emails:,} HTTP deliveries, then emails")
     http = send_all("slow-http", state["http"])
     time.sleep(0.2)
+    worker = inflight_worker.measure(state["http"], ctx.emails)
+    time.sleep(0.2)
     smtp = send_all("slow-mail", state["smtp"])
     http["baseline"] = http_baseline(state["http"].url)
     smtp["baseline"] = smtp_baseline()
@@ -178,16 +186,18 @@ def run(ctx: Context, state: dict[str, Any]) -> dict[str, Any]:
     smtp["ratio"] = smtp["deliveries_per_s"] / smtp["baseline"]["emails_per_s"]
     ctx.say(
         f"inflight run {ctx.run_number}: HTTP {http['deliveries_per_s']:,.0f}/s, "
-        f"SMTP {smtp['deliveries_per_s']:,.0f}/s (providers answering in 100 ms)"
+        f"SMTP {smtp['deliveries_per_s']:,.0f}/s, one worker process (HTTP) "
+        f"{worker['deliveries_per_s']:,.0f}/s (providers answering in 100 ms)"
     )
-    return {"latency": LATENCY, "batch_size": BATCH, "http": http, "smtp": smtp}
+    worker["ratio"] = worker["deliveries_per_s"] / http["baseline"]["requests_per_s"]
+    return {"latency": LATENCY, "batch_size": BATCH, "http": http, "smtp": smtp, "worker": worker}
 
 
 register(
     Workload(
         name="inflight",
         title="Sends in flight: M deliveries to an HTTP provider and an SMTP server "
-        "each answering in 100 ms, from one worker thread",
+        "each answering in 100 ms, from one worker thread (and one worker process, HTTP)",
         setup=setup,
         teardown=teardown,
         run=run,
@@ -200,6 +210,13 @@ register(
             Figure("  / one send at a time", "http.ratio", "x"),
             Figure("  ceiling (CONCURRENCY / latency)", "http.ceiling"),
             Figure("  queries per delivery", "http.queries_per_delivery"),
+            Figure(
+                "HTTP deliveries/s, one worker process (2 threads, 64 in flight), at the receiver",
+                "worker.deliveries_per_s",
+                baseline="http.baseline.requests_per_s",
+            ),
+            Figure("  / one send at a time", "worker.ratio", "x"),
+            Figure("  CPU ms per delivery (the worker process)", "worker.cpu_ms_per_delivery"),
             Figure(
                 "emails/s (SMTP answering in 100 ms)",
                 "smtp.deliveries_per_s",

@@ -1,7 +1,8 @@
 """Settings of the worker processes the benchmarks start: ``notify.project.settings``
 (DATABASE_URL, NOTIFY_BROKER_URL... from the environment, as the runner sets
 them for its throwaway database) plus the ``bench-http`` channel, posting to
-the local HTTP provider at ``NOTIFY_BENCH_HTTP_URL``."""
+the local HTTP provider at ``NOTIFY_BENCH_HTTP_URL`` (``CONCURRENCY``:
+``NOTIFY_BENCH_HTTP_CONCURRENCY`` if set, else the channel's default)."""
 
 import os
 
@@ -12,6 +13,8 @@ BENCH_HTTP_CHANNEL = {
     "BACKEND": "bench.http_peer.LocalHttpChannel",
     "OPTIONS": {"URL": os.environ.get("NOTIFY_BENCH_HTTP_URL", "http://127.0.0.1:9/deliver")},
 }
+if os.environ.get("NOTIFY_BENCH_HTTP_CONCURRENCY"):
+    BENCH_HTTP_CHANNEL["CONCURRENCY"] = int(os.environ["NOTIFY_BENCH_HTTP_CONCURRENCY"])
 
 NOTIFY = {**NOTIFY, "CHANNELS": {**NOTIFY["CHANNELS"], "bench-http": BENCH_HTTP_CHANNEL}}
 

@@ -18,6 +18,11 @@ flight, plus the ones that returned but were not yet written (still marked):
 the extra copies a kill can cause stay bounded by the sends in flight, and at a
 concurrency of 1 a delivery costs one write transaction instead of two.
 
+**Batches grow.** A worker's batch (``more``) whose deliveries have all
+started claims more of its channel's due deliveries under its claim while its
+sends drain, so the slots stay busy instead of emptying before the next claim;
+never at one send at a time, nor for a queuing channel.
+
 **Pools outlive their batch.** ``pool_for(alias)`` keeps one ``SendPool`` per
 channel alias and worker thread, with its threads and channel instances (open
 SMTP sessions, HTTP sessions) for the life of the thread: a new batch reuses
@@ -265,6 +270,7 @@ def send_all(
     context: Callable[[Any], Any],
     alone: Callable[[Any], bool] = lambda _delivery: False,
     flush: Callable[[list[Any]], None] | None = None,
+    more: Callable[[int], list[Any]] | None = None,
 ) -> int | None:
     """Send one channel's ``batch`` with up to ``pool.limit`` sends in flight.
 
@@ -285,6 +291,10 @@ def send_all(
     marked, the results are written once, after ``flush(results)`` (which may
     turn a "sent" into the error of a failed flush).
 
+    ``more(n)`` (a worker's batch): once ``batch`` is exhausted while sends
+    are in flight, claim up to ``n`` more of the channel's due deliveries
+    under the batch's claim and append them (``grow``), until ``should_stop()``.
+
     Returns the position of the first delivery not started once
     ``should_stop()`` (everything in flight recorded first), else ``None``."""
     from notify.delivery.gate import gate
@@ -297,6 +307,21 @@ def send_all(
     position = 0  # the first delivery neither started nor decided
     ready: tuple[Any, Any] | None = None  # batch[position], prepared, waiting for a gate place
     may_grow = False
+    claiming = more is not None and pool.limit > 1 and not deferred
+
+    def grow(busy: int) -> bool:
+        """Claim more of the channel's due deliveries into the batch while
+        ``busy`` sends are in flight (or starting) and a quarter of the slots
+        or more are free: the slots stay busy instead of draining before the
+        next claim. Not once ``should_stop()``, nor after a claim found nothing."""
+        nonlocal claiming
+        free = pool.limit - busy
+        if not claiming or not busy or free < max(1, pool.limit // 4) or should_stop():
+            return False
+        claimed = more(free)  # type: ignore[misc]
+        claiming = bool(claimed)
+        batch.extend(claimed)
+        return claiming
 
     def settle(done: list[Done]) -> None:
         nonlocal refused
@@ -349,7 +374,7 @@ def send_all(
                 and len(starting) < STARTS_PER_TICK
             ):
                 if ready is None:
-                    if position >= len(batch):
+                    if position >= len(batch) and not grow(len(held)):
                         break
                     if should_stop():
                         stopped = position

@@ -22,7 +22,9 @@ in tests. For a batch of claimed delivery ids:
 
 The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
-after ``WORKER_BATCH_SECONDS`` and puts the rest back. A send starts only once
+after ``WORKER_BATCH_SECONDS`` and puts the rest back. A worker's batch with
+sends in flight grows under its claim as they drain (``grow``: more of the
+channel's due deliveries, loaded and decided as the first) until then. A send starts only once
 its in-flight mark is committed and stays marked until its outcome is, so after
 a crash the marked rows of a lost batch are the ones that may have reached the
 provider (``notify.outbox.rows.reap_lost``: at most the sends in flight); such
@@ -72,6 +74,7 @@ from notify.outbox.lease import Lease
 from notify.outbox.rows import (
     SUSPECT,
     Outcome,
+    claim_more,
     record_outcomes,
     release,
 )
@@ -94,6 +97,7 @@ class DispatchStats:
     recorded: int = 0
     held: int = 0  # back to pending until the recipient's quiet hours end
     released: int = 0  # not started before WORKER_BATCH_SECONDS: back to pending
+    grown: int = 0  # claimed into the batch while its sends were in flight
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def count(self, outcome: Outcome) -> None:
@@ -110,14 +114,19 @@ def deliver(
     token: datetime,
     now: datetime | None = None,
     stopping: Callable[[], bool] | None = None,
+    grow: bool = False,
 ) -> DispatchStats:
     """Send a batch of deliveries claimed with ``token``, keeping the claim
     (``notify.outbox.lease``) while it runs and recording each as it is done.
     Once ``stopping()`` is true (the worker pool is stopping), no send starts
-    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``."""
+    and the rest goes back to pending, as past ``WORKER_BATCH_SECONDS``.
+
+    ``grow`` (a worker's round): a channel's batch with sends in flight claims
+    more of its due deliveries under the same claim as its last sends drain,
+    until ``WORKER_BATCH_SECONDS`` (``notify.delivery.inflight.send_all``)."""
     lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
     with lease:
-        return _deliver(delivery_ids, lease, now, stopping or (lambda: False))
+        return _deliver(delivery_ids, lease, now, stopping or (lambda: False), grow)
 
 
 def _deliver(
@@ -125,6 +134,7 @@ def _deliver(
     lease: Lease,
     now: datetime | None,
     stopping: Callable[[], bool],
+    grow: bool = False,
 ) -> DispatchStats:
     stats = DispatchStats()
     started = time.monotonic()
@@ -142,11 +152,7 @@ def _deliver(
             kinds[alias] = describe(alias)
         except ChannelConfigurationError:
             kinds[alias] = None
-    prefs = load_preferences(
-        list({d.notification.user_id for d in deliveries}),
-        {d.notification.category_id for d in deliveries},
-        {k[0] for k in kinds.values() if k and k[0]},
-    )
+    prefs = _load_prefs(deliveries, kinds)
     cancels = CancelCheck()
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     by_id = {delivery.pk: delivery for delivery in deliveries}
@@ -180,6 +186,8 @@ def _deliver(
                             "delivery %s attempt %s: %s", delivery.pk, result.attempt, result.status
                         )
 
+    # Only the batch's last channel grows: the others' deliveries must not wait behind it.
+    growing = list(by_channel)[-1] if grow else None
     for alias, batch in by_channel.items():
         if kinds[alias] is None:
             reason = f"channel '{alias}' is not configured"
@@ -204,6 +212,16 @@ def _deliver(
             pool = SendPool(alias, 1, first=queuing)
         else:
             pool = pool_for(alias)
+
+        def more(limit: int, a: str = alias) -> list[Delivery]:
+            # Claimed under the batch's claim, loaded and decided as the claimed ones.
+            with lease.held() as token:
+                grown = load_claimed(claim_more(limit, token, a), token)
+            prefs.update(_load_prefs(grown, kinds))
+            by_id.update((d.pk, d) for d in grown)
+            stats.grown += len(grown)
+            return grown
+
         try:
             stopped_at = send_all(
                 batch,
@@ -227,6 +245,7 @@ def _deliver(
                 flush=None
                 if queuing is None
                 else lambda results, c=queuing: _flush(c, results, policy),
+                more=more if alias == growing and queuing is None else None,
             )
         finally:
             if queuing is not None:
@@ -245,6 +264,15 @@ def _deliver(
             )
             return stats
     return stats
+
+
+def _load_prefs(deliveries: list[Delivery], kinds: dict) -> dict[int, UserPrefs]:
+    """The current preferences of these deliveries' users (step 2)."""
+    return load_preferences(
+        list({d.notification.user_id for d in deliveries}),
+        {d.notification.category_id for d in deliveries},
+        {k[0] for k in kinds.values() if k and k[0]},
+    )
 
 
 def _flush(channel: Channel, results: list[Outcome | Hold], policy: RetryPolicy) -> None:

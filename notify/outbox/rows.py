@@ -325,6 +325,34 @@ def claim_due_deliveries(
     return claimed, token
 
 
+def claim_more(limit: int, token: datetime, channel: str, now: datetime | None = None) -> list[int]:
+    """Claim up to ``limit`` more due deliveries of ``channel`` under the running
+    batch's claim ``token`` (its current one: call it inside ``Lease.held()``);
+    return their ids.
+
+    A batch with sends in flight grows with them instead of draining before
+    its next claim (``notify.delivery.inflight.send_all``). The rows are the
+    ones ``_claim`` would take (pending and due, skipping rows another worker
+    is claiming), of this channel only and never a suspect (sent alone, in a
+    batch of its own): their ids are picked and locked first, then ``_claim``
+    claims them, in one transaction (SQLite's is IMMEDIATE: no writer between)."""
+    if limit < 1:
+        return []
+    now = now or timezone.now()
+    ops = connection.ops
+    table = ops.quote_name(Delivery._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE status = %s AND next_attempt_at <= %s "
+            f"AND channel = %s AND hold_reason <> %s "
+            f"ORDER BY next_attempt_at ASC LIMIT %s{_skip_locked_sql()}",
+            [Status.PENDING, ops.adapt_datetimefield_value(now), channel, SUSPECT, int(limit)],
+        )
+        due = [row[0] for row in cursor.fetchall()]
+        claimed, _lost = _claim(limit, token, now, due)  # rows locked: none lost
+    return claimed
+
+
 def _only_ids(ids: Iterable[int] | None) -> tuple[str, list[int] | None]:
     """A claim's ``AND id IN (...)`` restriction and its parameters: ``("", None)``
     for any due row, ``("", [])`` when asked for no row at all."""

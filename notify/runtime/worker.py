@@ -79,8 +79,8 @@ def run_once(batch_size: int | None = None, stopping: Callable[[], bool] | None 
     done += advance_due_runs(ttl=ttl).runs
     ids, token = claim_due_deliveries(limit=batch_size or conf.get("WORKER_BATCH_SIZE"), ttl=ttl)
     if ids:
-        deliver(ids, token, stopping=stopping)
-        done += len(ids)
+        stats = deliver(ids, token, stopping=stopping, grow=True)
+        done += len(ids) + stats.grown
     return done
 
 
