@@ -24,7 +24,8 @@ The claim is kept while the batch runs (``notify.outbox.lease``: a heartbeat),
 so no other worker takes it however slow the provider; the batch starts no send
 after ``WORKER_BATCH_SECONDS`` and puts the rest back. A worker's batch with
 sends in flight grows under its claim as they drain (``grow``: more of the
-channel's due deliveries, loaded and decided as the first) until then. A send starts only once
+channel's due deliveries, loaded and decided as the first) for ``GROW_SECONDS``
+at most, never past it. A send starts only once
 its in-flight mark is committed and stays marked until its outcome is, so after
 a crash the marked rows of a lost batch are the ones that may have reached the
 provider (``notify.outbox.rows.reap_lost``: at most the sends in flight); such
@@ -86,6 +87,13 @@ from notify.registry import build_channel, channel_class, describe
 log = logging.getLogger("notify.delivery.send")
 Attempt = DeliveryAttempt.Outcome
 
+# Seconds a worker's batch may grow (``grow``), never past WORKER_BATCH_SECONDS.
+# A growing batch holds its worker thread: the events, workflow runs and other
+# channels that thread would take next wait until it ends. Five seconds of
+# growth keep a slow provider's slots busy (a drain costs about one provider
+# latency, a few percent of the window) while no other work waits longer.
+GROW_SECONDS = 5.0
+
 
 @dataclass(slots=True)
 class DispatchStats:
@@ -123,7 +131,7 @@ def deliver(
 
     ``grow`` (a worker's round): a channel's batch with sends in flight claims
     more of its due deliveries under the same claim as its last sends drain,
-    until ``WORKER_BATCH_SECONDS`` (``notify.delivery.inflight.send_all``)."""
+    for ``GROW_SECONDS`` at most (``notify.delivery.inflight.send_all``)."""
     lease = Lease(token, conf.get("CLAIM_TTL"), conf.get("WORKER_BATCH_SECONDS"))
     with lease:
         return _deliver(delivery_ids, lease, now, stopping or (lambda: False), grow)
@@ -215,6 +223,8 @@ def _deliver(
 
         def more(limit: int, a: str = alias) -> list[Delivery]:
             # Claimed under the batch's claim, loaded and decided as the claimed ones.
+            if time.monotonic() - started >= GROW_SECONDS:
+                return []
             with lease.held() as token:
                 grown = load_claimed(claim_more(limit, token, a), token)
             prefs.update(_load_prefs(grown, kinds))

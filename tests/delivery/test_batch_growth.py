@@ -3,7 +3,8 @@
 Against a provider that takes its time, a batch whose deliveries have all
 started claims more of its channel's due deliveries under the same claim as
 its last sends drain (``notify.outbox.rows.claim_more``,
-``notify.delivery.inflight.send_all``), until ``WORKER_BATCH_SECONDS``; what
+``notify.delivery.inflight.send_all``), for ``GROW_SECONDS`` at most and
+never past ``WORKER_BATCH_SECONDS``; what
 it claimed and did not start by then goes back to pending untried. Counted at
 the receiver, per ``X-Notify-Delivery``. Not at one send at a time (the
 default), nor for a queuing channel (in-app).
@@ -19,6 +20,7 @@ import pytest
 from django.utils import timezone
 
 from notify import conf, trigger
+from notify.delivery.send import GROW_SECONDS
 from notify.fanout.pipeline import process_event
 from notify.models import Delivery, DeliveryAttempt, Notification
 from notify.models.status import Status
@@ -109,6 +111,29 @@ def test_growth_stops_at_worker_batch_seconds(settings, counting, make_rule, mak
     }
     assert not DeliveryAttempt.objects.filter(delivery__in=rest).exists()
     assert len(sent) + rest.count() == len(deliveries)
+
+
+def test_growth_ends_after_grow_seconds_at_the_defaults(counting, make_rule, make_user):
+    """At the defaults (WORKER_BATCH_SECONDS 60 s) a batch grows for
+    ``GROW_SECONDS`` only: the events and workflow runs its worker thread
+    would take next wait about that long under a backlog, not a minute. 400
+    due at ~27 a second would take 15 s; the round ends after about 5, what it
+    did not start pending and untried."""
+    assert conf.get("WORKER_BATCH_SECONDS") == conf.DEFAULTS["WORKER_BATCH_SECONDS"]
+    deliveries = fanned_out(make_rule, make_user, 400)
+
+    started = time.monotonic()
+    run_once()
+    took = time.monotonic() - started
+
+    assert took < GROW_SECONDS + 3 * LATENCY + 1.5, took
+    sent = set(Delivery.objects.filter(status=Status.SENT).values_list("pk", flat=True))
+    assert BATCH < len(sent) < len(deliveries)
+    assert counting.accepted() == Counter(dict.fromkeys(sent, 1))
+    rest = Delivery.objects.exclude(pk__in=sent)
+    assert set(rest.values_list("status", "attempts", "sending_since")) == {
+        (Status.PENDING, 0, None)
+    }
 
 
 def test_deliveries_claimed_and_not_started_go_back_untried(counting, make_rule, make_user):
