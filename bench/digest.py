@@ -101,7 +101,7 @@ PHASES = [
     (digest_delivery, "send_due_digests", "send"),
     (digest_delivery, "build_digest_message", "render"),
     (EmailChannel, "send", "smtp"),
-    (digest_delivery, "record_digest", "record"),
+    (digest_delivery, "record_digests", "record"),
 ]
 
 
@@ -191,7 +191,7 @@ register(
             Figure("  in send_due_digests", "phases.send", "s"),
             Figure("    build_digest_message (render)", "phases.render", "s"),
             Figure("    EmailChannel.send", "phases.smtp", "s"),
-            Figure("    record_digest", "phases.record", "s"),
+            Figure("    record_digests", "phases.record", "s"),
             Figure("digests/s", "digests_per_s", baseline="baseline.emails_per_s"),
             Figure("items/s", "items_per_s"),
             Figure("CPU of this process per digest", "cpu_ms_per_digest", "ms"),

@@ -40,6 +40,7 @@ import contextvars
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -155,15 +156,23 @@ class SendPool:
             out.append(done)
         return out
 
-    def wait(self, timeout: float | None = None) -> list[Done]:
+    def wait(self, timeout: float | None = None, gather: float = 0.0) -> list[Done]:
         """At least one returned send (waits for one if none has returned yet;
-        at most ``timeout`` seconds, then none)."""
+        at most ``timeout`` seconds, then none). ``gather``: once one has
+        returned, up to that many seconds more for others (one commit for them)."""
         if not self.in_flight:
             return []
         first = self._take(block=True, timeout=timeout)
         if first is None:
             return []
-        return [first, *self.finished()]
+        out = [first, *self.finished()]
+        deadline = time.monotonic() + gather
+        while gather and self.in_flight and (left := deadline - time.monotonic()) > 0:
+            more = self._take(block=True, timeout=left)
+            if more is None:
+                break
+            out.append(more)
+        return out
 
     def drain(self) -> list[Done]:
         """Wait for every send in flight; return them."""
@@ -265,6 +274,7 @@ def send_all(
     context: Callable[[Any], Any],
     alone: Callable[[Any], bool] = lambda _delivery: False,
     flush: Callable[[list[Any]], None] | None = None,
+    gather: float = 0.0,
 ) -> int | None:
     """Send one channel's ``batch`` with up to ``pool.limit`` sends in flight.
 
@@ -284,6 +294,9 @@ def send_all(
     ``flush`` (a queuing channel: its sends are made at flush): nothing is
     marked, the results are written once, after ``flush(results)`` (which may
     turn a "sent" into the error of a failed flush).
+
+    ``gather`` (digests on PostgreSQL): once a send has returned, wait up to
+    that many seconds for more before the tick, so one commit records them.
 
     Returns the position of the first delivery not started once
     ``should_stop()`` (everything in flight recorded first), else ``None``."""
@@ -406,7 +419,7 @@ def send_all(
                 settle(done)
                 may_grow = not done
             else:
-                settle(pool.wait())
+                settle(pool.wait(gather=gather))
         settle_all()
         write([], final=True)
         return None if refused else stopped
