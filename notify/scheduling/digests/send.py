@@ -246,6 +246,23 @@ def refused_configuration(
     return fail_for_config(rest, items, f"channel '{alias}': {exc}")
 
 
+# The columns an item is decided, titled and recorded with: the rest (a dozen
+# timestamps, the rendered parts) would be converted for nothing.
+ITEM_FIELDS = (
+    "digest_id",
+    "channel",
+    "status",
+    "attempts",
+    "created_at",
+    "notification__event_id",
+    "notification__rule_id",
+    "notification__user_id",
+    "notification__category_id",
+    "notification__title",
+    "notification__url",
+)
+
+
 def load_items(digests: list[Digest]) -> dict[int, list[Delivery]]:
     """The items of ``digests`` still waiting in them, oldest first, by digest.
 
@@ -256,6 +273,7 @@ def load_items(digests: list[Digest]) -> dict[int, list[Delivery]]:
     rows = list(
         Delivery.objects.filter(digest_id__in=[d.pk for d in digests], status=Status.DIGEST)
         .select_related("notification")
+        .only(*ITEM_FIELDS)
         .order_by("created_at", "pk")
     )
     notifications = [row.notification for row in rows]
