@@ -128,6 +128,13 @@ class SendPool:
         context = contextvars.copy_context()
         self._executor.submit(context.run, self._in_thread, key, send, channel)
 
+    def prefill(self) -> None:
+        """Build instances up to ``limit`` now, instead of as sends prove slow:
+        for a sender whose own tick, not the provider, is the slow part (digests:
+        a commit per tick, fewer the more sends each tick records)."""
+        while len(self._all) < self.limit:
+            self._idle.append(self._build())
+
     def _build(self) -> Channel:
         channel = build_channel(self.alias)
         self._all.append(channel)

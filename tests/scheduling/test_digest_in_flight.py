@@ -14,14 +14,18 @@ The kill -9 of a leader mid-batch is ``tests/scheduling/test_digest_crash.py``.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from notify import conf
 from notify.models import Delivery, DeliveryAttempt, Digest
 from notify.models.status import Status
-from notify.scheduling.digests.send import build_and_send_due_digests
+from notify.scheduling.digests.build import build_due_digests
+from notify.scheduling.digests.record import DigestOutcome, DigestStats, record_digests
+from notify.scheduling.digests.send import build_and_send_due_digests, claim_due_digests
 from tests.scheduling.test_digest_exactly_once import DIGEST_HOUR, digest_users
 
 USERS = 12
@@ -118,3 +122,25 @@ def test_one_digest_in_flight_at_the_defaults(smtp_mailer, make_user, make_rule,
     assert smtp_mailer.peak_in_flight == 1
     copies = received(smtp_mailer)
     assert_recorded_once(dict.fromkeys(copies, Status.SENT))
+
+
+@pytest.mark.parametrize("count", [1, 3])  # a tick at the defaults; a tick of several
+def test_a_tick_leaves_a_row_another_leader_claimed_alone(make_user, make_rule, category, count):
+    make_rule(channels=["email"])
+    digest_users(make_user, category, count)
+    with time_machine.travel(DIGEST_HOUR, tick=False):
+        build_due_digests(timezone.now())
+        claimed, token = claim_due_digests(timezone.now(), 50, conf.get("CLAIM_TTL"))
+        digests = list(Digest.objects.order_by("pk"))
+        stolen = digests[-1]
+        other = token + timedelta(seconds=5)
+        Digest.objects.filter(pk=stolen.pk).update(due_at=other)  # claimed again elsewhere
+        outcomes = [DigestOutcome(d, Status.SKIPPED, note="no items") for d in digests]
+        stats = DigestStats()
+        assert record_digests(outcomes, token, claimed, stats) == [d.pk for d in digests[:-1]]
+    assert stats.skipped == count - 1
+    stolen.refresh_from_db()
+    assert (stolen.status, stolen.due_at, stolen.error_message) == (Status.SENDING, other, "")
+    for digest in digests[:-1]:
+        digest.refresh_from_db()
+        assert (digest.status, digest.error_message) == (Status.SKIPPED, "no items")

@@ -10,6 +10,7 @@ them, and every item's attempt in one multi-row ``INSERT``
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,32 +65,64 @@ def record_digests(
     ours, in one transaction; return the ids of the digests written.
 
     The digest-only bookkeeping: the row, and closing its items; each item's
-    attempt is the one a single send with the same outcome records."""
+    attempt is the one a single send with the same outcome records. A fixed
+    number of statements a tick, however many digests it records: the rows
+    still ours are locked first, then written with one ``executemany`` per
+    statement shape (on PostgreSQL psycopg pipelines it: one round trip); a
+    tick of one digest (the defaults) needs no lock, its row's guarded
+    ``UPDATE`` says whether the claim is ours."""
     outcomes = list(outcomes)
     if not outcomes:
         return []
-    written: list[DigestOutcome] = []
+    rows: dict[str, list[list[Any]]] = defaultdict(list)
+    items: dict[str, list[list[Any]]] = defaultdict(list)
     attempts: list[list[Any]] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        for outcome in outcomes:
+        updates = [
+            _row_update(o.digest.pk, token, row_fields(o, due_before[o.digest.pk]))
+            for o in outcomes
+        ]
+        if len(outcomes) == 1:  # a tick at the defaults: its guarded UPDATE says if ours
+            cursor.execute(*updates[0])
+            written = outcomes if cursor.rowcount == 1 else []
+        else:
+            ours = _lock_ours(cursor, [o.digest.pk for o in outcomes], token)
+            written = [o for o in outcomes if o.digest.pk in ours]
+            for outcome, (sql, params) in zip(outcomes, updates, strict=True):
+                if outcome.digest.pk in ours:
+                    rows[sql].append(params)
+        for outcome in written:
             digest = outcome.digest
-            fields = row_fields(outcome, due_before[digest.pk])
-            if not _update_row(cursor, digest.pk, token, fields):
-                continue  # the claim expired and someone else has it now
             for item, dropped in outcome.dropped:
-                _close_items(cursor, digest, [item], dropped)
+                _close_items(items, digest, [item], dropped)
                 attempts.append(attempt_values(dropped.attempt_row(digest=digest.pk)))
             result = outcome.result
             if result is not None and outcome.sent_items:
-                _close_items(cursor, digest, outcome.sent_items, result)
+                _close_items(items, digest, outcome.sent_items, result)
                 attempts += _item_attempts(result, outcome.sent_items, digest.pk)
-            written.append(outcome)
+        for statements in (rows, items):
+            for sql, many in statements.items():
+                cursor.executemany(sql, many)
         if attempts:
             insert_attempt_rows(cursor, attempts)
     for outcome in written:
         name = STAT.get(outcome.status, "failed")
         setattr(stats, name, getattr(stats, name) + 1)
     return [o.digest.pk for o in written]
+
+
+def _lock_ours(cursor, ids: list[int], token: datetime) -> set[int]:
+    """Which of ``ids`` are still claimed with ``token``, locked until the
+    commit (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds the
+    whole file): a row another leader claimed since is left alone."""
+    ops = connection.ops
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(
+        f"SELECT id FROM {ops.quote_name(Digest._meta.db_table)} "
+        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s AND due_at = %s{lock}",
+        [*ids, Status.SENDING, ops.adapt_datetimefield_value(token)],
+    )
+    return {row[0] for row in cursor.fetchall()}
 
 
 def row_fields(outcome: DigestOutcome, due_before: datetime) -> dict[str, Any]:
@@ -122,9 +155,9 @@ def row_fields(outcome: DigestOutcome, due_before: datetime) -> dict[str, Any]:
     return fields
 
 
-def _update_row(cursor, digest_id: int, token: datetime, fields: dict[str, Any]) -> bool:
-    """Write ``fields`` on the digest row if its claim is still ``token``, with
-    one prepared ``UPDATE`` (the ORM compiled each); whether it was ours."""
+def _row_update(digest_id: int, token: datetime, fields: dict[str, Any]) -> tuple[str, list]:
+    """The prepared ``UPDATE`` that writes ``fields`` on the digest row, still
+    guarded by the claim, and its parameters (rows of one shape share the SQL)."""
     ops = connection.ops
     sets, params = [], []
     for name, value in fields.items():
@@ -134,12 +167,11 @@ def _update_row(cursor, digest_id: int, token: datetime, fields: dict[str, Any])
             continue
         sets.append(f"{column} = %s")
         params.append(Digest._meta.get_field(name).get_db_prep_save(value, connection))
-    cursor.execute(
+    sql = (
         f"UPDATE {ops.quote_name(Digest._meta.db_table)} SET {', '.join(sets)} "
-        "WHERE id = %s AND status = %s AND due_at = %s",
-        [*params, digest_id, Status.SENDING, ops.adapt_datetimefield_value(token)],
+        "WHERE id = %s AND status = %s AND due_at = %s"
     )
-    return cursor.rowcount == 1
+    return sql, [*params, digest_id, Status.SENDING, ops.adapt_datetimefield_value(token)]
 
 
 def _item_attempts(result: Outcome, items: list[Delivery], digest_id: int) -> list[list[Any]]:
@@ -155,15 +187,18 @@ def _item_attempts(result: Outcome, items: list[Delivery], digest_id: int) -> li
     return rows
 
 
-def _close_items(cursor, digest: Digest, items: Iterable[Delivery], outcome: Outcome) -> int:
-    """Write ``outcome`` on items still waiting in ``digest``, as
-    ``record_outcomes`` does on a single delivery; an item stays in the digest
-    (status ``digest``) while the digest is retried, and keeps its
-    ``skip_reason`` (the frequency it waited for) unless decided out.
-    One prepared ``UPDATE`` (the ORM's compiler cost more than the statement)."""
-    ids = [i.pk for i in items]
-    if not ids:
-        return 0
+def _close_items(
+    statements: dict[str, list[list[Any]]],
+    digest: Digest,
+    items: Iterable[Delivery],
+    outcome: Outcome,
+) -> None:
+    """Add to ``statements`` the ``UPDATE`` of each item still waiting in
+    ``digest`` with ``outcome``, as ``record_outcomes`` writes a single
+    delivery; an item stays in the digest (status ``digest``) while the digest
+    is retried, and keeps its ``skip_reason`` (the frequency it waited for)
+    unless decided out. One prepared statement per shape, run with
+    ``executemany`` (the ORM's compiler cost more than the statement)."""
     ops = connection.ops
     retry = outcome.status == Status.PENDING
     sent = outcome.status == Status.SENT
@@ -171,24 +206,22 @@ def _close_items(cursor, digest: Digest, items: Iterable[Delivery], outcome: Out
     next_at = ops.adapt_datetimefield_value(outcome.next_attempt_at) if retry else None
     skip = ", skip_reason = %s" if outcome.skip_reason else ""
     table = ops.quote_name(Delivery._meta.db_table)
-    cursor.execute(
+    sql = (
         f"UPDATE {table} SET status = %s{skip}, provider = %s, provider_message_id = %s, "
         "error_code = %s, error_message = %s, attempts = attempts + 1, "
         "next_attempt_at = %s, sent_at = %s, updated_at = %s "
-        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND digest_id = %s AND status = %s",
-        [
-            Status.DIGEST if retry else outcome.status,
-            *([outcome.skip_reason[:50]] if skip else []),
-            outcome.provider[:50],
-            outcome.message_id[:255],
-            outcome.error_code[:50],
-            outcome.error_message[:2000],
-            next_at or finished,
-            finished if sent else None,
-            finished,
-            *ids,
-            digest.pk,
-            Status.DIGEST,
-        ],
+        "WHERE id = %s AND digest_id = %s AND status = %s"
     )
-    return cursor.rowcount
+    values = [
+        Status.DIGEST if retry else outcome.status,
+        *([outcome.skip_reason[:50]] if skip else []),
+        outcome.provider[:50],
+        outcome.message_id[:255],
+        outcome.error_code[:50],
+        outcome.error_message[:2000],
+        next_at or finished,
+        finished if sent else None,
+        finished,
+    ]
+    for item in items:
+        statements[sql].append([*values, item.pk, digest.pk, Status.DIGEST])

@@ -225,6 +225,7 @@ class SendPools:
         if pool is None:
             first = build_channel(alias)
             pool = self.open[alias] = SendPool(alias, concurrency_of(alias, first), first=first)
+            pool.prefill()  # the tick's commit is the slow part, not the provider
         return pool
 
     def close(self) -> None:
