@@ -87,9 +87,11 @@ SETTINGS: Mapping[str, Setting] = MappingProxyType(
         ),
         "DIGEST_BATCH_SIZE": Setting(
             50,
-            "Digests the scheduler claims and sends per batch (one thread; each is recorded "
-            "as soon as it is sent; a batch shares its reads and one channel session; a "
-            "leader killed mid-batch costs the rest of its batch an attempt).",
+            "Digests the scheduler claims and sends per batch (one thread, through the send "
+            "loop: up to the channel's CONCURRENCY in flight, capped by SENDS_IN_FLIGHT; "
+            "recorded at each tick of the send loop; a batch shares its reads and the "
+            "channel's sessions; a leader killed mid-batch costs the rest of its batch an "
+            "attempt and may send again the digests it had in flight).",
         ),
         "WORKER_BATCH_SECONDS": Setting(
             60.0,

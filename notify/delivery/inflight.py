@@ -45,6 +45,7 @@ import contextvars
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -132,6 +133,13 @@ class SendPool:
         context = contextvars.copy_context()
         self._executor.submit(context.run, self._in_thread, key, send, channel)
 
+    def prefill(self) -> None:
+        """Build instances up to ``limit`` now, instead of as sends prove slow:
+        for a sender whose own tick, not the provider, is the slow part (digests:
+        a commit per tick, fewer the more sends each tick records)."""
+        while len(self._all) < self.limit:
+            self._idle.append(self._build())
+
     def _build(self) -> Channel:
         channel = build_channel(self.alias)
         self._all.append(channel)
@@ -160,15 +168,23 @@ class SendPool:
             out.append(done)
         return out
 
-    def wait(self, timeout: float | None = None) -> list[Done]:
+    def wait(self, timeout: float | None = None, gather: float = 0.0) -> list[Done]:
         """At least one returned send (waits for one if none has returned yet;
-        at most ``timeout`` seconds, then none)."""
+        at most ``timeout`` seconds, then none). ``gather``: once one has
+        returned, up to that many seconds more for others (one commit for them)."""
         if not self.in_flight:
             return []
         first = self._take(block=True, timeout=timeout)
         if first is None:
             return []
-        return [first, *self.finished()]
+        out = [first, *self.finished()]
+        deadline = time.monotonic() + gather
+        while gather and self.in_flight and (left := deadline - time.monotonic()) > 0:
+            more = self._take(block=True, timeout=left)
+            if more is None:
+                break
+            out.append(more)
+        return out
 
     def drain(self) -> list[Done]:
         """Wait for every send in flight; return them."""
@@ -271,6 +287,7 @@ def send_all(
     alone: Callable[[Any], bool] = lambda _delivery: False,
     flush: Callable[[list[Any]], None] | None = None,
     more: Callable[[int], list[Any]] | None = None,
+    gather: float = 0.0,
 ) -> int | None:
     """Send one channel's ``batch`` with up to ``pool.limit`` sends in flight.
 
@@ -294,6 +311,9 @@ def send_all(
     ``more(n)`` (a worker's batch): once ``batch`` is exhausted while sends
     are in flight, claim up to ``n`` more of the channel's due deliveries
     under the batch's claim and append them (``grow``), until ``should_stop()``.
+
+    ``gather`` (digests on PostgreSQL): once a send has returned, wait up to
+    that many seconds for more before the tick, so one commit records them.
 
     Returns the position of the first delivery not started once
     ``should_stop()`` (everything in flight recorded first), else ``None``."""
@@ -431,7 +451,7 @@ def send_all(
                 settle(done)
                 may_grow = not done
             else:
-                settle(pool.wait())
+                settle(pool.wait(gather=gather))
         settle_all()
         write([], final=True)
         return None if refused else stopped
