@@ -199,3 +199,28 @@ def test_fanout_twice_writes_nothing_new(make_rule, category, chunked):
     assert Delivery.objects.filter(pk__in=sent, status=Status.SENT).count() == 10
     Delivery.objects.filter(pk__in=sent).update(status=Status.PENDING)
     assert_rows(event, ids)
+
+
+@pytest.mark.parametrize("chunk", [99, 120])
+def test_fanout_rows_are_exact_on_either_side_of_the_copy_threshold(
+    make_rule, category, settings, chunk
+):
+    """Chunks of 99 take the INSERT on PostgreSQL, chunks of 120 binary COPY
+    (``notify.outbox.pgcopy``; 250 recipients: the last chunk is short); a
+    second fan-out (COPY meets the rows, the INSERT finds them) adds nothing."""
+    settings.NOTIFY = {**settings.NOTIFY, "FANOUT_CHUNK_SIZE": chunk}
+    ids = make_members("Edge", 250, category)
+    make_rule(event_type="team.edge", recipients=["group:Edge"], channels=list(CHANNELS))
+    event = trigger("team.edge", {})
+
+    stats = fan_out(event)
+    before = list(Delivery.objects.filter(notification__event=event).order_by("pk").values_list())
+    again = fan_out(event)
+
+    assert stats.chunks == -(-250 // chunk)
+    assert (stats.notifications, stats.deliveries) == (again.notifications, again.deliveries)
+    assert (stats.notifications, stats.deliveries) == (250, 500)
+    assert_rows(event, ids)
+    assert list(
+        Delivery.objects.filter(notification__event=event).order_by("pk").values_list()
+    ) == (before)
