@@ -103,7 +103,8 @@ def plan_chunk(
     tuples are immutable), not once per user."""
     planned = []
     shared: dict[tuple[int, ...], tuple[PlannedDelivery, ...]] = {}
-    kinds = tuple(channels.values())
+    # Channels without an address (in-app) read none: their state is always 0.
+    kinds = tuple(kind for kind in channels.values() if kind is not None)
     for user_id in user_ids:
         user_prefs = prefs.get(user_id)
         if user_prefs is None:  # deleted between resolution and loading
