@@ -53,6 +53,7 @@ DELIVERY_FIELDS = (
     "created_at",
     "updated_at",
 )
+NOTIFICATION_IDS = ("id", "event", "rule", "user", "category")
 INTEGERS = {"integer": "i", "bigint": "q"}
 
 
@@ -69,9 +70,16 @@ def text(value: str) -> bytes:
 @functools.cache
 def integer_codes(model: Any, names: tuple[str, ...]) -> str:
     """The struct codes of these integer columns (``i`` or ``q``), from their
-    database types: binary ``COPY`` takes exactly the column's width."""
-    return "".join(
-        INTEGERS[model._meta.get_field(name).db_type(connection).split()[0]] for name in names
+    database types: binary ``COPY`` takes exactly the column's width. Empty
+    if one is not an integer (a user model keyed otherwise): no ``COPY``."""
+    types = [model._meta.get_field(name).db_type(connection).split()[0] for name in names]
+    return "".join(INTEGERS[t] for t in types) if all(t in INTEGERS for t in types) else ""
+
+
+def supported() -> bool:
+    """Whether every id column ``copy_chunk`` encodes is an integer it knows."""
+    return bool(
+        integer_codes(Notification, NOTIFICATION_IDS) and integer_codes(Delivery, ("notification",))
     )
 
 
@@ -94,7 +102,7 @@ def copy_chunk(
     ids = [row[0] for row in cursor.fetchall()]
     stamp = timestamp(now)
     # A notification row: field count, then (length, value) per column.
-    codes = integer_codes(Notification, ("id", "event", "rule", "user", "category"))
+    codes = integer_codes(Notification, NOTIFICATION_IDS)
     row = struct.Struct("!h" + "".join(f"i{code}" for code in codes))
     widths = [struct.calcsize("!" + code) for code in codes]
     tail = stamp + text(group_key)

@@ -237,7 +237,7 @@ def _write_chunk_postgres_copy(cursor, args, planned, shapes, shape_of) -> int:
     its savepoint and written by the ``INSERT ... ON CONFLICT`` statement."""
     from psycopg.errors import UniqueViolation  # PostgreSQL only
 
-    if len(planned) >= pgcopy.COPY_MIN_RECIPIENTS:
+    if len(planned) >= pgcopy.COPY_MIN_RECIPIENTS and pgcopy.supported():
         try:
             with transaction.atomic():
                 return pgcopy.copy_chunk(
