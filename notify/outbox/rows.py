@@ -32,7 +32,6 @@ from django.utils import timezone
 from notify import conf
 from notify.models import Delivery, DeliveryAttempt, Event, Notification
 from notify.models.status import Status
-from notify.outbox import pgcopy
 from notify.outbox.status_reports import apply_waiting_reports
 
 log = logging.getLogger("notify.outbox.rows")
@@ -92,7 +91,7 @@ def write_fanout_chunk(
     args = (int(event_id), int(rule_id), int(category_id), stamp, group_key)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            notifications = _write_chunk_postgres_copy(cursor, args, planned, shapes, shape_of)
+            notifications = _write_chunk_postgres(cursor, args, planned, shapes, shape_of)
         else:
             notifications = _write_chunk_sqlite(cursor, args, planned, shapes, shape_of)
         if not notifications:  # rows found or written for every recipient, or none
@@ -228,24 +227,6 @@ def _write_chunk_sqlite(cursor, args, planned, shapes, shape_of) -> int:
             [v for row in rows for v in row] + [n, stamp, stamp, json.dumps(keys), n],
         )
     return len(ids)
-
-
-def _write_chunk_postgres_copy(cursor, args, planned, shapes, shape_of) -> int:
-    """Binary ``COPY`` for a chunk of ``COPY_MIN_RECIPIENTS`` or more
-    (``notify.outbox.pgcopy``); a chunk that finds a row of its own already
-    written (a retry, a concurrent fan-out of the same event) is rolled back to
-    its savepoint and written by the ``INSERT ... ON CONFLICT`` statement."""
-    from psycopg.errors import UniqueViolation  # PostgreSQL only
-
-    if len(planned) >= pgcopy.COPY_MIN_RECIPIENTS and pgcopy.supported():
-        try:
-            with transaction.atomic():
-                return pgcopy.copy_chunk(
-                    cursor, parents_sql(lock=True), args, planned, shapes, shape_of
-                )
-        except UniqueViolation:
-            pass
-    return _write_chunk_postgres(cursor, args, planned, shapes, shape_of)
 
 
 def _write_chunk_postgres(cursor, args, planned, shapes, shape_of) -> int:
