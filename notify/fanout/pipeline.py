@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import operator
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +37,7 @@ from notify.fanout.middleware import EventMiddlewareError, apply_event_middlewar
 from notify.fanout.runs import BatchKeyError, start_runs
 from notify.logs import log_context
 from notify.models import Event, RuleError
-from notify.outbox.rows import PlannedNotification, write_fanout_chunk
+from notify.outbox.rows import write_fanout_chunk
 from rules.index import CompiledRule
 
 log = logging.getLogger("notify.fanout.pipeline")
@@ -130,22 +129,8 @@ def fan_out(event: Event, now: datetime | None = None) -> FanoutStats:
             stats.recipients += len(chunk.user_ids)
             stats.notifications += n
             stats.deliveries += d
-            count_statuses(stats.decisions, chunk.planned)
+            stats.decisions.update(d.status for p in chunk.planned for d in p.deliveries)
     return stats
-
-
-def count_statuses(decisions: Counter, planned: Sequence[PlannedNotification]) -> None:
-    """Add the chunk's deliveries to ``decisions`` by status. Recipients share
-    their plans' tuples (``plan_chunk``): counted once per tuple, with C-level
-    counting of the tuples' identities instead of a generator over every delivery."""
-    plans = list(map(DELIVERIES, planned))
-    by_id = dict(zip(map(id, plans), plans, strict=True))
-    for key, n in Counter(map(id, plans)).items():
-        for delivery in by_id[key]:
-            decisions[delivery.status] += n
-
-
-DELIVERIES = operator.attrgetter("deliveries")
 
 
 def process_event(event_id: int) -> FanoutStats | None:

@@ -103,8 +103,7 @@ def plan_chunk(
     tuples are immutable), not once per user."""
     planned = []
     shared: dict[tuple[int, ...], tuple[PlannedDelivery, ...]] = {}
-    # Channels without an address (in-app) read none: their state is always 0.
-    kinds = tuple(kind for kind in channels.values() if kind is not None)
+    kinds = tuple(channels.values())
     for user_id in user_ids:
         user_prefs = prefs.get(user_id)
         if user_prefs is None:  # deleted between resolution and loading

@@ -230,11 +230,7 @@ def joined_user_rows(user_ids: Sequence[int], category_ids: Sequence[int]) -> li
     if not convert:
         return rows
     out = []
-    settings_user = 3  # the settings row's user column: NULL for a user without settings
     for row in rows:
-        if row[settings_user] is None:  # most users: nothing to convert
-            out.append(row)
-            continue
         values = None
         for position, fns in convert:
             value = row[position]
