@@ -23,6 +23,7 @@ from django.db import close_old_connections
 from kombu import pools
 
 from notify import conf
+from notify.runtime.heap import freeze_startup_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
 
@@ -165,3 +166,17 @@ def _connections_before_task(**kwargs: Any) -> None:
 @signals.task_postrun.connect
 def _connections_after_task(**kwargs: Any) -> None:
     close_old_connections()
+
+
+# The start-up heap out of the cyclic collector's scans (notify.runtime.heap):
+# in the main process once it is set up (the whole worker with the solo and
+# threads pools; before the fork with prefork, so the children share those
+# pages too), then in each prefork child for what it added after the fork.
+@signals.worker_init.connect
+def _freeze_worker_heap(**kwargs: Any) -> None:
+    freeze_startup_heap()
+
+
+@signals.worker_process_init.connect
+def _freeze_pool_process_heap(**kwargs: Any) -> None:
+    freeze_startup_heap()

@@ -199,3 +199,28 @@ def test_fanout_twice_writes_nothing_new(make_rule, category, chunked):
     assert Delivery.objects.filter(pk__in=sent, status=Status.SENT).count() == 10
     Delivery.objects.filter(pk__in=sent).update(status=Status.PENDING)
     assert_rows(event, ids)
+
+
+@pytest.mark.parametrize("chunk", [99, 120])
+def test_fanout_rows_are_exact_whatever_the_chunk_size(make_rule, category, settings, chunk):
+    """250 recipients in chunks of 99 or 120 (the last one short): every row
+    exact, the decision counts those of the rows, and a second fan-out adds
+    nothing and changes nothing."""
+    settings.NOTIFY = {**settings.NOTIFY, "FANOUT_CHUNK_SIZE": chunk}
+    ids = make_members("Edge", 250, category)
+    make_rule(event_type="team.edge", recipients=["group:Edge"], channels=list(CHANNELS))
+    event = trigger("team.edge", {})
+
+    stats = fan_out(event)
+    before = list(Delivery.objects.filter(notification__event=event).order_by("pk").values_list())
+    again = fan_out(event)
+
+    assert stats.chunks == -(-250 // chunk)
+    assert (stats.notifications, stats.deliveries) == (again.notifications, again.deliveries)
+    assert (stats.notifications, stats.deliveries) == (250, 500)
+    assert_rows(event, ids)
+    after = list(Delivery.objects.filter(notification__event=event).order_by("pk").values_list())
+    assert after == before
+    assert stats.decisions == Counter(
+        Delivery.objects.filter(notification__event=event).values_list("status", flat=True)
+    )

@@ -33,6 +33,7 @@ from notify.dev.demo import DemoRefused, demo_logins, demo_refusal, load_demo
 from notify.intake.trigger import trigger
 from notify.models import ApiKey
 from notify.project.server import serve
+from notify.runtime.heap import freeze_startup_heap
 from notify.runtime.worker import WorkerPool
 from notify.scheduling.scheduler import SchedulerService
 from rules.ops import ensure_ops_group
@@ -195,6 +196,7 @@ class Command(BaseCommand):
 
     def do_worker(self, options):
         prepare_var_dir()  # links it renders are signed with the key `run` uses
+        freeze_startup_heap()  # set up: out of the cyclic collector's scans
         pool = WorkerPool(threads=options.get("threads"))
         pool.start()
         self.stdout.write(f"worker pool running with {pool.size} threads; Ctrl-C to stop")
@@ -206,6 +208,7 @@ class Command(BaseCommand):
             if options.get(name) is not None and options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be positive")
         prepare_var_dir()  # digests it sends are signed with the key `run` uses
+        freeze_startup_heap()
         service = SchedulerService(
             tick=options.get("tick"), standby_interval=options.get("standby_interval")
         )
@@ -219,6 +222,7 @@ class Command(BaseCommand):
     def do_run(self, options):
         prepare_var_dir()
         follow_port(options["host"], options["port"])
+        freeze_startup_heap()
         self.stdout.write(run_banner(f"http://{options['host']}:{options['port']}"))
         self.stdout.flush()
         serve(
