@@ -43,7 +43,7 @@ from typing import Any
 
 from bench.forked_peer import free_port
 from bench.load import http_request, run_closed, run_load
-from bench.measure import isolated
+from bench.measure import cpu_seconds, isolated
 from bench.processes import bench_env, notify_run
 from bench.registry import Context, Figure, Workload, register
 from notify.models import ApiKey, Event
@@ -176,13 +176,6 @@ def close_after(make):
         return make(number).replace(b"Connection: keep-alive", b"Connection: close", 1)
 
     return make_closing
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_fan_out(timeout: float = 300.0) -> None:

@@ -94,15 +94,16 @@ def teardown(state: dict[str, Any]) -> None:
             channel.exchange_delete(state["queue"])
 
 
-def held_batch(count: int) -> tuple[Event, list[int]]:
-    """One event fanned out to ``count`` pending deliveries, held for an hour."""
-    event = Event.objects.create(type=EVENT_TYPE, payload={"order_id": "H-1", "total": 80})
+def held_batch(count: int, event_type: str = EVENT_TYPE) -> tuple[Event, list[int]]:
+    """One event of ``event_type`` fanned out to ``count`` pending deliveries
+    (its rule's channel), held for an hour."""
+    event = Event.objects.create(type=event_type, payload={"order_id": "H-1", "total": 80})
     process_event(event.pk)
     pending = Delivery.objects.filter(notification__event=event, status=Status.PENDING)
     ids = list(pending.values_list("pk", flat=True))
     Delivery.objects.filter(pk__in=ids).update(next_attempt_at=timezone.now() + timedelta(hours=1))
     if len(ids) != count:
-        raise RuntimeError(f"http delivery: {len(ids)} pending deliveries, expected {count}")
+        raise RuntimeError(f"{event_type}: {len(ids)} pending deliveries, expected {count}")
     return event, ids
 
 

@@ -13,16 +13,15 @@ delivery is recorded sent. CPU: the worker process's user + system time
 
 from __future__ import annotations
 
-import os
 import time
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
+from bench.http_delivery import held_batch
+from bench.measure import cpu_seconds
 from bench.processes import bench_env, notify_worker
-from notify.fanout.pipeline import process_event
 from notify.models import Category, Delivery, Event
 from notify.models.status import Status
 from rules.models import Rule
@@ -55,21 +54,8 @@ def setup(category: Category, group: str, url: str) -> None:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux ``/proc``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(peer: Any, count: int) -> dict[str, Any]:
-    event = Event.objects.create(type=EVENT_TYPE, payload={"order_id": "W-1", "total": 80})
-    process_event(event.pk)
-    pending = Delivery.objects.filter(notification__event=event, status=Status.PENDING)
-    ids = list(pending.values_list("pk", flat=True))
-    if len(ids) != count:
-        raise RuntimeError(f"inflight worker: {len(ids)} pending deliveries, expected {count}")
-    Delivery.objects.filter(pk__in=ids).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+    event, ids = held_batch(count, EVENT_TYPE)
     env = bench_env(
         NOTIFY_BENCH_HTTP_URL=peer.url, NOTIFY_BENCH_HTTP_CONCURRENCY=str(CONCURRENCY), **OPTIONS
     )

@@ -181,3 +181,10 @@ def isolated(fn: Callable[[], Any]) -> Any:
     if "error" in payload:
         raise IsolatedError(payload["error"])
     return payload["result"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

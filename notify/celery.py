@@ -173,10 +173,6 @@ def _connections_after_task(**kwargs: Any) -> None:
 # threads pools; before the fork with prefork, so the children share those
 # pages too), then in each prefork child for what it added after the fork.
 @signals.worker_init.connect
-def _freeze_worker_heap(**kwargs: Any) -> None:
-    freeze_startup_heap()
-
-
 @signals.worker_process_init.connect
-def _freeze_pool_process_heap(**kwargs: Any) -> None:
+def _freeze_heap(**kwargs: Any) -> None:
     freeze_startup_heap()

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from notify.models import Category
 from notify.outbox import rows, runs
+from tests.sqlite_threads import Writer, in_threads
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -26,12 +27,6 @@ pytestmark = [
 
 THREADS = 3
 ROUNDS = 60
-
-
-def _busy_timeout(ms: int | None) -> None:
-    if ms is not None:
-        with connection.cursor() as cursor:
-            cursor.execute(f"PRAGMA busy_timeout={ms}")
 
 
 def _round(n: int, i: int) -> None:
@@ -54,28 +49,6 @@ def _round(n: int, i: int) -> None:
         Category.objects.filter(key=f"{key}-m0").update(description="in a transaction")
 
 
-def _in_threads(work: Callable[[int], None], busy_timeout_ms: int | None) -> list[BaseException]:
-    errors: list[BaseException] = []
-    start = threading.Barrier(THREADS)
-
-    def thread(n: int) -> None:
-        try:
-            _busy_timeout(busy_timeout_ms)
-            start.wait()
-            work(n)
-        except BaseException as exc:  # reported to the test thread
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=thread, args=(n,)) for n in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return errors
-
-
 def _rounds(n: int) -> None:
     for i in range(ROUNDS):
         _round(n, i)
@@ -88,12 +61,12 @@ def _assert_every_round_written() -> None:
 
 
 def test_single_writes_never_meet_sqlites_lock():
-    assert _in_threads(_rounds, busy_timeout_ms=0) == []
+    assert in_threads(_rounds, THREADS, busy_timeout_ms=0) == []
     _assert_every_round_written()
 
 
 def test_at_the_default_busy_timeout_single_writes_all_succeed():
-    assert _in_threads(_rounds, busy_timeout_ms=None) == []
+    assert in_threads(_rounds, THREADS, busy_timeout_ms=None) == []
     _assert_every_round_written()
 
 
@@ -128,23 +101,11 @@ def other_thread_writes() -> Iterator[Callable[[], None]]:
     assert errors == []
 
 
-def _wait_for(work: Callable[[], object], busy_timeout_ms: int | None) -> threading.Thread:
-    """Run ``work`` in a thread of its own; the thread keeps any error in ``.errors``."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            _busy_timeout(busy_timeout_ms)
-            work()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.errors = errors  # type: ignore[attr-defined]
-    thread.start()
-    return thread
+def _wait_for(work: Callable[[], object], busy_timeout_ms: int | None) -> Writer:
+    """Run ``work`` in a thread of its own, started now."""
+    writer = Writer(work, busy_timeout_ms)
+    writer.start()
+    return writer
 
 
 @pytest.mark.parametrize("busy_timeout_ms", [0, None])
@@ -156,7 +117,7 @@ def test_an_autocommit_update_waits_for_the_writer_before_it(other_thread_writes
     assert updater.is_alive()  # waiting for the transaction, not failed at once
     other_thread_writes()
     updater.join(30)
-    assert updater.errors == []  # type: ignore[attr-defined]
+    assert updater.errors == []
     assert Category.objects.get(key="held").name == "updated"  # ran after the commit
 
 
@@ -176,7 +137,7 @@ def test_returning_rows_are_all_read_and_the_write_committed_before_the_lock_is_
         # write now all the same (busy timeout 0: it would fail at once).
         other = _wait_for(lambda: Category.objects.create(key="other", name="other"), 0)
         other.join(30)
-        assert other.errors == []  # type: ignore[attr-defined]
+        assert other.errors == []
         assert cursor.fetchone() is not None
         assert len(cursor.fetchmany(9)) == 9
         assert len(list(cursor)) == 40
@@ -204,5 +165,5 @@ def test_a_claim_round_that_finds_nothing_takes_no_write_lock(other_thread_write
     other_thread_writes()  # lets a claim that waited for it go on, then fail the test
     worker.join(30)
     assert idle  # it did not wait for the other thread's write
-    assert worker.errors == []  # type: ignore[attr-defined]
+    assert worker.errors == []
     assert found == [([], [], [])]

@@ -14,6 +14,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from notify.models import Category
+from tests.sqlite_threads import in_threads
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -25,31 +26,15 @@ TRANSACTIONS = 150
 
 
 def _write_in_threads(busy_timeout_ms: int | None) -> tuple[list[BaseException], list[str]]:
-    errors: list[BaseException] = []
     order: list[str] = []
-    start = threading.Barrier(THREADS)
 
     def writer(n: int) -> None:
-        try:
-            if busy_timeout_ms is not None:
-                with connection.cursor() as cursor:
-                    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-            start.wait()
-            for i in range(TRANSACTIONS):
-                with transaction.atomic():
-                    Category.objects.create(key=f"t{n}-{i}", name=f"t{n}-{i}")
-                    order.append(f"t{n}")
-        except BaseException as exc:  # reported to the test thread
-            errors.append(exc)
-        finally:
-            connections.close_all()
+        for i in range(TRANSACTIONS):
+            with transaction.atomic():
+                Category.objects.create(key=f"t{n}-{i}", name=f"t{n}-{i}")
+                order.append(f"t{n}")
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return errors, order
+    return in_threads(writer, THREADS, busy_timeout_ms), order
 
 
 def test_writers_of_one_process_never_meet_sqlites_lock():

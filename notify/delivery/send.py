@@ -255,7 +255,7 @@ def _deliver(
                 flush=None
                 if queuing is None
                 else lambda results, c=queuing: _flush(c, results, policy),
-                more=more if alias == growing and queuing is None else None,
+                more=more if alias == growing else None,  # send_all: not if queuing
             )
         finally:
             if queuing is not None:

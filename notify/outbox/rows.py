@@ -782,30 +782,28 @@ def attempt_values(row: DeliveryAttempt) -> list[Any]:
 
 def insert_attempt_values(cursor, rows: list[list[Any]]) -> None:
     """Insert prepared attempt rows (``attempt_values``) with one ``executemany``."""
-    fields = _attempt_fields()
-    table = connection.ops.quote_name(DeliveryAttempt._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    cursor.executemany(
-        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", rows
-    )
+    head, one = _attempt_insert()
+    cursor.executemany(f"{head}{one}", rows)
 
 
 def insert_attempt_rows(cursor, rows: list[list[Any]]) -> None:
     """Insert prepared attempt rows (``attempt_values``) with one multi-row
     ``INSERT`` per chunk: a tick of digests writes hundreds (one per item),
     and one statement costs less than as many executions of one."""
+    head, one = _attempt_insert()
+    params = min(connection.features.max_query_params or 65535, 65535)  # psycopg's bound
+    per_statement = max(1, min(1000, params // len(_attempt_fields())))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        cursor.execute(f"{head}{', '.join([one] * len(chunk))}", [v for row in chunk for v in row])
+
+
+def _attempt_insert() -> tuple[str, str]:
+    """``INSERT INTO <attempts> (<columns>) VALUES `` and one row's placeholders."""
     fields = _attempt_fields()
     table = connection.ops.quote_name(DeliveryAttempt._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    one = f"({', '.join(['%s'] * len(fields))})"
-    params = min(connection.features.max_query_params or 65535, 65535)  # psycopg's bound
-    per_statement = max(1, min(1000, params // len(fields)))
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(chunk))}",
-            [value for row in chunk for value in row],
-        )
+    return f"INSERT INTO {table} ({columns}) VALUES ", f"({', '.join(['%s'] * len(fields))})"
 
 
 @functools.cache

@@ -13,10 +13,13 @@ leader's whole batch of 50 was sent again. With ``SENDS_IN_FLIGHT`` 64 the
 leader has 8 digests in flight (email's own limit), and a kill may send those
 8 again, no more.
 
-The claim time is shortened (``CLAIM_TTL`` 8 s) so the take-over is quick; the
-leader extends its claim as it goes (every third of it), and
+One in flight runs at the defaults, the default claim time included: the
+killed leader's claimed batch waits out its ``CLAIM_TTL`` (120 s) before the
+standby sends it. With ``SENDS_IN_FLIGHT`` 64 the claim time is shortened
+(``CLAIM_TTL`` 8 s) so the take-over is quick; the leader extends its claim as
+it goes (every third of it), and
 ``test_digest_exactly_once.py::test_a_live_senders_claim_never_expires`` is the
-twin at the default claim time.
+live leader's twin at the default claim time.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from notify import trigger
+from notify import conf, trigger
 from notify.fanout.pipeline import process_event
 from notify.models import Category, CategoryPreference, Delivery, Digest, UserSettings
 from notify.models.status import Status
@@ -77,20 +80,21 @@ def due_digests_for(count: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sends_in_flight", "bound"),
-    [(None, 1), (64, 8)],  # the defaults; raised (email's own CONCURRENCY then: 8)
+    ("overrides", "bound"),
+    [
+        ({}, 1),  # the defaults: one in flight, the claim time of 120 s
+        ({"SENDS_IN_FLIGHT": 64, "CLAIM_TTL": TTL}, 8),  # email's own CONCURRENCY then: 8
+    ],
     ids=["defaults", "sends-in-flight-64"],
 )
 def test_leader_killed_mid_digest_sends_no_user_two_digests(
-    postgres, tmp_path, smtp_peer, sends_in_flight, bound
+    postgres, tmp_path, smtp_peer, overrides, bound
 ):
     """Counted at the peer: the extra copies a kill causes are at most the
     digests in flight (``bound``), each with the same ``X-Notify-Delivery``."""
     due_digests_for(USERS)
     smtp_peer.latency = 0.05
-    overrides: dict = {"CLAIM_TTL": TTL}
-    if sends_in_flight is not None:
-        overrides["SENDS_IN_FLIGHT"] = sends_in_flight
+    claim_ttl = overrides.get("CLAIM_TTL", conf.DEFAULTS["CLAIM_TTL"])
     env = process_env(tmp_path / "var", overrides=overrides)
     env.update(
         NOTIFY_EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
@@ -105,7 +109,10 @@ def test_leader_killed_mid_digest_sends_no_user_two_digests(
         assert wait_until(lambda: len(smtp_peer.messages) >= KILL_AT, 60), first.text()[-3000:]
         first.kill()
         assert wait_until(lambda: "is the leader" in second.text(), 30), second.text()
-        done = wait_until(lambda: Digest.objects.filter(status=Status.SENT).count() == USERS, 120)
+        # The killed leader's claimed batch goes out once its claim has expired.
+        done = wait_until(
+            lambda: Digest.objects.filter(status=Status.SENT).count() == USERS, claim_ttl + 120
+        )
         assert done, (Counter(Digest.objects.values_list("status", flat=True)), second.text())
     finally:
         first.stop()
