@@ -55,6 +55,8 @@ def call(app, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str]
         content = b"".join(iterable)
     finally:
         iterable.close()
+    if "Content-Length" in started["headers"]:
+        assert int(started["headers"]["Content-Length"]) == len(content)
     try:
         return started["status"], started["headers"], json.loads(content)
     except ValueError:  # Django's own 400 page (a refused Host)
@@ -85,7 +87,9 @@ def assert_same(full, lean_answer):
     assert lean_status == status
     assert set(lean_headers) == set(headers)
     for name, value in headers.items():
-        if name != "Location":
+        # Location and Content-Length carry the event's id (9 beside 10 is a
+        # byte longer); call() checks each Content-Length against its body.
+        if name not in {"Location", "Content-Length"}:
             assert lean_headers[name] == value, name
     assert {k: v for k, v in lean_body.items() if k not in VARYING} == {
         k: v for k, v in body.items() if k not in VARYING
@@ -96,7 +100,11 @@ def bearer(token, **extra):
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json", **extra}
 
 
-def test_accepted_the_same_as_through_the_full_stack(apps, token):
+@pytest.mark.parametrize("across_a_digit", [False, True])
+def test_accepted_the_same_as_through_the_full_stack(apps, token, across_a_digit):
+    if across_a_digit:  # the full stack's id ends in 9, the lean one's is a digit longer
+        while (Event.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) % 10 != 8:
+            call(apps[1], json.dumps(ORDER).encode(), bearer(token))
     full, lean_answer = both(
         apps, ORDER, lambda n: bearer(token, **{"Idempotency-Key": f"k-{uuid.uuid4()}"})
     )
