@@ -152,6 +152,7 @@ def _claims() -> tuple[object, ...]:
     return (
         rows.claim_events(10, 60, now),
         rows.claim_due_deliveries(10, 60, now)[0],
+        rows.claim_more(10, rows.claim_token(now, 60), "email", now),  # a batch that grows
         runs.claim_due_runs(10, 60, now)[0],
     )
 
@@ -166,4 +167,4 @@ def test_a_claim_round_that_finds_nothing_takes_no_write_lock(other_thread_write
     worker.join(30)
     assert idle  # it did not wait for the other thread's write
     assert worker.errors == []
-    assert found == [([], [], [])]
+    assert found == [([], [], [], [])]

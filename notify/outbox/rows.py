@@ -333,23 +333,12 @@ def claim_more(limit: int, token: datetime, channel: str, now: datetime | None =
     A batch with sends in flight grows with them instead of draining before
     its next claim (``notify.delivery.inflight.send_all``). The rows are the
     ones ``_claim`` would take (pending and due, skipping rows another worker
-    is claiming), of this channel only and never a suspect (sent alone, in a
-    batch of its own): their ids are picked and locked first, then ``_claim``
-    claims them, in one transaction (SQLite's is IMMEDIATE: no writer between)."""
+    is claiming), of this channel only, never a suspect (sent alone, in a
+    batch of its own) and never an expired claim (``claim_due_deliveries``
+    sorts those out): one read and one UPDATE, as any claim."""
     if limit < 1:
         return []
-    now = now or timezone.now()
-    ops = connection.ops
-    table = ops.quote_name(Delivery._meta.db_table)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {table} WHERE status = %s AND next_attempt_at <= %s "
-            f"AND channel = %s AND hold_reason <> %s "
-            f"ORDER BY next_attempt_at ASC LIMIT %s{_skip_locked_sql()}",
-            [Status.PENDING, ops.adapt_datetimefield_value(now), channel, SUSPECT, int(limit)],
-        )
-        due = [row[0] for row in cursor.fetchall()]
-        claimed, _lost = _claim(limit, token, now, due)  # rows locked: none lost
+    claimed, _lost = _claim(limit, token, now or timezone.now(), None, channel=channel)
     return claimed
 
 
@@ -387,23 +376,35 @@ def nothing_due(table: str, due: str, params: Sequence[object]) -> bool:
 
 
 def _claim(
-    limit: int, token: datetime, now: datetime, ids: Iterable[int] | None
+    limit: int,
+    token: datetime,
+    now: datetime,
+    ids: Iterable[int] | None,
+    channel: str | None = None,
 ) -> tuple[list[int], set[datetime]]:
     """Claim pending due rows; return them and the tokens of expired claims seen.
 
     Plain SQL (the ORM's ``Q``/``F`` queryset compiled for every batch of ten
     cost more than the two statements): the due rows by ``next_attempt_at``
-    (``FOR UPDATE SKIP LOCKED`` where the database has it), then one UPDATE."""
+    (``FOR UPDATE SKIP LOCKED`` where the database has it), then one UPDATE.
+    With ``channel`` (a growing batch, ``claim_more``): pending rows of that
+    channel only, no suspect, no expired claim."""
     ops = connection.ops
     table = ops.quote_name(Delivery._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
     only, wanted = _only_ids(ids)
     if wanted == []:
         return [], set()
-    params: list[object] = [Status.PENDING, at, Status.SENDING, at, *(wanted or ())]
-    due = (
-        f"((status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)) {only}"
-    )
+    params: list[object]
+    if channel is None:
+        params = [Status.PENDING, at, Status.SENDING, at, *(wanted or ())]
+        due = (
+            "((status = %s AND next_attempt_at <= %s) OR (status = %s AND claimed_until < %s)) "
+            f"{only}"
+        )
+    else:
+        params = [Status.PENDING, at, channel, SUSPECT, *(wanted or ())]
+        due = f"status = %s AND next_attempt_at <= %s AND channel = %s AND hold_reason <> %s {only}"
     if nothing_due(table, due, params):
         return [], set()
     lock = _skip_locked_sql()

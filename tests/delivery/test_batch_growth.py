@@ -207,6 +207,20 @@ def test_claim_more_takes_due_rows_of_its_channel_under_the_token(counting, make
     assert claim_more(10, token, "counting") == []
 
 
+def test_claim_more_leaves_an_expired_claim_to_the_reaper(counting, make_rule, make_user):
+    """A row of the channel whose claim expired (its worker died) is neither
+    claimed nor reaped by a growing batch: ``claim_due_deliveries`` sorts it
+    out (suspect or never started) before anyone sends it."""
+    fanned_out(make_rule, make_user, 3, "counting")
+    first, token = claim_due_deliveries(limit=1, ttl=60)
+    lost, due = Delivery.objects.exclude(pk__in=first).order_by("pk").values_list("pk", flat=True)
+    gone = timezone.now() - timedelta(minutes=1)
+    Delivery.objects.filter(pk=lost).update(status=Status.SENDING, claimed_until=gone)
+
+    assert claim_more(10, token, "counting") == [due]
+    assert Delivery.objects.filter(pk=lost, status=Status.SENDING, claimed_until=gone).exists()
+
+
 def test_only_the_last_channel_of_a_batch_grows(settings, counting, make_rule, make_user):
     """A batch of two channels: the first sends its part and no more (the
     second's deliveries must not wait behind it); the second grows."""
