@@ -114,10 +114,14 @@ def measure(options: dict[str, Any]) -> dict[str, Any]:
 # -- the parent: throwaway databases, one child each ------------------------------------------
 
 
-def run_child(database: str, options: dict[str, Any]) -> dict[str, Any]:
+def run_child(
+    database: str, options: dict[str, Any], module: str = "bench.observability"
+) -> dict[str, Any]:
+    """``python -m <module> --child`` on a throwaway ``database``: what its
+    ``measure(options)`` returned."""
     from bench.runner import PROJECT_DIR, THROWAWAY, BenchError
 
-    var_dir = Path(tempfile.mkdtemp(prefix=f"notify-dashboard-bench-{database}-"))
+    var_dir = Path(tempfile.mkdtemp(prefix=f"notify-{module.split('.')[-1]}-bench-{database}-"))
     try:
         with THROWAWAY[database](var_dir) as (url, expected_name):
             options_path, result_path = var_dir / "options.json", var_dir / "result.json"
@@ -142,7 +146,7 @@ def run_child(database: str, options: dict[str, Any]) -> dict[str, Any]:
                 [
                     sys.executable,
                     "-m",
-                    "bench.observability",
+                    module,
                     "--child",
                     str(options_path),
                     str(result_path),

@@ -770,8 +770,8 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime, mark: Sequence
 
 
 def insert_attempts(cursor, attempts: list[DeliveryAttempt]) -> None:
-    """Insert attempt rows with one ``executemany`` (``bulk_create`` compiles
-    every value through the ORM: most of a tick's write on a busy worker)."""
+    """Insert attempt rows in one statement (``bulk_create`` compiles every
+    value through the ORM: most of a tick's write on a busy worker)."""
     insert_attempt_values(cursor, [attempt_values(row) for row in attempts])
 
 
@@ -781,22 +781,25 @@ def attempt_values(row: DeliveryAttempt) -> list[Any]:
     return [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _attempt_fields()]
 
 
+# Up to this many rows, one multi-row INSERT; beyond, one ``executemany``.
+# Measured both ways (``python -m bench.attempt_insert``, BENCHMARKS.md): on
+# PostgreSQL one statement is 14-16 % faster a row at 1 and 2 rows (a
+# worker's tick at the defaults: psycopg's executemany sets up a pipeline),
+# executemany 1.3-1.7x faster from 32 (a tick of digests, one row per item);
+# on SQLite the two stay within 10 % of each other at every size.
+ONE_STATEMENT_ROWS = 8
+
+
 def insert_attempt_values(cursor, rows: list[list[Any]]) -> None:
-    """Insert prepared attempt rows (``attempt_values``) with one ``executemany``."""
+    """Insert prepared attempt rows (``attempt_values``): one statement for a
+    few, one ``executemany`` for many (``ONE_STATEMENT_ROWS``)."""
+    if not rows:
+        return
     head, one = _attempt_insert()
-    cursor.executemany(f"{head}{one}", rows)
-
-
-def insert_attempt_rows(cursor, rows: list[list[Any]]) -> None:
-    """Insert prepared attempt rows (``attempt_values``) with one multi-row
-    ``INSERT`` per chunk: a tick of digests writes hundreds (one per item),
-    and one statement costs less than as many executions of one."""
-    head, one = _attempt_insert()
-    params = min(connection.features.max_query_params or 65535, 65535)  # psycopg's bound
-    per_statement = max(1, min(1000, params // len(_attempt_fields())))
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        cursor.execute(f"{head}{', '.join([one] * len(chunk))}", [v for row in chunk for v in row])
+    if len(rows) <= ONE_STATEMENT_ROWS:
+        cursor.execute(f"{head}{', '.join([one] * len(rows))}", [v for row in rows for v in row])
+    else:
+        cursor.executemany(f"{head}{one}", rows)
 
 
 def _attempt_insert() -> tuple[str, str]:

@@ -4,8 +4,8 @@
 that returned since the last tick (``notify.delivery.inflight``): each row
 (guarded by the claim's token: a row another leader has claimed since is left
 alone), its items closed as a single send with the same outcome would close
-them, and every item's attempt in one multi-row ``INSERT``
-(``notify.outbox.rows.insert_attempt_rows``).
+them, and every item's attempt in one insert
+(``notify.outbox.rows.insert_attempt_values``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.db import connection, transaction
 
 from notify.models import Delivery, Digest
 from notify.models.status import Status
-from notify.outbox.rows import Outcome, attempt_values, insert_attempt_rows
+from notify.outbox.rows import Outcome, attempt_values, insert_attempt_values
 
 HELD = "held"  # an outcome only: the row waits for the end of quiet hours
 REFUND = object()  # ``attempts`` one lower, not below 0
@@ -104,7 +104,7 @@ def record_digests(
             for sql, many in statements.items():
                 cursor.executemany(sql, many)
         if attempts:
-            insert_attempt_rows(cursor, attempts)
+            insert_attempt_values(cursor, attempts)
     for outcome in written:
         name = STAT.get(outcome.status, "failed")
         setattr(stats, name, getattr(stats, name) + 1)
