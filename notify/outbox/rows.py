@@ -335,7 +335,7 @@ def claim_more(limit: int, token: datetime, channel: str, now: datetime | None =
     ones ``_claim`` would take (pending and due, skipping rows another worker
     is claiming), of this channel only, never a suspect (sent alone, in a
     batch of its own) and never an expired claim (``claim_due_deliveries``
-    sorts those out): one read and one UPDATE, as any claim."""
+    sorts those out), through ``_claim`` as any claim: nothing due, no write lock."""
     if limit < 1:
         return []
     claimed, _lost = _claim(limit, token, now or timezone.now(), None, channel=channel)
@@ -770,7 +770,7 @@ def record_outcomes(outcomes: Iterable[Outcome], token: datetime, mark: Sequence
 
 
 def insert_attempts(cursor, attempts: list[DeliveryAttempt]) -> None:
-    """Insert attempt rows in one statement (``bulk_create`` compiles every
+    """Insert attempt rows as prepared values (``bulk_create`` compiles every
     value through the ORM: most of a tick's write on a busy worker)."""
     insert_attempt_values(cursor, [attempt_values(row) for row in attempts])
 
