@@ -11,12 +11,10 @@ per item). It set ``notify.outbox.rows.ONE_STATEMENT_ROWS`` (BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 SIZES = (1, 2, 8, 32, 128, 500)
@@ -98,15 +96,10 @@ def measure(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--child"]:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
-        import django
+    from bench.observability import child, run_child
 
-        django.setup()
-        options = json.loads(Path(argv[1]).read_text())
-        Path(argv[2]).write_text(json.dumps(measure(options)))
-        return 0
-    from bench.observability import run_child
+    if argv[:1] == ["--child"]:
+        return child(argv, measure)
 
     parser = argparse.ArgumentParser(prog="python -m bench.attempt_insert")
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")

@@ -192,15 +192,21 @@ def report(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def child(argv: list[str], measure: Any) -> int:
+    """The ``--child`` side of ``run_child``: Django set up on the throwaway
+    database, ``measure(options)`` written where the parent reads it."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
+    import django
+
+    django.setup()
+    options = json.loads(Path(argv[1]).read_text())
+    Path(argv[2]).write_text(json.dumps(measure(options)))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "notify.project.settings")
-        import django
-
-        django.setup()
-        options = json.loads(Path(argv[1]).read_text())
-        Path(argv[2]).write_text(json.dumps(measure(options)))
-        return 0
+        return child(argv, measure)
     parser = argparse.ArgumentParser(prog="python -m bench.observability")
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
