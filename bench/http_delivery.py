@@ -65,21 +65,30 @@ def setup(ctx: Context, category: Category) -> dict[str, Any]:
     """The rule and channel for ``bench.http``, and the provider (started)."""
     peer = HttpPeer()
     peer.start()
-    channel = {"BACKEND": "bench.http_peer.LocalHttpChannel", "OPTIONS": {"URL": peer.url}}
+    http_rule("bench http delivery", EVENT_TYPE, category, "bench-mail", peer.url)
+    return {"peer": peer, "queue": f"notify-bench-{os.getpid()}"}
+
+
+def http_rule(
+    name: str, event_type: str, category: Category, group: str, url: str, **channel: Any
+) -> None:
+    """The ``bench-http`` channel posting to ``url`` (``channel``: more keys of
+    its entry, e.g. ``CONCURRENCY``) in this process, and a rule sending
+    ``event_type`` to ``group`` through it."""
+    entry = {"BACKEND": "bench.http_peer.LocalHttpChannel", "OPTIONS": {"URL": url}, **channel}
     settings.NOTIFY = {
         **settings.NOTIFY,
-        "CHANNELS": {**settings.NOTIFY["CHANNELS"], ALIAS: channel},
+        "CHANNELS": {**settings.NOTIFY["CHANNELS"], ALIAS: entry},
     }
     Rule.objects.create(
-        name="bench http delivery",
-        event_type=EVENT_TYPE,
+        name=name,
+        event_type=event_type,
         category=category,
-        recipients=["group:bench-mail"],
+        recipients=[f"group:{group}"],
         channels=[ALIAS],
         message="order_shipped",
     )
     rule_index.clear()
-    return {"peer": peer, "queue": f"notify-bench-{os.getpid()}"}
 
 
 def teardown(state: dict[str, Any]) -> None:

@@ -16,17 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.conf import settings
 from django.utils import timezone
 
-from bench.http_delivery import held_batch
+from bench.http_delivery import held_batch, http_rule
 from bench.measure import cpu_seconds
 from bench.processes import bench_env, notify_worker
 from notify.models import Category, Delivery, Event
 from notify.models.status import Status
-from rules.models import Rule
 
-ALIAS = "bench-http"  # the channel bench.settings gives the worker process
 EVENT_TYPE = "bench.inflight-worker"
 THREADS = 2  # ``notify worker``'s default
 OPTIONS = {"NOTIFY_SENDS_IN_FLIGHT": "64", "NOTIFY_WORKER_BATCH_SIZE": "128"}
@@ -35,23 +32,7 @@ CONCURRENCY = 64
 
 def setup(category: Category, group: str, url: str) -> None:
     """The rule and, in this process (fan-out), the channel the worker sends through."""
-    channel = {
-        "BACKEND": "bench.http_peer.LocalHttpChannel",
-        "OPTIONS": {"URL": url},
-        "CONCURRENCY": CONCURRENCY,
-    }
-    settings.NOTIFY = {
-        **settings.NOTIFY,
-        "CHANNELS": {**settings.NOTIFY["CHANNELS"], ALIAS: channel},
-    }
-    Rule.objects.create(
-        name="bench inflight worker",
-        event_type=EVENT_TYPE,
-        category=category,
-        recipients=[f"group:{group}"],
-        channels=[ALIAS],
-        message="order_shipped",
-    )
+    http_rule("bench inflight worker", EVENT_TYPE, category, group, url, CONCURRENCY=CONCURRENCY)
 
 
 def measure(peer: Any, count: int) -> dict[str, Any]:

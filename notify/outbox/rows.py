@@ -785,8 +785,8 @@ def attempt_values(row: DeliveryAttempt) -> list[Any]:
 # Measured both ways (``python -m bench.attempt_insert``, BENCHMARKS.md): on
 # PostgreSQL one statement is 14-16 % faster a row at 1 and 2 rows (a
 # worker's tick at the defaults: psycopg's executemany sets up a pipeline),
-# executemany 1.3-1.7x faster from 32 (a tick of digests, one row per item);
-# on SQLite the two stay within 10 % of each other at every size.
+# executemany 1.3-1.7x faster from 128 (a tick of digests, one row per item;
+# between, either way by run); on SQLite the two stay within 15 % at every size.
 ONE_STATEMENT_ROWS = 8
 
 

@@ -139,8 +139,9 @@ def send_digests(
     token: datetime,
     policy: RetryPolicy,
     stats: DigestStats,
-    pools: SendPools | None = None,
+    pools: SendPools,
 ) -> None:
+    """Send one claimed batch through ``pools`` (the run's: ``send_due_digests``)."""
     digests = list(
         Digest.objects.filter(pk__in=list(claimed), status=Status.SENDING, due_at=token)
         .select_related("user")
@@ -182,30 +183,23 @@ def send_digests(
             digest, items[digest.pk], kind, fmt, prefs.get(digest.user_id), cancels, titles
         )
 
-    own = pools is None
-    pools = pools if pools is not None else SendPools()
     gather = GATHER if connection.vendor == "postgresql" else 0.0
-    try:
-        for alias, batch in by_channel.items():
-            kind = kinds[alias]
-            if kind is None:
-                tick(fail_for_config(batch, items, f"channel '{alias}' is not configured"), [])
-                continue
-            pool = pools.get(alias)
-            send_all(
-                batch,
-                pool,
-                prepare=lambda d, k=kind: prepare(d, *k),
-                finish=lambda send, answer: send.outcome(answer, policy),
-                tick=tick,
-                refuse=lambda rest, exc, a=alias: refused_configuration(a, rest, items, exc),
-                should_stop=lambda: False,
-                context=lambda d, a=alias: log_context(digest_id=d.pk, channel=a),
-                gather=gather,
-            )
-    finally:
-        if own:
-            pools.close()
+    for alias, batch in by_channel.items():
+        kind = kinds[alias]
+        if kind is None:
+            tick(fail_for_config(batch, items, f"channel '{alias}' is not configured"), [])
+            continue
+        send_all(
+            batch,
+            pools.get(alias),
+            prepare=lambda d, k=kind: prepare(d, *k),
+            finish=lambda send, answer: send.outcome(answer, policy),
+            tick=tick,
+            refuse=lambda rest, exc, a=alias: refused_configuration(a, rest, items, exc),
+            should_stop=lambda: False,
+            context=lambda d, a=alias: log_context(digest_id=d.pk, channel=a),
+            gather=gather,
+        )
 
 
 # Seconds a tick on PostgreSQL waits, once a digest has returned, for others in
